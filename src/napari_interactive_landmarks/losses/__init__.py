@@ -1,0 +1,85 @@
+"""Losses: heatmap BCE (both heads) and the morphology-aware loss of Kim et al. (MICCAI 2022)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codecs.heatmaps import local_soft_argmax
+
+
+def heatmap_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def select_morphology_sets(coords: np.ndarray, num_pairs: int, num_triplets: int, max_triplet_candidates=None):
+    """Pick the inter-landmark distances and angles that vary least over a training set (Kim et al. Eq. 2-3).
+
+    ``coords`` (N, K, 2) normalised (row / H, col / W) coordinates of the training split. Distances: the
+    ``num_pairs`` pairs (m, n), m < n, with the lowest standard deviation of the distance. Angles: the
+    ``num_triplets`` triplets (a, v, b), a < b, v ∉ {a, b}, with the lowest circular variance of the angle of
+    (b − v) minus the angle of (a − v). Rows with NaN are ignored per set. Returns (pairs, triplets) as lists.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    n, k, _ = coords.shape
+    pairs = np.array(list(itertools.combinations(range(k), 2)))
+    d = np.linalg.norm(coords[:, pairs[:, 0]] - coords[:, pairs[:, 1]], axis=-1)  # N, P
+    std = np.nanstd(d, axis=0)
+    order = np.lexsort((np.arange(len(std)), std))  # stable: ties broken by index
+    chosen_pairs = [tuple(int(v) for v in pairs[i]) for i in order[:num_pairs]]
+
+    trip = np.array([(a, v, b) for v in range(k) for a, b in itertools.combinations([i for i in range(k) if i != v], 2)])
+    cvar = np.empty(len(trip))
+    chunk = 20000
+    for s in range(0, len(trip), chunk):
+        t = trip[s : s + chunk]
+        va = coords[:, t[:, 0]] - coords[:, t[:, 1]]
+        vb = coords[:, t[:, 2]] - coords[:, t[:, 1]]
+        theta = np.arctan2(vb[..., 0], vb[..., 1]) - np.arctan2(va[..., 0], va[..., 1])  # N, T
+        z = np.exp(1j * theta)
+        cvar[s : s + chunk] = 1.0 - np.abs(np.nanmean(z, axis=0))
+    order = np.lexsort((np.arange(len(cvar)), cvar))
+    chosen_trip = [tuple(int(v) for v in trip[i]) for i in order[:num_triplets]]
+    return chosen_pairs, chosen_trip
+
+
+def _angle_vectors(coords, triplets):
+    a, v, b = coords[:, triplets[:, 0]], coords[:, triplets[:, 1]], coords[:, triplets[:, 2]]
+    va, vb = a - v, b - v
+    theta = torch.atan2(vb[..., 0], vb[..., 1]) - torch.atan2(va[..., 0], va[..., 1])
+    return torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
+
+
+def morphology_loss(pred_norm: torch.Tensor, true_norm: torch.Tensor, pairs: torch.Tensor, triplets: torch.Tensor,
+                    angle_weight: float = 1.0):
+    """Distance L1 + angle (1 − cosine similarity) on normalised (B, K, 2) coordinates.
+
+    Returns (distance_loss, angle_loss). Pairs/triplets whose ground truth has NaN are skipped.
+    """
+    zero = pred_norm.new_zeros(())
+    ld = la = zero
+    if len(pairs):
+        dp = torch.linalg.vector_norm(pred_norm[:, pairs[:, 0]] - pred_norm[:, pairs[:, 1]], dim=-1)
+        dt = torch.linalg.vector_norm(true_norm[:, pairs[:, 0]] - true_norm[:, pairs[:, 1]], dim=-1)
+        ok = torch.isfinite(dt)
+        if ok.any():
+            ld = (dp[ok] - dt[ok]).abs().mean()
+    if len(triplets):
+        up = _angle_vectors(pred_norm, triplets)
+        ut = _angle_vectors(true_norm, triplets)
+        ok = torch.isfinite(ut).all(-1)
+        if ok.any():
+            cos = (up * ut).sum(-1)  # both unit vectors
+            la = (1.0 - cos[ok]).mean()
+    return ld, la * angle_weight
+
+
+def soft_coords_normalised(logits: torch.Tensor, window: int = 15) -> torch.Tensor:
+    """Local soft-argmax of sigmoid(logits), normalised per axis ((row + 0.5) / H, (col + 0.5) / W) so that
+    the result does not depend on the map's resolution."""
+    h, w = logits.shape[-2:]
+    c = local_soft_argmax(torch.sigmoid(logits), window=window)
+    return (c + 0.5) / torch.tensor([h, w], dtype=c.dtype, device=c.device)

@@ -1,0 +1,425 @@
+"""Simulated-click evaluation protocol (Kim et al., MICCAI 2022) and the manual-revision baseline.
+
+Protocol (:func:`run_click_protocol`)
+-------------------------------------
+Step 0 is the automatic prediction (no clicks).  For ``k = 1..max_clicks`` the next landmark
+is chosen among the not-yet-clicked ones, a click is placed **at its ground-truth position**,
+and the predictor is re-run with *all* clicks so far and ``previous`` = the coordinates of
+step ``k-1`` (the predictor itself pins clicked landmarks and uses ``previous`` only in clicked
+channels).  Selection rules (``order``):
+
+* ``"worst"`` — largest current radial error against the ground truth (oracle; the paper's
+  "a doctor corrects the clearly wrong point first").
+* ``"ere"`` — highest predicted expected radial error ``pred.ere`` of the current step
+  (``ValueError`` when the predictor returns none).  NaN ERE ranks last.
+* ``"random"`` — uniform over the candidates, drawn from the given ``numpy.random.Generator``.
+
+Decisions
+---------
+* **Ties** go to the lowest landmark index (``argmax`` semantics).
+* **Missing ground truth** (NaN in ``sample.coords``): such a landmark cannot be clicked (there
+  is no position to click), so it is never a candidate; its error is NaN and it is left out of
+  the image's MRE (see :mod:`.metrics`).
+* **Running out of candidates** (``max_clicks`` larger than the number of clickable
+  landmarks): the remaining steps repeat the last state (coords, errors, ERE carried forward,
+  no predictor call), so every trace has exactly ``max_clicks + 1`` steps; ``clicked`` only
+  lists the clicks really made.
+* Selection and the stored errors are in **pixels**; :func:`evaluate_dataset` converts to mm.
+
+Manual-revision baseline (:func:`manual_revision`)
+--------------------------------------------------
+No model re-run: starting from the step-0 prediction, each click replaces one not-yet-clicked
+landmark by its ground truth.  With ``"worst"`` it is the current worst one (of the manual
+state).  For comparability the other orders mirror the model run: ``"ere"`` ranks by the
+step-0 ERE (the manual state never changes elsewhere, so its ERE is the step-0 one) and
+``"random"`` replays exactly the model run's click sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .metrics import failure_rate, mre, noc, radial_errors, sdr
+
+__all__ = [
+    "ORDERS",
+    "ImageTrace",
+    "run_click_protocol",
+    "manual_revision",
+    "evaluate_dataset",
+    "format_report",
+]
+
+ORDERS = ("worst", "ere", "random")
+
+
+@dataclass
+class ImageTrace:
+    """Everything recorded for one image.  ``S = max_clicks + 1`` steps, ``K`` landmarks;
+    errors in original-image pixels."""
+
+    name: str
+    order: str
+    gt: np.ndarray  # (K, 2)
+    coords: np.ndarray  # (S, K, 2) model run
+    errors: np.ndarray  # (S, K)
+    clicked: list[int]  # landmark index of click 1, 2, ... (model run)
+    manual_coords: np.ndarray  # (S, K, 2)
+    manual_errors: np.ndarray  # (S, K)
+    manual_clicked: list[int]
+    ere: np.ndarray | None = None  # (S, K) predicted ERE per step (pixels), when available
+    scores: np.ndarray | None = None  # (S, K)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def max_clicks(self) -> int:
+        return self.coords.shape[0] - 1
+
+    @property
+    def mre_model(self) -> np.ndarray:
+        """(S,) MRE in pixels after 0..max_clicks clicks, model run."""
+        return mre(self.errors, axis=-1)
+
+    @property
+    def mre_manual(self) -> np.ndarray:
+        """(S,) MRE in pixels after 0..max_clicks clicks, manual revision."""
+        return mre(self.manual_errors, axis=-1)
+
+
+def _check_order(order: str) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+
+
+def _as_rng(rng) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _select(order: str, candidates: np.ndarray, errors: np.ndarray, ere, rng) -> int:
+    """Pick one landmark index from ``candidates`` (sorted, non-empty)."""
+    if order == "worst":
+        key = errors[candidates]
+    elif order == "ere":
+        key = np.asarray(ere, dtype=np.float64)[candidates]
+    else:  # random
+        return int(candidates[rng.integers(candidates.size)])
+    key = np.where(np.isfinite(key), key, -np.inf)
+    return int(candidates[int(np.argmax(key))])
+
+
+def _coords_of(pred, k: int) -> np.ndarray:
+    c = np.array(pred.coords, dtype=np.float64)
+    if c.shape != (k, 2):
+        raise ValueError(f"predictor returned coords of shape {c.shape}, expected ({k}, 2)")
+    return c
+
+
+def _optional(pred, attr: str, k: int) -> np.ndarray | None:
+    v = getattr(pred, attr, None)
+    if v is None:
+        return None
+    v = np.array(v, dtype=np.float64).reshape(-1)
+    if v.shape != (k,):
+        raise ValueError(f"predictor returned {attr} of shape {v.shape}, expected ({k},)")
+    return v
+
+
+def manual_revision(
+    initial_coords,
+    gt,
+    max_clicks: int = 10,
+    order: str = "worst",
+    *,
+    ere=None,
+    click_sequence: Sequence[int] | None = None,
+    rng=None,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Manual-revision baseline: replace one landmark per click by its ground truth, no re-run.
+
+    Parameters
+    ----------
+    initial_coords, gt : (K, 2) arrays (pixels); NaN rows in ``gt`` are never clicked.
+    order : ``"worst"`` (current largest error), ``"ere"`` (highest ``ere``, which must be given),
+        or ``"random"`` (replays ``click_sequence`` when given, else draws with ``rng``).
+    click_sequence : explicit clicks to replay (overrides ``order``'s selection).
+
+    Returns
+    -------
+    coords (S, K, 2), errors (S, K) in pixels, and the list of clicked indices
+    (``S = max_clicks + 1``; steps after the candidates run out repeat the last state).
+    """
+    _check_order(order)
+    cur = np.array(initial_coords, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    k = gt.shape[0]
+    if order == "ere" and click_sequence is None and ere is None:
+        raise ValueError("manual_revision(order='ere') needs the step-0 ERE (ere=...)")
+    rng = _as_rng(rng)
+    clickable = np.all(np.isfinite(gt), axis=1)
+    done = np.zeros(k, dtype=bool)
+    errs = radial_errors(cur, gt)
+    coords_steps, err_steps, clicked = [cur.copy()], [errs.copy()], []
+    seq = list(click_sequence) if click_sequence is not None else None
+    for step in range(1, max_clicks + 1):
+        if seq is not None:
+            idx = int(seq[step - 1]) if step - 1 < len(seq) else None
+        else:
+            cand = np.flatnonzero(clickable & ~done)
+            idx = _select(order, cand, errs, ere, rng) if cand.size else None
+        if idx is not None:
+            cur[idx] = gt[idx]
+            done[idx] = True
+            clicked.append(idx)
+            errs = radial_errors(cur, gt)
+        coords_steps.append(cur.copy())
+        err_steps.append(errs.copy())
+    return np.stack(coords_steps), np.stack(err_steps), clicked
+
+
+def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "worst", rng=None) -> ImageTrace:
+    """Run the simulated-click protocol on one sample (see the module docstring).
+
+    ``predictor`` follows the inference interface (``num_landmarks``, ``prepare(image)``,
+    ``predict(prepared, clicks={idx: (row, col)}, previous=coords_or_None)`` → object with
+    ``coords`` (K, 2), ``scores`` (K,), optional ``ere`` (K,)).  ``sample`` has ``name``,
+    ``coords`` (K, 2 ground truth), ``load_image()``.  ``rng`` (Generator or seed) is used only
+    by ``order="random"``.  Returns an :class:`ImageTrace` holding the model run and the
+    manual-revision baseline.
+    """
+    _check_order(order)
+    max_clicks = int(max_clicks)
+    if max_clicks < 0:
+        raise ValueError(f"max_clicks must be >= 0, got {max_clicks}")
+    rng = _as_rng(rng)
+    gt = np.asarray(sample.coords, dtype=np.float64)
+    k = int(predictor.num_landmarks)
+    if gt.shape != (k, 2):
+        raise ValueError(f"sample {sample.name!r}: ground truth shape {gt.shape} != ({k}, 2)")
+
+    prepared = predictor.prepare(sample.load_image())
+    pred = predictor.predict(prepared, clicks={}, previous=None)
+    cur = _coords_of(pred, k)
+    cur_ere = _optional(pred, "ere", k)
+    cur_scores = _optional(pred, "scores", k)
+    if order == "ere" and cur_ere is None:
+        raise ValueError(
+            "order='ere' needs a predictor that returns an expected radial error (pred.ere); "
+            f"{type(predictor).__name__} returned pred.ere=None"
+        )
+    errs = radial_errors(cur, gt)
+
+    coords_steps, err_steps = [cur], [errs]
+    ere_steps = [cur_ere] if cur_ere is not None else None
+    score_steps = [cur_scores] if cur_scores is not None else None
+    clickable = np.all(np.isfinite(gt), axis=1)
+    done = np.zeros(k, dtype=bool)
+    clicks: dict[int, tuple[float, float]] = {}
+    clicked: list[int] = []
+
+    for _ in range(max_clicks):
+        cand = np.flatnonzero(clickable & ~done)
+        if cand.size:
+            if order == "ere" and cur_ere is None:
+                raise ValueError("order='ere': the predictor stopped returning pred.ere after a click")
+            idx = _select(order, cand, errs, cur_ere, rng)
+            done[idx] = True
+            clicked.append(idx)
+            clicks[idx] = (float(gt[idx, 0]), float(gt[idx, 1]))
+            pred = predictor.predict(prepared, clicks=dict(clicks), previous=cur.copy())
+            cur = _coords_of(pred, k)
+            cur_ere = _optional(pred, "ere", k)
+            cur_scores = _optional(pred, "scores", k)
+            errs = radial_errors(cur, gt)
+        coords_steps.append(cur)
+        err_steps.append(errs)
+        if ere_steps is not None:
+            ere_steps.append(cur_ere if cur_ere is not None else np.full(k, np.nan))
+        if score_steps is not None:
+            score_steps.append(cur_scores if cur_scores is not None else np.full(k, np.nan))
+
+    ere0 = ere_steps[0] if ere_steps is not None else None
+    m_coords, m_errs, m_clicked = manual_revision(
+        coords_steps[0],
+        gt,
+        max_clicks,
+        order,
+        ere=ere0,
+        click_sequence=clicked if order == "random" else None,
+    )
+    return ImageTrace(
+        name=str(sample.name),
+        order=order,
+        gt=gt,
+        coords=np.stack(coords_steps),
+        errors=np.stack(err_steps),
+        clicked=clicked,
+        manual_coords=m_coords,
+        manual_errors=m_errs,
+        manual_clicked=m_clicked,
+        ere=np.stack(ere_steps) if ere_steps is not None else None,
+        scores=np.stack(score_steps) if score_steps is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------- dataset level
+
+
+def _key(x: float) -> str:
+    """Stable dict key for a target / radius: 20 → "20", 2.5 → "2.5"."""
+    return f"{float(x):g}"
+
+
+def _json_list(a) -> list:
+    """ndarray → nested list of Python floats, non-finite values → None (strict JSON)."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        v = float(a)
+        return v if math.isfinite(v) else None  # type: ignore[return-value]
+    return [_json_list(x) for x in a]
+
+
+def _json_float(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def evaluate_dataset(
+    predictor,
+    samples: Iterable,
+    *,
+    max_clicks: int = 10,
+    order: str = "worst",
+    targets: Sequence[float] = (20, 30, 40, 50),
+    sdr_radii: Sequence[float] | None = None,
+    unit: str = "px",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Run :func:`run_click_protocol` on every sample and aggregate (JSON-ready dict).
+
+    ``unit="px"``: errors in original-image pixels; ``unit="mm"``: each sample's ``spacing``
+    converts pixels to mm (``ValueError`` if a sample has none).  ``targets`` (NoC/FR) and
+    ``sdr_radii`` are in ``unit``.  ``seed`` drives ``order="random"``: one independent
+    generator per image, spawned from ``numpy.random.SeedSequence(seed)`` (reproducible and
+    independent of other images).
+
+    Keys: ``unit, order, num_images, max_clicks, mre_model, mre_manual`` (lists indexed by the
+    number of clicks: mean over images of the per-image MRE), ``noc, fr, noc_manual, fr_manual``
+    (keyed by ``str(target)``), ``sdr, sdr_manual`` (only with ``sdr_radii``: keyed by radius →
+    list over clicks, percent, pooled over all landmarks of all images), ``per_image`` (list of
+    ``{name, mre_model, mre_manual, clicked, clicked_manual}``), ``errors_0`` (K-wise errors at
+    0 clicks, one list per image) and ``ere_0`` (same shape, in ``unit``: pixel ERE times the
+    mean spacing for mm; ``None`` when the predictor gives no ERE).  Non-finite numbers (missing ground truth) become ``None``.
+    """
+    _check_order(order)
+    if unit not in ("px", "mm"):
+        raise ValueError(f"unit must be 'px' or 'mm', got {unit!r}")
+    samples = list(samples)
+    if unit == "mm":
+        missing = [s.name for s in samples if getattr(s, "spacing", None) is None]
+        if missing:
+            raise ValueError(f"unit='mm' but {len(missing)} sample(s) have no spacing, e.g. {missing[:3]}")
+    seeds = np.random.SeedSequence(seed).spawn(len(samples))
+
+    iterator = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc=f"evaluate ({order})", unit="img", file=sys.stderr)
+
+    mre_m, mre_h, err_m, err_h, errors_0, ere_0, per_image = [], [], [], [], [], [], []
+    has_ere = True
+    for sample, ss in zip(iterator, seeds):
+        tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order, rng=np.random.default_rng(ss))
+        spacing = sample.spacing if unit == "mm" else None
+        e_model = radial_errors(tr.coords, tr.gt, spacing)  # (S, K)
+        e_manual = radial_errors(tr.manual_coords, tr.gt, spacing)
+        err_m.append(e_model)
+        err_h.append(e_manual)
+        mre_m.append(mre(e_model, axis=-1))
+        mre_h.append(mre(e_manual, axis=-1))
+        errors_0.append(e_model[0])
+        if tr.ere is None:
+            has_ere = False
+        else:
+            scale = 1.0 if spacing is None else float(np.mean(np.asarray(spacing, dtype=np.float64)))
+            ere_0.append(tr.ere[0] * scale)
+        per_image.append(
+            {
+                "name": tr.name,
+                "mre_model": _json_list(mre_m[-1]),
+                "mre_manual": _json_list(mre_h[-1]),
+                "clicked": [int(i) for i in tr.clicked],
+                "clicked_manual": [int(i) for i in tr.manual_clicked],
+            }
+        )
+
+    s = max_clicks + 1
+    mre_m_arr = np.array(mre_m).reshape(-1, s)
+    mre_h_arr = np.array(mre_h).reshape(-1, s)
+
+    def curve(arr):
+        return [_json_float(mre(arr[:, j], axis=0)) for j in range(s)]
+
+    result: dict = {
+        "unit": unit,
+        "order": order,
+        "num_images": len(samples),
+        "max_clicks": int(max_clicks),
+        "mre_model": curve(mre_m_arr),
+        "mre_manual": curve(mre_h_arr),
+        "noc": {_key(t): _json_float(noc(mre_m_arr, t, max_clicks)) for t in targets},
+        "fr": {_key(t): _json_float(failure_rate(mre_m_arr, t, max_clicks)) for t in targets},
+        "noc_manual": {_key(t): _json_float(noc(mre_h_arr, t, max_clicks)) for t in targets},
+        "fr_manual": {_key(t): _json_float(failure_rate(mre_h_arr, t, max_clicks)) for t in targets},
+    }
+    if sdr_radii is not None:
+        radii = list(sdr_radii)
+        for key, errs in (("sdr", err_m), ("sdr_manual", err_h)):
+            stacked = np.stack(errs, axis=0) if errs else np.empty((0, s, 0))  # (N, S, K)
+            per_step = [sdr(stacked[:, j], radii) for j in range(s)]  # S x (R,)
+            result[key] = {_key(r): [_json_float(p[i]) for p in per_step] for i, r in enumerate(radii)}
+    result["per_image"] = per_image
+    result["errors_0"] = [_json_list(e) for e in errors_0]
+    result["ere_0"] = [_json_list(e) for e in ere_0] if (has_ere and samples) else None
+    return result
+
+
+def _fmt(x, width: int = 8, prec: int = 2) -> str:
+    return f"{'-':>{width}}" if x is None else f"{x:>{width}.{prec}f}"
+
+
+def format_report(result: dict) -> str:
+    """Readable plain-text summary of an :func:`evaluate_dataset` result."""
+    u = result["unit"]
+    lines = [
+        f"Click protocol: order={result['order']}, images={result['num_images']}, "
+        f"max clicks={result['max_clicks']}, unit={u}",
+        "",
+        f"{'clicks':>6} {'MRE model':>10} {'MRE manual':>11}",
+    ]
+    for k, (a, b) in enumerate(zip(result["mre_model"], result["mre_manual"])):
+        lines.append(f"{k:>6} {_fmt(a, 10)} {_fmt(b, 11)}")
+    if result["noc"]:
+        a = result["max_clicks"]
+        lines += ["", f"{'target':>8} {'NoC model':>10} {'NoC manual':>11} {'FR model %':>11} {'FR manual %':>12}"]
+        for t in result["noc"]:
+            lines.append(
+                f"{t + ' ' + u:>8} {_fmt(result['noc'][t], 10)} {_fmt(result['noc_manual'][t], 11)} "
+                f"{_fmt(result['fr'][t], 11)} {_fmt(result['fr_manual'][t], 12)}"
+            )
+        lines.append(f"(NoC_{a}@target: clicks needed, 0 if the automatic prediction meets it; {a} if never)")
+    if result.get("sdr"):
+        radii = list(result["sdr"])
+        lines += ["", "SDR % (model / manual) by clicks", f"{'clicks':>6} " + " ".join(f"{r + ' ' + u:>15}" for r in radii)]
+        for k in range(result["max_clicks"] + 1):
+            cells = [
+                f"{_fmt(result['sdr'][r][k], 6, 1)} / {_fmt(result['sdr_manual'][r][k], 6, 1)}" for r in radii
+            ]
+            lines.append(f"{k:>6} " + " ".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)

@@ -1,0 +1,685 @@
+"""Landmark files: JSON (modelled on 3D Slicer's ``.mrk.json``) and CSV, plus a generic dataset loader.
+
+Formats are described in ``docs/data-format.md``. Coordinates are (row, col) in original-image pixels;
+a missing landmark is a row of NaN in memory, ``null`` in JSON and empty cells in CSV.
+
+Writers never clobber silently (``overwrite=False`` raises :class:`FileExistsError`) and write atomically
+(temporary file in the same folder, then :func:`os.replace`), so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from .images import IMAGE_EXTENSIONS, ImageError, read_spacing
+
+__all__ = [
+    "SCHEMA_ID",
+    "STATUSES",
+    "CSV_COLUMNS",
+    "LandmarkFileError",
+    "MissingLandmarksWarning",
+    "LandmarkFile",
+    "Annotation",
+    "write_landmarks_json",
+    "read_landmarks_json",
+    "write_landmarks_csv",
+    "read_landmarks_csv",
+    "load_generic_annotations",
+]
+
+SCHEMA_ID = "napari-interactive-landmarks/landmarks/v1"
+STATUSES = ("predicted", "corrected", "missing")
+CSV_COLUMNS = ("index", "label", "row", "col", "pinned", "status", "score")
+GENERIC_CSV = "landmarks.csv"
+
+
+class LandmarkFileError(ValueError):
+    """A landmark file or annotation folder is malformed; the message names the file and the problem."""
+
+
+class MissingLandmarksWarning(UserWarning):
+    """Some images of a dataset lack some landmarks (they are NaN rows)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# in-memory form
+
+
+def _opt_float(v) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
+
+
+@dataclass
+class LandmarkFile:
+    """The content of a landmark file.
+
+    Attributes:
+        labels: K landmark names, in index order.
+        coords: (K, 2) float64 (row, col) in original-image pixels; NaN rows for missing landmarks.
+        pinned: (K,) bool, True where a person placed or confirmed the point.
+        status: K strings from ``STATUSES``; default "corrected" if pinned, "missing" if NaN, else
+            "predicted".
+        scores: (K,) float64 confidence, NaN where unknown.
+        landmark_set: name of the landmark schema (e.g. "isbi-ceph19"), or None.
+        model: name of the model that predicted the points, or None.
+        image_path, image_shape (H, W), spacing (row_mm, col_mm): the image the points belong to.
+        measurements: free-form JSON-serialisable dict (e.g. Cobb angles).
+    """
+
+    labels: Sequence[str]
+    coords: np.ndarray
+    pinned: np.ndarray | None = None
+    status: Sequence[str] | None = None
+    scores: np.ndarray | None = None
+    landmark_set: str | None = None
+    model: str | None = None
+    image_path: str | None = None
+    image_shape: tuple[int, int] | None = None
+    spacing: tuple[float, float] | None = None
+    measurements: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.labels = [str(x) for x in self.labels]
+        k = len(self.labels)
+        if len(set(self.labels)) != k:
+            dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            raise ValueError(f"duplicate landmark labels: {dup}")
+        coords = np.asarray(self.coords, dtype=np.float64)
+        if coords.shape != (k, 2):
+            raise ValueError(f"coords must have shape ({k}, 2) for {k} labels, got {coords.shape}")
+        if np.isinf(coords).any():
+            raise ValueError("coords contain infinite values")
+        self.coords = coords
+        missing = np.isnan(coords).any(axis=1)
+        self.coords[missing] = np.nan
+        self.pinned = (
+            np.zeros(k, bool) if self.pinned is None else np.asarray(self.pinned, dtype=bool).reshape(-1)
+        )
+        if self.pinned.shape != (k,):
+            raise ValueError(f"pinned must have {k} values, got {self.pinned.shape[0]}")
+        self.scores = (
+            np.full(k, np.nan) if self.scores is None
+            else np.array([np.nan if s is None else float(s) for s in np.asarray(self.scores, dtype=object).reshape(-1)])
+        )
+        if self.scores.shape != (k,):
+            raise ValueError(f"scores must have {k} values, got {self.scores.shape[0]}")
+        if self.status is None:
+            self.status = [
+                "missing" if m else ("corrected" if p else "predicted") for m, p in zip(missing, self.pinned)
+            ]
+        else:
+            self.status = [str(s) for s in self.status]
+            if len(self.status) != k:
+                raise ValueError(f"status must have {k} values, got {len(self.status)}")
+            for i, (s, m) in enumerate(zip(self.status, missing)):
+                if s not in STATUSES:
+                    raise ValueError(f"point {i} '{self.labels[i]}': status '{s}' is not one of {list(STATUSES)}")
+                if m and s != "missing":
+                    raise ValueError(f"point {i} '{self.labels[i]}' has no position but status '{s}' (expected 'missing')")
+                if s == "missing" and not m:
+                    raise ValueError(f"point {i} '{self.labels[i]}' has status 'missing' but a position")
+        if self.image_shape is not None:
+            self.image_shape = tuple(int(v) for v in self.image_shape)
+            if len(self.image_shape) != 2:
+                raise ValueError(f"image_shape must be (H, W), got {self.image_shape}")
+        if self.spacing is not None:
+            self.spacing = tuple(float(v) for v in self.spacing)
+            if len(self.spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in self.spacing):
+                raise ValueError(f"spacing must be two positive numbers (row_mm, col_mm), got {self.spacing}")
+        if self.image_path is not None:
+            self.image_path = os.fspath(self.image_path)
+        self.measurements = dict(self.measurements or {})
+
+    @property
+    def num_landmarks(self) -> int:
+        return len(self.labels)
+
+    @property
+    def missing(self) -> np.ndarray:
+        return np.isnan(self.coords).any(axis=1)
+
+    def to_dict(self) -> dict:
+        points = []
+        for i, label in enumerate(self.labels):
+            r, c = self.coords[i]
+            points.append({
+                "index": i,
+                "label": label,
+                "row": _opt_float(r),
+                "col": _opt_float(c),
+                "pinned": bool(self.pinned[i]),
+                "status": self.status[i],
+                "score": _opt_float(self.scores[i]),
+            })
+        return {
+            "schema": SCHEMA_ID,
+            "landmark_set": self.landmark_set,
+            "model": self.model,
+            "image": {
+                "path": self.image_path,
+                "shape": list(self.image_shape) if self.image_shape is not None else None,
+                "spacing_mm": list(self.spacing) if self.spacing is not None else None,
+            },
+            "points": points,
+            "measurements": self.measurements,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writing
+
+
+def _atomic_write_text(path, text: str, overwrite: bool) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder; give a file name")
+    if not p.parent.exists():
+        raise FileNotFoundError(f"{p}: the folder {p.parent} does not exist")
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p}: file already exists; not overwriting it (pass overwrite=True to replace it)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _nan_to_none(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    return o
+
+
+def _as_file(coords, labels, fields: dict) -> LandmarkFile:
+    if isinstance(coords, LandmarkFile):
+        if labels is not None or any(v is not None for v in fields.values()):
+            raise TypeError("pass either a LandmarkFile or coords + labels + fields, not both")
+        return coords
+    if labels is None:
+        raise TypeError("labels are required when coords is an array")
+    return LandmarkFile(labels=labels, coords=coords, **{k: v for k, v in fields.items() if v is not None})
+
+
+def write_landmarks_json(
+    path,
+    coords,
+    labels: Sequence[str] | None = None,
+    *,
+    landmark_set: str | None = None,
+    model: str | None = None,
+    image_path=None,
+    image_shape=None,
+    spacing=None,
+    pinned=None,
+    status=None,
+    scores=None,
+    measurements: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write landmarks as JSON (``SCHEMA_ID`` format). ``coords`` is (K, 2) row/col or a LandmarkFile.
+
+    Raises FileExistsError if ``path`` exists and ``overwrite`` is False. Returns the path written.
+    """
+    lf = _as_file(coords, labels, dict(
+        landmark_set=landmark_set, model=model, image_path=image_path, image_shape=image_shape,
+        spacing=spacing, pinned=pinned, status=status, scores=scores, measurements=measurements,
+    ))
+    d = _nan_to_none(json.loads(json.dumps(lf.to_dict(), default=_json_default)))
+    text = json.dumps(d, indent=2, allow_nan=False) + "\n"
+    return _atomic_write_text(path, text, overwrite)
+
+
+def write_landmarks_csv(
+    path,
+    coords,
+    labels: Sequence[str] | None = None,
+    *,
+    pinned=None,
+    status=None,
+    scores=None,
+    overwrite: bool = False,
+) -> Path:
+    """Write landmarks as CSV with columns ``index,label,row,col,pinned,status,score``.
+
+    Missing positions and unknown scores are empty cells. Image and model metadata are not stored in
+    CSV; use JSON to keep them. Raises FileExistsError if ``path`` exists and ``overwrite`` is False.
+    """
+    lf = _as_file(coords, labels, dict(pinned=pinned, status=status, scores=scores))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for i, label in enumerate(lf.labels):
+        r, c = lf.coords[i]
+        s = lf.scores[i]
+        w.writerow([
+            i, label,
+            "" if np.isnan(r) else repr(float(r)),
+            "" if np.isnan(c) else repr(float(c)),
+            "true" if lf.pinned[i] else "false",
+            lf.status[i],
+            "" if np.isnan(s) else repr(float(s)),
+        ])
+    return _atomic_write_text(path, buf.getvalue(), overwrite)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def _num(value, what: str, where: str, allow_none: bool = True) -> float:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if allow_none:
+            return math.nan
+        raise LandmarkFileError(f"{where}: {what} is missing")
+    if isinstance(value, bool):
+        raise LandmarkFileError(f"{where}: {what} must be a number, got {value!r}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise LandmarkFileError(f"{where}: {what} must be a number, got {value!r}") from None
+    if math.isinf(f):
+        raise LandmarkFileError(f"{where}: {what} is infinite")
+    return f
+
+
+def _bool(value, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    s = str(value).strip().lower()
+    if s in ("true", "1", "yes", "y", "t"):
+        return True
+    if s in ("false", "0", "no", "n", "f", ""):
+        return False
+    raise LandmarkFileError(f"{where}: pinned must be true or false, got {value!r}")
+
+
+def _assemble(points: list[dict], src: str, landmark_names: Sequence[str] | None) -> dict:
+    """Points (dicts with index,label,row,col,pinned,status,score; 'where' for messages) -> arrays."""
+    labels_seen = [p["label"] for p in points]
+    dup = sorted({x for x in labels_seen if labels_seen.count(x) > 1})
+    if dup:
+        raise LandmarkFileError(f"{src}: duplicate landmark labels {dup}")
+    if landmark_names is not None:
+        names = [str(n) for n in landmark_names]
+        unknown = [x for x in labels_seen if x not in names]
+        if unknown:
+            raise LandmarkFileError(
+                f"{src}: unknown landmark labels {unknown}; expected names from: {names}"
+            )
+        slot = {n: i for i, n in enumerate(names)}
+        order = [slot[p["label"]] for p in points]
+        k = len(names)
+        labels = names
+    else:
+        idx = [p["index"] for p in points]
+        if any(i is None for i in idx):
+            order = list(range(len(points)))
+        else:
+            if sorted(idx) != list(range(len(points))):
+                raise LandmarkFileError(
+                    f"{src}: point indices must be 0..{len(points) - 1}, each once; got {sorted(idx)}"
+                )
+            order = idx
+        k = len(points)
+        labels = [""] * k
+        for p, j in zip(points, order):
+            labels[j] = p["label"]
+    coords = np.full((k, 2), np.nan)
+    pinned = np.zeros(k, bool)
+    scores = np.full(k, np.nan)
+    status = ["missing"] * k
+    for p, j in zip(points, order):
+        where = p["where"]
+        row = _num(p["row"], "row", where)
+        col = _num(p["col"], "col", where)
+        st = p["status"]
+        has_pos = not (math.isnan(row) or math.isnan(col))
+        if st in (None, ""):
+            st = ("corrected" if p["pinned"] else "predicted") if has_pos else "missing"
+        if st not in STATUSES:
+            raise LandmarkFileError(f"{where}: status {st!r} is not one of {list(STATUSES)}")
+        if st == "missing":
+            coords[j] = np.nan
+        elif not has_pos:
+            raise LandmarkFileError(f"{where}: row/col missing but status is '{st}' (use status 'missing')")
+        else:
+            coords[j] = (row, col)
+        pinned[j] = p["pinned"]
+        scores[j] = _num(p["score"], "score", where)
+        status[j] = st
+    return dict(labels=labels, coords=coords, pinned=pinned, status=status, scores=scores)
+
+
+def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> LandmarkFile:
+    """Read and validate a landmark JSON file.
+
+    Without ``landmark_names`` the points' indices must be 0..K-1. With ``landmark_names`` (e.g.
+    ``schema.landmarks``) points are matched by label, unknown labels raise, absent ones become missing.
+
+    Raises:
+        LandmarkFileError: malformed content (the message names the file and the problem).
+        FileNotFoundError: no such file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: landmark file not found")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LandmarkFileError(f"{p}: not a text file (JSON expected)") from None
+    except json.JSONDecodeError as exc:
+        raise LandmarkFileError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(d, dict):
+        raise LandmarkFileError(f"{p}: expected a JSON object at the top level, got {type(d).__name__}")
+    schema = d.get("schema")
+    if schema != SCHEMA_ID:
+        raise LandmarkFileError(
+            f"{p}: 'schema' is {schema!r}, expected {SCHEMA_ID!r} (is this a landmark file of this package?)"
+        )
+    raw_points = d.get("points")
+    if not isinstance(raw_points, list):
+        raise LandmarkFileError(f"{p}: 'points' must be a list")
+    points = []
+    for n, rp in enumerate(raw_points):
+        where = f"{p}: points[{n}]"
+        if not isinstance(rp, dict):
+            raise LandmarkFileError(f"{where} must be an object")
+        label = rp.get("label")
+        if label is None or str(label) == "":
+            raise LandmarkFileError(f"{where} has no 'label'")
+        index = rp.get("index")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            raise LandmarkFileError(f"{where}: 'index' must be an integer, got {index!r}")
+        points.append(dict(
+            index=index, label=str(label), row=rp.get("row"), col=rp.get("col"),
+            pinned=_bool(rp.get("pinned", False), where), status=rp.get("status"),
+            score=rp.get("score"), where=f"{where} ('{label}')",
+        ))
+    arrays = _assemble(points, str(p), landmark_names)
+
+    image = d.get("image") or {}
+    if not isinstance(image, dict):
+        raise LandmarkFileError(f"{p}: 'image' must be an object")
+    shape = image.get("shape")
+    if shape is not None:
+        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise LandmarkFileError(f"{p}: image.shape must be [H, W] positive integers, got {shape!r}")
+        shape = tuple(shape)
+    spacing = image.get("spacing_mm")
+    if spacing is not None:
+        if not (isinstance(spacing, list) and len(spacing) == 2):
+            raise LandmarkFileError(f"{p}: image.spacing_mm must be [row_mm, col_mm] or null, got {spacing!r}")
+        spacing = tuple(_num(v, "image.spacing_mm", str(p), allow_none=False) for v in spacing)
+        if not all(v > 0 for v in spacing):
+            raise LandmarkFileError(f"{p}: image.spacing_mm must be positive, got {list(spacing)}")
+    measurements = d.get("measurements") or {}
+    if not isinstance(measurements, dict):
+        raise LandmarkFileError(f"{p}: 'measurements' must be an object")
+    img_path = image.get("path")
+    return LandmarkFile(
+        landmark_set=None if d.get("landmark_set") is None else str(d["landmark_set"]),
+        model=None if d.get("model") is None else str(d["model"]),
+        image_path=None if img_path is None else str(img_path),
+        image_shape=shape,
+        spacing=spacing,
+        measurements=measurements,
+        **arrays,
+    )
+
+
+def _read_csv_rows(p: Path) -> tuple[list[str], list[dict]]:
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: file not found")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise LandmarkFileError(f"{p}: not a UTF-8 text file (CSV expected)") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    rows = []
+    for row in reader:
+        if all((v or "").strip() == "" for k, v in row.items() if k is not None):
+            continue  # blank line
+        if None in row:
+            raise LandmarkFileError(f"{p}: line {reader.line_num} has more cells than the header")
+        rows.append({"_line": reader.line_num, **{k: (v or "").strip() for k, v in row.items()}})
+    return header, rows
+
+
+def read_landmarks_csv(path, landmark_names: Sequence[str] | None = None) -> LandmarkFile:
+    """Read a landmark CSV (columns ``index,label,row,col,pinned,status,score``; only ``label,row,col``
+    are required). Matching rules as :func:`read_landmarks_json`."""
+    p = Path(path)
+    header, rows = _read_csv_rows(p)
+    need = {"label", "row", "col"}
+    if not need.issubset(header):
+        raise LandmarkFileError(
+            f"{p}: missing column(s) {sorted(need - set(header))}; expected header {','.join(CSV_COLUMNS)}"
+        )
+    points = []
+    for r in rows:
+        where = f"{p}: line {r['_line']}"
+        if not r["label"]:
+            raise LandmarkFileError(f"{where}: empty label")
+        idx = r.get("index", "")
+        if idx == "":
+            idx = None
+        else:
+            try:
+                idx = int(idx)
+            except ValueError:
+                raise LandmarkFileError(f"{where}: index must be an integer, got {idx!r}") from None
+        points.append(dict(
+            index=idx, label=r["label"], row=r["row"], col=r["col"],
+            pinned=_bool(r.get("pinned", ""), where), status=r.get("status") or None,
+            score=r.get("score", ""), where=f"{where} ('{r['label']}')",
+        ))
+    return LandmarkFile(**_assemble(points, str(p), landmark_names))
+
+
+# --------------------------------------------------------------------------------------------------
+# generic datasets
+
+
+class Annotation(NamedTuple):
+    """One annotated image of a generic dataset."""
+
+    image_path: Path
+    coords: np.ndarray  # (K, 2) float64 row/col, NaN rows where missing
+    spacing: tuple[float, float] | None
+
+
+def _find_images(root: Path) -> list[Path]:
+    return sorted(
+        f for f in root.rglob("*")
+        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+    )
+
+
+def _image_spacing(path: Path) -> tuple[float, float] | None:
+    try:
+        return read_spacing(path)
+    except ImageError as exc:
+        raise LandmarkFileError(str(exc)) from None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _warn_missing(root: Path, out: list[Annotation], names: Sequence[str]) -> None:
+    gaps = []
+    for a in out:
+        miss = np.isnan(a.coords).any(axis=1)
+        if miss.any():
+            gaps.append((a.image_path, [names[i] for i in np.flatnonzero(miss)]))
+    if gaps:
+        total = sum(len(g[1]) for g in gaps)
+        shown = "; ".join(f"{_rel(g[0], root)}: {', '.join(g[1])}" for g in gaps[:5])
+        more = f"; and {len(gaps) - 5} more images" if len(gaps) > 5 else ""
+        warnings.warn(
+            f"{root}: {total} landmarks missing in {len(gaps)} of {len(out)} images (kept as NaN): "
+            f"{shown}{more}",
+            MissingLandmarksWarning,
+            stacklevel=3,
+        )
+
+
+def load_generic_annotations(root, landmark_names: Sequence[str]) -> list[Annotation]:
+    """Load a user's own dataset: a folder of images plus ONE of
+
+    * ``landmarks.csv`` in ``root``, long format with columns ``image,label,row,col`` (``image`` is the
+      path relative to ``root``; optional ``spacing_row_mm,spacing_col_mm`` columns), or
+    * one ``<image stem>.json`` (landmark JSON format) next to each image.
+
+    Images are searched recursively under ``root`` (PNG, JPEG, TIFF, BMP, DICOM). Spacing comes from the
+    CSV / JSON when given, else from the DICOM header, else None.
+
+    Returns:
+        ``Annotation(image_path, coords, spacing)`` tuples sorted by path; ``coords`` is
+        (len(landmark_names), 2) float64 (row, col) with NaN rows for missing landmarks (a
+        :class:`MissingLandmarksWarning` lists them).
+
+    Raises:
+        LandmarkFileError: unknown labels (named), both or neither annotation form, missing images,
+            duplicate or malformed entries.
+    """
+    root = Path(root)
+    names = [str(n) for n in landmark_names]
+    if not root.is_dir():
+        raise LandmarkFileError(f"{root}: dataset folder not found")
+    images = _find_images(root)
+    csv_path = root / GENERIC_CSV
+    sidecars = {img: img.with_suffix(".json") for img in images if img.with_suffix(".json").is_file()}
+    if csv_path.is_file() and sidecars:
+        raise LandmarkFileError(
+            f"{root}: found both {GENERIC_CSV} and per-image JSON files (e.g. "
+            f"{next(iter(sidecars.values())).name}); keep only one form of annotation"
+        )
+    if csv_path.is_file():
+        out = _load_generic_csv(root, csv_path, names, images)
+    elif sidecars:
+        out = []
+        skipped = [img for img in images if img not in sidecars]
+        for img, js in sorted(sidecars.items()):
+            lf = read_landmarks_json(js, landmark_names=names)
+            spacing = lf.spacing if lf.spacing is not None else _image_spacing(img)
+            out.append(Annotation(img, lf.coords, spacing))
+        if skipped:
+            warnings.warn(
+                f"{root}: {len(skipped)} images have no <stem>.json next to them and are skipped "
+                f"(e.g. {_rel(skipped[0], root)})",
+                UserWarning,
+                stacklevel=2,
+            )
+    else:
+        raise LandmarkFileError(
+            f"{root}: no annotations found; expected {GENERIC_CSV} (columns image,label,row,col) or a "
+            f"<image stem>.json next to each image ({len(images)} images found)"
+        )
+    if not out:
+        raise LandmarkFileError(f"{root}: no annotated images found")
+    _warn_missing(root, out, names)
+    return out
+
+
+def _load_generic_csv(root: Path, csv_path: Path, names: list[str], images: list[Path]) -> list[Annotation]:
+    header, rows = _read_csv_rows(csv_path)
+    need = {"image", "label", "row", "col"}
+    if not need.issubset(header):
+        raise LandmarkFileError(
+            f"{csv_path}: missing column(s) {sorted(need - set(header))}; expected header image,label,row,col"
+        )
+    has_spacing = {"spacing_row_mm", "spacing_col_mm"}.issubset(header)
+    unknown = sorted({r["label"] for r in rows} - set(names))
+    if unknown:
+        raise LandmarkFileError(
+            f"{csv_path}: unknown landmark labels {unknown}; expected names from: {names}"
+        )
+    slot = {n: i for i, n in enumerate(names)}
+    per_image: dict[Path, np.ndarray] = {}
+    spacing: dict[Path, tuple | None] = {}
+    seen: dict[tuple, int] = {}
+    for r in rows:
+        where = f"{csv_path}: line {r['_line']}"
+        if not r["image"]:
+            raise LandmarkFileError(f"{where}: empty image name")
+        img = Path(r["image"])
+        img = img if img.is_absolute() else root / img
+        if not img.is_file():
+            raise LandmarkFileError(f"{where}: image '{r['image']}' not found under {root}")
+        key = (img, r["label"])
+        if key in seen:
+            raise LandmarkFileError(
+                f"{where}: landmark '{r['label']}' of '{r['image']}' is listed twice (also line {seen[key]})"
+            )
+        seen[key] = r["_line"]
+        coords = per_image.setdefault(img, np.full((len(names), 2), np.nan))
+        row = _num(r["row"], "row", where)
+        col = _num(r["col"], "col", where)
+        if not (math.isnan(row) or math.isnan(col)):
+            coords[slot[r["label"]]] = (row, col)
+        if has_spacing and (r["spacing_row_mm"] or r["spacing_col_mm"]):
+            sp = (_num(r["spacing_row_mm"], "spacing_row_mm", where, False),
+                  _num(r["spacing_col_mm"], "spacing_col_mm", where, False))
+            if not all(v > 0 for v in sp):
+                raise LandmarkFileError(f"{where}: spacing must be positive, got {sp}")
+            if spacing.get(img) not in (None, sp):
+                raise LandmarkFileError(f"{where}: spacing {sp} differs from {spacing[img]} given earlier for '{r['image']}'")
+            spacing[img] = sp
+    unannotated = [img for img in images if img not in per_image]
+    if unannotated:
+        warnings.warn(
+            f"{root}: {len(unannotated)} images are not listed in {GENERIC_CSV} and are skipped "
+            f"(e.g. {_rel(unannotated[0], root)})",
+            UserWarning,
+            stacklevel=3,
+        )
+    return [
+        Annotation(img, per_image[img], spacing.get(img) or _image_spacing(img))
+        for img in sorted(per_image)
+    ]
