@@ -31,6 +31,176 @@ def _cmd_train(args):
     return 0
 
 
+def _load_predictor(args):
+    from .inference import Predictor
+
+    if getattr(args, "weights", None):
+        return Predictor.from_file(args.weights, device=args.device)
+    return Predictor.from_name(args.model, device=args.device)
+
+
+def _set_threads(args):
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+
+
+def _dataset_samples(args, predictor):
+    """--split is a dataset split (aasce: training/test; isbi2015: TrainingData/Test1Data/Test2Data) or
+    'train'/'val': that part of the committed split file of the model's training data."""
+    from .data.datasets import load_dataset
+    from .data.splits import apply_split, load_split
+
+    split = args.split
+    if split in ("train", "val"):
+        training = predictor.info.get("training", {})
+        split_file = args.split_file or training.get("split_file")
+        data_split = training.get("data_split") or {"aasce": "training", "isbi2015": "TrainingData"}.get(args.dataset)
+        if not split_file:
+            raise CLIError("--split train/val needs --split-file (the model does not name its split file)")
+        samples = load_dataset(args.dataset, args.root, data_split, predictor.schema.landmarks)
+        samples = apply_split(samples, load_split(split_file), split)
+    else:
+        samples = load_dataset(args.dataset, args.root, split, predictor.schema.landmarks)
+    if samples and samples[0].coords.shape[0] != predictor.num_landmarks:
+        raise CLIError(f"the dataset has {samples[0].coords.shape[0]} landmarks per image but model "
+                       f"'{predictor.name}' predicts {predictor.num_landmarks}: wrong model for this dataset")
+    if args.limit:
+        samples = samples[: args.limit]
+    return samples
+
+
+def _cmd_evaluate(args):
+    from .evaluation.protocol import evaluate_dataset, format_report
+
+    _set_threads(args)
+    predictor = _load_predictor(args)
+    if not args.root:
+        raise CLIError("--root DIR is required (the dataset folder)")
+    samples = _dataset_samples(args, predictor)
+    unit = args.unit or ("mm" if all(s.spacing for s in samples) else "px")
+    targets = tuple(args.targets) if args.targets else ((20, 30, 40, 50) if unit == "px" else (1.5, 2.0, 2.5, 3.0))
+    radii = tuple(args.sdr) if args.sdr else ((2.0, 2.5, 3.0, 4.0) if unit == "mm" else None)
+    result = evaluate_dataset(predictor, samples, max_clicks=args.clicks, order=args.order, targets=targets,
+                              sdr_radii=radii, unit=unit, seed=args.seed, progress=not args.no_progress)
+    result.update(model=predictor.name, dataset=args.dataset, split=args.split)
+    print(format_report(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, allow_nan=False))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot:
+        from .evaluation.plots import plot_mre_curves
+
+        plot_mre_curves({predictor.name: result}, args.plot, title=f"{predictor.name} on {args.dataset} {args.split}")
+    return 0
+
+
+def _parse_click(text, predictor):
+    try:
+        key, pos = text.split(":", 1)
+        r, c = (float(v) for v in pos.split(","))
+    except ValueError:
+        raise CLIError(f"--correct expects INDEX:ROW,COL (e.g. 5:812,301), got {text!r}") from None
+    return (int(key) if key.strip().lstrip("-").isdigit() else key.strip()), (r, c)
+
+
+def _cmd_predict(args):
+    from .io.images import read_image
+    from .io.landmarks import write_landmarks_csv, write_landmarks_json
+
+    _set_threads(args)
+    predictor = _load_predictor(args)
+    out_dir = Path(args.out) if args.out else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    clicks = dict(_parse_click(c, predictor) for c in (args.correct or []))
+    failures = 0
+    for path in args.images:
+        path = Path(path)
+        try:
+            img = read_image(path)
+            first = predictor.predict(img.array)
+            pred = predictor.predict(img.array, clicks=clicks, previous=first.coords) if clicks else first
+            target_dir = out_dir or path.parent
+            kw = dict(pinned=pred.clicked, scores=pred.scores, overwrite=args.overwrite)
+            if args.format == "csv":
+                dest = write_landmarks_csv(target_dir / f"{path.stem}.landmarks.csv", pred.coords,
+                                           list(predictor.schema.landmarks), **kw)
+            else:
+                dest = write_landmarks_json(target_dir / f"{path.stem}.landmarks.json", pred.coords,
+                                            list(predictor.schema.landmarks), landmark_set=predictor.schema.name,
+                                            model=predictor.name, image_path=str(path),
+                                            image_shape=list(img.array.shape), spacing=img.spacing, **kw)
+        except FileExistsError as exc:
+            print(f"{path}: not written: {exc} (use --overwrite to replace it)", file=sys.stderr)
+            failures += 1
+            continue
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"{path}: skipped: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        print(dest)
+    return 1 if failures else 0
+
+
+def _cmd_bench(args):
+    import numpy as np
+
+    from .evaluation.bench import run_bench
+
+    _set_threads(args)
+    predictor = _load_predictor(args)
+    if args.image:
+        from .io.images import read_image
+
+        image = read_image(args.image).array
+    else:
+        h, w = args.size
+        image = np.random.default_rng(0).normal(128, 40, size=(h, w)).clip(0, 255).astype(np.uint8)
+    res = run_bench(predictor, image, runs=args.runs, num_clicks=args.num_clicks)
+    for k, v in res.items():
+        print(f"{k:>16}: {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def _cmd_weights(args):
+    from . import weights
+
+    if args.action == "list":
+        print(weights.cmd_list())
+        return 0
+    if args.action == "verify":
+        ok, report = weights.cmd_verify(args.names or None)
+        print(report)
+        return 0 if ok else 1
+    if args.action == "fetch":
+        if not args.names:
+            raise CLIError("weights fetch needs a model name")
+        for n in args.names:
+            print(weights.cmd_fetch(n))
+        return 0
+    if args.action == "register":
+        from .training.export import register_run
+
+        if len(args.names) != 1 or not args.run_dir:
+            raise CLIError("weights register NAME --run-dir DIR")
+        entry = register_run(args.names[0], Path(args.run_dir), description=args.description)
+        print(f"registered {args.names[0]}: {entry['file']} ({entry['size_bytes'] / 2**20:.1f} MB, sha256 {entry['sha256'][:12]}…)")
+        return 0
+    raise CLIError(f"unknown weights action {args.action}")
+
+
+def _add_model_args(p):
+    p.add_argument("--model", default="aasce-spine", help="model name from weights_manifest.yaml (default aasce-spine)")
+    p.add_argument("--weights", help="a .safetensors file instead of a manifest name")
+    p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cuda, mps or cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-landmarks", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -51,6 +221,61 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.ckpt")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="run the click protocol (MRE per click, NoC, FR, SDR) on a dataset",
+                       description="Simulated-click evaluation (Kim et al. 2022): after each click 0..N the MRE of the "
+                                   "model and of manual revision; NoC/FR at MRE targets; SDR when spacing is known.")
+    _add_model_args(e)
+    e.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic"])
+    e.add_argument("--root", help="dataset folder")
+    e.add_argument("--split", required=True, help="aasce: training|test; isbi2015: TrainingData|Test1Data|Test2Data; "
+                                                 "or train|val: that part of the model's committed split file")
+    e.add_argument("--split-file", dest="split_file", help="split JSON for --split train/val (default: the model's)")
+    e.add_argument("--clicks", type=int, default=10)
+    e.add_argument("--order", choices=["worst", "ere", "random"], default="worst",
+                   help="which landmark the next simulated click fixes (worst = oracle, as in the paper)")
+    e.add_argument("--unit", choices=["px", "mm"], help="default: mm when every image has a pixel spacing")
+    e.add_argument("--targets", type=float, nargs="+", help="NoC/FR MRE targets (default 20 30 40 px or 1.5 2 2.5 3 mm)")
+    e.add_argument("--sdr", type=float, nargs="+", help="SDR radii in mm (default 2 2.5 3 4 with mm)")
+    e.add_argument("--limit", type=int, help="only the first N images (quick checks)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", help="write the full result as JSON")
+    e.add_argument("--plot", help="write the MRE-per-click curve as PNG")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="detect landmarks in images and write them as JSON or CSV",
+                        description="Detect landmarks in each IMAGE (PNG/JPEG/TIFF/BMP/DICOM); optional corrections "
+                                    "re-run the model with them as clicks.")
+    _add_model_args(pr)
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--out", help="output folder (default: next to each image)")
+    pr.add_argument("--format", choices=["json", "csv"], default="json")
+    pr.add_argument("--correct", nargs="*", metavar="INDEX:ROW,COL", help="corrections applied as clicks")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing landmark files")
+    pr.set_defaults(func=_cmd_predict)
+
+    b = sub.add_parser("bench", help="latency of one interactive update vs the bare network forward",
+                       description="Median and p95 over --runs interactive updates on a prepared image, the bare "
+                                   "network forward time, and peak memory.")
+    _add_model_args(b)
+    b.add_argument("--image", help="an image file (default: a synthetic image of --size)")
+    b.add_argument("--size", type=int, nargs=2, default=[2375, 890], metavar=("H", "W"),
+                   help="synthetic image size (default: the AASCE median, 2375 × 890)")
+    b.add_argument("--runs", type=int, default=30)
+    b.add_argument("--num-clicks", dest="num_clicks", type=int, default=3)
+    b.add_argument("--json", help="write the figures as JSON")
+    b.set_defaults(func=_cmd_bench)
+
+    w = sub.add_parser("weights", help="list, verify, fetch or register model weights",
+                       description="Models in weights_manifest.yaml: list them, verify sha256 hashes, fetch a "
+                                   "downloadable variant into the cache (NAPARI_LANDMARKS_CACHE), or register a "
+                                   "training run's best weights as a shipped fp16 model.")
+    w.add_argument("action", choices=["list", "verify", "fetch", "register"])
+    w.add_argument("names", nargs="*")
+    w.add_argument("--run-dir", dest="run_dir", help="register: the training output folder")
+    w.add_argument("--description", default="", help="register: one line for the manifest")
+    w.set_defaults(func=_cmd_weights)
     return p
 
 
@@ -60,7 +285,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
         print(f"napari-landmarks {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -46,3 +46,55 @@ def local_soft_argmax(heatmaps: torch.Tensor, window: int = 15, beta: float = 10
     dy = (prob.sum(-1) * offs.to(prob.dtype)).sum(-1)
     dx = (prob.sum(-2) * offs.to(prob.dtype)).sum(-1)
     return torch.stack([cy.to(prob.dtype) + dy, cx.to(prob.dtype) + dx], dim=-1)
+
+
+def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: float = 10.0, stride: int = 4):
+    """Local soft-argmax of sigmoid(bilinear-upsampled logits) at full resolution ``size``, without
+    upsampling whole maps: the same result as ``local_soft_argmax(sigmoid(upsample(logits, size)))``.
+
+    A bilinear interpolant peaks at a grid node, so the full-resolution argmax lies within a pixel of the
+    upsampled position of the coarse argmax; only a (window + 4)² patch per landmark is interpolated (with
+    ``grid_sample``, which matches ``F.interpolate(..., align_corners=False)``). Returns (coords (B, K, 2)
+    (row, col) in full-resolution pixels, peak sigmoid value (B, K)).
+    """
+    b, k, h4, w4 = logits.shape
+    hh, ww = size
+    sy, sx = hh / h4, ww / w4
+    r = window // 2
+    pad = r + 2
+    flat = logits.reshape(b, k, -1).argmax(-1)
+    iy = torch.div(flat, w4, rounding_mode="floor").to(logits.dtype)
+    ix = (flat % w4).to(logits.dtype)
+    cy = torch.floor((iy + 0.5) * sy - 0.5)  # full-res pixel next to the node
+    cx = torch.floor((ix + 0.5) * sx - 0.5)
+    offs = torch.arange(-pad, pad + 1, device=logits.device, dtype=logits.dtype)
+    py = cy[..., None] + offs  # (B,K,P)
+    px = cx[..., None] + offs
+    # full-res pixel p samples the coarse map at (p + 0.5) / s - 0.5, clamped (F.interpolate semantics)
+    gy = ((py + 0.5) / sy - 0.5).clamp(0, h4 - 1)
+    gx = ((px + 0.5) / sx - 0.5).clamp(0, w4 - 1)
+    ny = (2 * gy + 1) / h4 - 1
+    nx = (2 * gx + 1) / w4 - 1
+    n = 2 * pad + 1
+    grid = torch.stack([nx[..., None, :].expand(b, k, n, n), ny[..., :, None].expand(b, k, n, n)], dim=-1)
+    patch = F.grid_sample(logits.reshape(b * k, 1, h4, w4), grid.reshape(b * k, n, n, 2), mode="bilinear",
+                          padding_mode="border", align_corners=False).reshape(b, k, n, n)
+    patch = torch.sigmoid(patch)
+    inside = ((py >= 0) & (py < hh))[..., :, None] & ((px >= 0) & (px < ww))[..., None, :]
+    patch = torch.where(inside, patch, torch.full_like(patch, float("-inf")))
+    # exact full-resolution argmax: within the central 5 × 5 (first maximum in raster order, like argmax)
+    centre = patch[..., pad - 2 : pad + 3, pad - 2 : pad + 3].reshape(b, k, 25)
+    j = centre.argmax(-1)
+    ay = torch.div(j, 5, rounding_mode="floor") - 2 + pad
+    ax = j % 5 - 2 + pad
+    peak = centre.gather(-1, j[..., None])[..., 0]
+    wo = torch.arange(-r, r + 1, device=logits.device)
+    rows = (ay[..., None] + wo)[..., :, None].expand(b, k, window, window)
+    cols = (ax[..., None] + wo)[..., None, :].expand(b, k, window, window)
+    sub = patch.reshape(b, k, -1).gather(-1, (rows * n + cols).reshape(b, k, -1))
+    prob = torch.softmax(beta * sub, dim=-1).reshape(b, k, window, window)
+    dy = (prob.sum(-1) * wo.to(prob.dtype)).sum(-1)
+    dx = (prob.sum(-2) * wo.to(prob.dtype)).sum(-1)
+    y = cy + (ay - pad).to(logits.dtype) + dy
+    x = cx + (ax - pad).to(logits.dtype) + dx
+    return torch.stack([y, x], dim=-1), peak

@@ -74,7 +74,7 @@ def build_cache(samples, input_size, key: str, cache_dir=None, progress=True) ->
         images[i] = np.clip(np.round(preprocess(img, input_size) * 255), 0, 255).astype(np.uint8)
         coords[i] = to_network(s.coords, img.shape[:2], input_size)
         orig[i] = s.coords
-        spacing[i] = np.nan if s.spacing is None else s.spacing
+        spacing[i] = np.nan if s.spacing is None else float(np.mean(s.spacing))
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, names=np.array([s.name for s in samples]), images=images, coords=coords, orig_shapes=shapes,
              orig_coords=orig, spacing=spacing)

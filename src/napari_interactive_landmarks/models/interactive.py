@@ -35,6 +35,13 @@ PRESETS = {
         "ocr": {"mid_channels": 96, "key_channels": 48, "aux_channels": 96, "conv_kernel": 1},
         "gating_channels": 64,
     },
+    # Tiny configuration for tests, the synthetic demo and the sample-data model (trains in minutes on a CPU).
+    "hrnet-tiny": {
+        "backbone": {"stem_channels": 16, "layer1_blocks": 1, "layer1_planes": 16, "widths": [8, 16, 32, 64],
+                     "stage_modules": [1, 1, 1], "stage_blocks": [1, 1, 1]},
+        "ocr": {"mid_channels": 32, "key_channels": 16, "aux_channels": 32, "conv_kernel": 1},
+        "gating_channels": 32,
+    },
 }
 
 DEFAULTS = {

@@ -31,7 +31,7 @@ from ..data.datasets import load_dataset
 from ..data.splits import apply_split, load_split
 from ..inference.device import choose_device
 from ..models.interactive import build_model, resolve_config, upsample_logits
-from ..schemas import load_schema
+from ..schemas import BUILTIN, load_schema
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ DEFAULT_CONFIG = {
     "max_iterative_rounds": 2,    # extra no-grad rounds: 0..max, uniformly
     "morphology": {"pairs": 70, "triplets": 70, "weight": 0.01},  # weight 0 = ablation without it
     "aux_weight": 1.0,
+    "fg_weight": 1.0,             # BCE pixel weight α^y (1 = the paper's plain BCE; see losses.heatmap_bce)
     "loss_stride": 1,             # 1: BCE on full-resolution maps (paper); 2: on stride-2 maps (4x cheaper on CPU)
     "augment": {},
     "seed": 0,
@@ -201,8 +202,9 @@ class Trainer:
         ls = (size[0] // st, size[1] // st)
         main = upsample_logits(out["logits"], ls)
         target = gaussian_heatmaps((coords + 0.5) / st - 0.5, ls, sigma / st)
-        l_main = losses.heatmap_bce(main, target)
-        l_aux = losses.heatmap_bce(upsample_logits(out["aux"], ls), target)
+        fw = float(cfg["fg_weight"])
+        l_main = losses.heatmap_bce(main, target, fw)
+        l_aux = losses.heatmap_bce(upsample_logits(out["aux"], ls), target, fw)
         loss = l_main + cfg["aux_weight"] * l_aux
         ld = la = torch.zeros((), device=self.device)
         w = cfg["morphology"].get("weight", 0)
@@ -281,7 +283,8 @@ class Trainer:
 
     def manifest_entry(self, metrics):
         return {
-            "schema": self.schema.name,
+            # built-in landmark sets by name, a user's own set inline (so the weights stay self-describing)
+            "schema": self.schema.name if self.schema.name in BUILTIN else self.schema.to_dict(),
             "config": self.model_config,
             "input_size": list(self.size),
             "normalization": {"intensity": "percentile 0.5-99.5 -> [0, 1]", "input": "x * 2 - 1", "channels": 1},

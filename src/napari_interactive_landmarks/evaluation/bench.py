@@ -1,0 +1,76 @@
+"""Latency benchmark of one interactive update (image + clicks → coordinates), printed, not asserted."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 1024.0 / 1024.0
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num_clicks: int = 3, seed: int = 0) -> dict:
+    """Median / p95 of a full interactive update (click validation, hint maps, network, decoding, pinning, in
+    original pixels) on an already prepared image — what happens on every drag release — next to the bare
+    network forward on the same input; peak memory of the process (CPU RSS, or CUDA allocator peak)."""
+    rng = np.random.default_rng(seed)
+    prepared = predictor.prepare(image)
+    first = predictor.predict(prepared)
+    k = predictor.num_landmarks
+    h, w = prepared.original_shape
+    click_sets = []
+    for _ in range(runs + warmup):
+        idx = rng.choice(k, size=min(num_clicks, k), replace=False)
+        click_sets.append({int(i): (float(rng.uniform(0, h - 1)), float(rng.uniform(0, w - 1))) for i in idx})
+    dev = predictor.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    update = []
+    for n, clicks in enumerate(click_sets):
+        _sync(dev)
+        t0 = time.perf_counter()
+        predictor.predict(prepared, clicks=clicks, previous=first.coords)
+        _sync(dev)
+        if n >= warmup:
+            update.append((time.perf_counter() - t0) * 1000)
+    hints = predictor._hints(click_sets[0], first.coords, prepared.original_shape)
+    fwd = []
+    with torch.no_grad():
+        for n in range(runs + warmup):
+            _sync(dev)
+            t0 = time.perf_counter()
+            predictor.model(prepared.tensor, hints)
+            _sync(dev)
+            if n >= warmup:
+                fwd.append((time.perf_counter() - t0) * 1000)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mb()
+    update, fwd = np.array(update), np.array(fwd)
+    return {
+        "model": predictor.name,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "image_shape": list(prepared.original_shape),
+        "input_size": list(predictor.input_size),
+        "runs": int(runs),
+        "clicks": int(num_clicks),
+        "median_ms": round(float(np.median(update)), 2),
+        "p95_ms": round(float(np.percentile(update, 95)), 2),
+        "forward_ms": round(float(np.median(fwd)), 2),
+        "forward_p95_ms": round(float(np.percentile(fwd, 95)), 2),
+        "overhead_ratio": round(float(np.median(update) / np.median(fwd)), 3),
+        "peak_mb": round(float(peak), 1),
+        "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process peak RSS",
+    }

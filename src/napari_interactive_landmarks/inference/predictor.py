@@ -1,0 +1,230 @@
+"""Headless predictor: weights → model → landmarks in original-image (row, col) pixels.
+
+    >>> from napari_interactive_landmarks.inference import Predictor
+    >>> p = Predictor.from_name("aasce-spine")            # or Predictor.from_file("my.safetensors")
+    >>> first = p.predict(image)                          # fully automatic
+    >>> fixed = p.predict(image, clicks={5: (812.0, 301.5)}, previous=first.coords)
+
+``clicks`` maps landmark index (or name) → (row, col) in original pixels. The model receives a click map
+and the previous prediction **only in the clicked channels**; clicked landmarks come back exactly where
+the user put them. Call ``prepare(image)`` once per image and pass the result to ``predict`` to skip the
+preprocessing on every update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..codecs.geometry import to_network, to_original
+from ..codecs.heatmaps import decode_strided_logits
+from ..data.cache import preprocess
+from ..io.images import ImageError, as_greyscale_2d
+from ..models.interactive import build_model, resolve_config
+from ..schemas import LandmarkSchema, load_schema
+from .device import choose_device
+
+
+class PredictionError(ValueError):
+    """Bad clicks, previous coordinates or a model/landmark-set mismatch, said in plain words."""
+
+
+@dataclass
+class PreparedImage:
+    original_shape: tuple[int, int]
+    tensor: torch.Tensor  # (1, 1, h, w) in [-1, 1], on the model's device
+    key: str  # content hash (for caches keyed by image content)
+
+
+@dataclass
+class Prediction:
+    coords: np.ndarray  # (K, 2) float64 (row, col), original pixels
+    scores: np.ndarray  # (K,) peak heatmap probability (sigmoid) in [0, 1]
+    clicked: np.ndarray  # (K,) bool: pinned by a click
+    logits: torch.Tensor = field(repr=False)  # (K, h/4, w/4) network logits, for heatmaps / uncertainty
+    original_shape: tuple[int, int] = (0, 0)
+    input_size: tuple[int, int] = (0, 0)
+
+    def heatmaps(self, size=None) -> np.ndarray:
+        """Per-landmark sigmoid heatmaps, (K, H, W) at ``size`` (default: the network input size)."""
+        from ..models.interactive import upsample_logits
+
+        size = tuple(size or self.input_size)
+        with torch.no_grad():
+            return torch.sigmoid(upsample_logits(self.logits[None].float(), size))[0].cpu().numpy()
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, schema: LandmarkSchema, input_size, sigma: float, name: str = "model",
+                 device=None, info: dict | None = None):
+        self.device = choose_device(device) if not isinstance(device, torch.device) else device
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.schema = schema
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.sigma = float(sigma)
+        self.name = name
+        self.info = info or {}
+        if model.num_landmarks != schema.num_landmarks:
+            raise PredictionError(
+                f"model '{name}' predicts {model.num_landmarks} landmarks but its landmark set '{schema.name}' has "
+                f"{schema.num_landmarks}")
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_entry(cls, name: str, entry: dict, weights_path, device=None) -> "Predictor":
+        from ..weights import load_weights
+
+        schema = load_schema(entry["schema"])
+        cfg = resolve_config({**entry["config"], "num_landmarks": schema.num_landmarks})
+        if entry["config"].get("num_landmarks") not in (None, schema.num_landmarks):
+            raise PredictionError(
+                f"weights '{name}' were trained for {entry['config']['num_landmarks']} landmarks, but the landmark "
+                f"set '{schema.name}' has {schema.num_landmarks}")
+        state, _ = load_weights(weights_path)
+        model = build_model(cfg)
+        _load_state(model, state, weights_path, schema)
+        return cls(model, schema, entry["input_size"], entry.get("sigma", 7.5), name, device, entry)
+
+    @classmethod
+    def from_name(cls, name: str, device=None, download: bool = False) -> "Predictor":
+        """A model listed in weights_manifest.yaml (hash-checked; never unpickled)."""
+        from ..weights import get_entry, resolve_weights
+
+        entry = get_entry(name)
+        return cls.from_entry(name, entry, resolve_weights(name, download=download), device)
+
+    @classmethod
+    def from_file(cls, path, schema=None, device=None) -> "Predictor":
+        """A self-describing safetensors file (as written by ``napari-landmarks weights register`` or the
+        trainer). ``schema`` (name, path or LandmarkSchema), when given, must match the file's landmark set."""
+        from ..weights import load_weights
+
+        path = Path(path)
+        state, meta = load_weights(path)
+        if "config" not in meta:
+            raise PredictionError(f"{path.name} has no model config in its metadata; load it by manifest name instead")
+        entry = {k: (json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in meta.items()}
+        file_schema = entry.get("schema")
+        if schema is not None:
+            want = load_schema(schema)
+            got_k = entry["config"].get("num_landmarks")
+            got_name = file_schema.get("name") if isinstance(file_schema, dict) else file_schema
+            if got_k != want.num_landmarks or (got_name and got_name != want.name):
+                raise PredictionError(
+                    f"{path.name} is for the landmark set '{got_name}' ({got_k} landmarks), not '{want.name}' "
+                    f"({want.num_landmarks} landmarks): choose the matching model")
+            entry["schema"] = want.to_dict()
+        elif file_schema is None:
+            raise PredictionError(f"{path.name} does not say which landmark set it is for; pass schema=")
+        entry.setdefault("input_size", [512, 256])
+        entry["input_size"] = [int(v) for v in (entry["input_size"] if not isinstance(entry["input_size"], str) else json.loads(entry["input_size"]))]
+        if "sigma" in entry:
+            entry["sigma"] = float(entry["sigma"])
+        return cls.from_entry(entry.get("name", path.stem), entry, path, device)
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def num_landmarks(self) -> int:
+        return self.schema.num_landmarks
+
+    def prepare(self, image) -> PreparedImage:
+        if isinstance(image, PreparedImage):
+            return image
+        try:
+            grey = as_greyscale_2d(image)
+        except ImageError:
+            raise
+        except Exception as exc:  # e.g. an object that is no array at all
+            raise ImageError(f"cannot use this input as an image: {exc}") from None
+        key = hashlib.sha1(np.ascontiguousarray(grey).tobytes()).hexdigest()[:16]
+        net = preprocess(grey, self.input_size)
+        t = torch.from_numpy(net * 2.0 - 1.0)[None, None].to(self.device).contiguous(memory_format=torch.channels_last)
+        return PreparedImage(grey.shape, t, key)
+
+    def _check_clicks(self, clicks, shape) -> dict[int, tuple[float, float]]:
+        out = {}
+        h, w = shape
+        for key, pos in (clicks or {}).items():
+            try:
+                i = self.schema.index(key)
+            except (IndexError, KeyError) as exc:
+                raise PredictionError(exc.args[0]) from None
+            try:
+                r, c = (float(v) for v in pos)
+            except (TypeError, ValueError):
+                raise PredictionError(f"click for landmark {i} ('{self.schema.landmarks[i]}') must be (row, col), got {pos!r}") from None
+            if not (math.isfinite(r) and math.isfinite(c)):
+                raise PredictionError(f"click for landmark {i} ('{self.schema.landmarks[i]}') is not a finite position: {pos!r}")
+            if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
+                raise PredictionError(
+                    f"click for landmark {i} ('{self.schema.landmarks[i]}') at (row {r:.1f}, col {c:.1f}) lies outside the "
+                    f"image ({h} × {w} px)")
+            out[i] = (r, c)
+        return out
+
+    def _hints(self, clicks: dict, previous: np.ndarray | None, shape) -> torch.Tensor:
+        """(1, 2K, h/2, w/2): previous-prediction and click Gaussians, only in clicked channels."""
+        k = self.num_landmarks
+        h2, w2 = (self.input_size[0] + 1) // 2, (self.input_size[1] + 1) // 2
+        hints = torch.zeros(1, 2 * k, h2, w2)
+        if clicks:
+            idx = np.array(sorted(clicks))
+            pos = to_network(np.array([clicks[i] for i in idx]), shape, self.input_size)
+            chans = [(k + idx, pos)]
+            if previous is not None:
+                prev = to_network(previous[idx], shape, self.input_size)
+                ok = np.isfinite(prev).all(1)
+                chans.append((idx[ok], prev[ok]))
+            ys = torch.arange(h2, dtype=torch.float32)
+            xs = torch.arange(w2, dtype=torch.float32)
+            s2 = self.sigma / 2.0
+            for ch, p in chans:
+                p2 = torch.from_numpy((p + 0.5) / 2.0 - 0.5).float()
+                gy = torch.exp(-((ys[None] - p2[:, :1]) ** 2) / (2 * s2**2))
+                gx = torch.exp(-((xs[None] - p2[:, 1:]) ** 2) / (2 * s2**2))
+                hints[0, torch.as_tensor(ch)] = gy[:, :, None] * gx[:, None, :]
+        return hints.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def predict(self, image, clicks=None, previous=None) -> Prediction:
+        prepared = self.prepare(image)
+        shape = prepared.original_shape
+        clicks = self._check_clicks(clicks, shape)
+        if previous is not None:
+            previous = np.asarray(previous, dtype=np.float64)
+            if previous.shape != (self.num_landmarks, 2):
+                raise PredictionError(
+                    f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
+        out = self.model(prepared.tensor, self._hints(clicks, previous, shape))
+        logits = out["logits"].float()
+        net, peak = decode_strided_logits(logits, self.input_size)
+        coords = to_original(net[0].cpu().numpy().astype(np.float64), shape, self.input_size)
+        clicked = np.zeros(self.num_landmarks, bool)
+        for i, pos in clicks.items():
+            coords[i] = pos  # a user's point is never moved
+            clicked[i] = True
+        return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size)
+
+
+def _load_state(model, state, path, schema):
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape_bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape_bad:
+        cls_key = "head.cls.weight"
+        if cls_key in state and cls_key in own and state[cls_key].shape[0] != own[cls_key].shape[0]:
+            raise PredictionError(
+                f"{Path(path).name} holds a model for {state[cls_key].shape[0]} landmarks, but the landmark set "
+                f"'{schema.name}' has {schema.num_landmarks}: it is for a different landmark set")
+        raise PredictionError(
+            f"{Path(path).name} does not match the model architecture in its config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shape_bad)} mis-shaped tensors, e.g. "
+            f"{(missing + unexpected + shape_bad)[:3]})")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})

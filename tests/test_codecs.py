@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_interactive_landmarks.codecs.geometry import to_network, to_original
+from napari_interactive_landmarks.codecs.heatmaps import decode_strided_logits, gaussian_heatmaps, local_soft_argmax
+
+
+def test_gaussian_encode_decode_round_trip_is_subpixel():
+    rng = np.random.default_rng(0)
+    coords = torch.tensor(rng.uniform([20, 20], [490, 235], size=(3, 10, 2)), dtype=torch.float32)
+    maps = gaussian_heatmaps(coords, (512, 256), sigma=7.5)
+    assert maps.shape == (3, 10, 512, 256)
+    assert torch.allclose(maps.amax(dim=(-1, -2)), torch.ones(3, 10), atol=0.02)
+    decoded = local_soft_argmax(maps)
+    err = (decoded - coords).norm(dim=-1)
+    assert err.max() < 0.1, err.max()
+
+
+def test_gaussian_mask_and_nan_give_empty_channels():
+    coords = torch.tensor([[[10.0, 10.0], [float("nan"), 3.0], [30.0, 20.0]]])
+    maps = gaussian_heatmaps(coords, (64, 32), 2.0, mask=torch.tensor([[True, True, False]]))
+    assert maps[0, 0].max() > 0.9
+    assert maps[0, 1].max() == 0 and maps[0, 2].max() == 0
+
+
+def test_strided_decoder_matches_full_resolution_decoding():
+    torch.manual_seed(0)
+    c = torch.rand(2, 19, 2) * torch.tensor([127.0, 103.0])
+    g = gaussian_heatmaps(c, (128, 104), 1.5)
+    logits = torch.logit(g.clamp(1e-4, 1 - 1e-4) * 0.9) + 0.05 * torch.randn_like(g)
+    full = F.interpolate(logits, size=(512, 416), mode="bilinear", align_corners=False)
+    want = local_soft_argmax(torch.sigmoid(full))
+    got, peak = decode_strided_logits(logits, (512, 416))
+    assert (want - got).abs().max() < 1e-3
+    assert torch.allclose(peak, torch.sigmoid(full).amax(dim=(-1, -2)), atol=1e-5)
+
+
+@pytest.mark.parametrize("orig,net", [((2375, 890), (512, 256)), ((2400, 1935), (512, 416)), ((100, 100), (512, 256))])
+def test_network_coordinate_mapping_is_invertible_and_per_axis(orig, net):
+    pts = np.array([[0.0, 0.0], [orig[0] - 1, orig[1] - 1], [orig[0] / 3, orig[1] / 7]])
+    back = to_original(to_network(pts, orig, net), orig, net)
+    np.testing.assert_allclose(back, pts, atol=1e-9)
+    # pixel-centre convention: the image's outer edges map onto each other
+    edge = to_network(np.array([[-0.5, -0.5], [orig[0] - 0.5, orig[1] - 0.5]]), orig, net)
+    np.testing.assert_allclose(edge, [[-0.5, -0.5], [net[0] - 0.5, net[1] - 0.5]], atol=1e-9)

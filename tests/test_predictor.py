@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_interactive_landmarks.data.phantom import make_phantom, phantom_schema_dict
+from napari_interactive_landmarks.inference import PredictionError, Predictor
+from napari_interactive_landmarks.io.images import ImageError
+from napari_interactive_landmarks.schemas import load_schema
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    trainer, _, _ = tiny_run
+    return Predictor(trainer.model, load_schema(trainer.cfg["schema"]), trainer.cfg["input_size"],
+                     trainer.cfg["sigma"], name="tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    # an "original" image 3 × larger than the network input, with its own aspect ratio
+    return make_phantom(np.random.default_rng(42), shape=(384, 160), num_vertebrae=4)
+
+
+def test_predict_returns_original_pixel_coordinates(predictor, phantom):
+    img, gt = phantom
+    pred = predictor.predict(img)
+    assert pred.coords.shape == (16, 2) and pred.scores.shape == (16,)
+    err = np.linalg.norm(pred.coords - gt, axis=1)
+    assert np.median(err) < 15, err  # original pixels (3× the network scale)
+    assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
+    assert pred.heatmaps().shape == (16, 128, 64)
+
+
+def test_clicked_landmarks_come_back_exactly_where_put(predictor, phantom):
+    img, gt = phantom
+    first = predictor.predict(img)
+    clicks = {3: (float(gt[3, 0]) + 0.25, float(gt[3, 1]) - 0.5), "V4_bottom_right": (float(gt[15, 0]), float(gt[15, 1]))}
+    pred = predictor.predict(img, clicks=clicks, previous=first.coords)
+    assert tuple(pred.coords[3]) == clicks[3]
+    assert tuple(pred.coords[15]) == clicks["V4_bottom_right"]
+    assert pred.clicked.sum() == 2 and pred.clicked[3] and pred.clicked[15]
+
+
+def test_prepared_image_gives_identical_results(predictor, phantom):
+    img, _ = phantom
+    prep = predictor.prepare(img)
+    np.testing.assert_array_equal(predictor.predict(prep).coords, predictor.predict(img).coords)
+
+
+def test_rgb_and_16bit_images_are_accepted(predictor, phantom):
+    img, _ = phantom
+    base = predictor.predict(img).coords
+    rgb = np.dstack([(img * 255).astype(np.uint8)] * 3)
+    u16 = (img * 65535).astype(np.uint16)
+    assert np.abs(predictor.predict(rgb).coords - base).max() < 2.0
+    assert np.abs(predictor.predict(u16).coords - base).max() < 2.0
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((40, 30)), "64"),
+    (np.full((200, 100), np.nan), "NaN"),
+    (np.zeros((3, 200, 100)), "stack|2-D|channel"),
+    (np.ones((200, 100)), "constant"),
+    ("not an image", "image"),
+])
+def test_bad_images_are_refused_clearly(predictor, bad, match):
+    with pytest.raises(ImageError, match=match):
+        predictor.predict(bad)
+
+
+def test_huge_image_is_refused_without_allocating(predictor):
+    huge = np.broadcast_to(np.uint8(7), (10_001, 80))
+    with pytest.raises(ImageError, match="10"):
+        predictor.predict(huge)
+
+
+@pytest.mark.parametrize("clicks,match", [
+    ({16: (5.0, 5.0)}, "out of range"),
+    ({-1: (5.0, 5.0)}, "out of range"),
+    ({"nose": (5.0, 5.0)}, "not a landmark"),
+    ({0: (-40.0, 5.0)}, "outside the image"),
+    ({0: (5.0, 9999.0)}, "outside the image"),
+    ({0: (float("nan"), 5.0)}, "finite"),
+    ({0: "here"}, r"\(row, col\)"),
+])
+def test_bad_clicks_are_refused_clearly(predictor, phantom, clicks, match):
+    with pytest.raises(PredictionError, match=match):
+        predictor.predict(phantom[0], clicks=clicks)
+
+
+def test_previous_with_wrong_shape_is_refused(predictor, phantom):
+    with pytest.raises(PredictionError, match=r"\(16, 2\)"):
+        predictor.predict(phantom[0], clicks={0: (10.0, 10.0)}, previous=np.zeros((68, 2)))
+
+
+def test_weights_file_round_trip_and_wrong_landmark_set(tiny_run, tmp_path, phantom):
+    from napari_interactive_landmarks.training.export import register_run
+    from napari_interactive_landmarks.weights import load_manifest
+
+    trainer, out, _ = tiny_run
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("models: {}\n")
+    entry = register_run("tiny-phantom", out, description="test", target_dir=tmp_path, manifest_path=manifest)
+    assert load_manifest(manifest)["tiny-phantom"]["sha256"] == entry["sha256"]
+    p = Predictor.from_file(tmp_path / "tiny-phantom.safetensors")
+    assert p.schema.num_landmarks == 16 and p.input_size == (128, 64)
+    ref = Predictor(trainer.model, load_schema(trainer.cfg["schema"]), (128, 64), 3.0, device="cpu")
+    # fp16 storage changes the answer by far less than a pixel
+    assert np.abs(p.predict(phantom[0]).coords - ref.predict(phantom[0]).coords).max() < 1.0
+    with pytest.raises(PredictionError, match="different landmark set|not 'aasce-spine68'"):
+        Predictor.from_file(tmp_path / "tiny-phantom.safetensors", schema="aasce-spine68")

@@ -1,0 +1,75 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from napari_interactive_landmarks.models.interactive import PRESETS, build_model
+
+
+def test_training_on_phantoms_lowers_loss_and_error(tiny_run):
+    trainer, out, before = tiny_run
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 10
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < 0.5 * losses[0], losses
+    after = trainer.validate(clicks=[0, 1, 3])
+    assert after[0] < 0.25 * before[0], (before, after)   # it learned to localise
+    assert after[0] < 6.0                                  # px at 128 × 64
+
+
+def test_clicks_reduce_the_error_of_the_other_landmarks(tiny_run):
+    """The point of the interactive model: a click at one landmark moves the *unclicked* ones."""
+    trainer, _, _ = tiny_run
+    res = trainer.validate(clicks=[0, 1, 3])
+    assert res[3] < res[0]
+    assert res[1] <= res[0] * 1.02
+
+
+def test_checkpoint_resume_and_best_export(tiny_run, tmp_path):
+    from napari_interactive_landmarks.training.trainer import Trainer
+    from napari_interactive_landmarks.weights import load_weights
+
+    trainer, out, _ = tiny_run
+    assert (out / "last.ckpt").is_file() and (out / "best.safetensors").is_file()
+    state, meta = load_weights(out / "best.safetensors")
+    assert "config" in meta
+    t2 = Trainer({**trainer.cfg, "out_dir": str(out)})
+    t2.resume()
+    assert t2.epoch == trainer.epoch
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, t2.model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("switch", [{"gating": "none"}, {"gating": "avg"}, {"hint_fusion": False}])
+def test_ablation_switches_build_and_run(switch):
+    m = build_model({"preset": "hrnet-tiny", "num_landmarks": 8, **switch}).eval()
+    with torch.no_grad():
+        out = m(torch.zeros(1, 1, 64, 32), torch.zeros(1, 16, 32, 16))
+    assert out["logits"].shape == (1, 8, 16, 8)
+    if switch.get("gating") == "none":
+        assert m.gate is None
+    if switch.get("hint_fusion") is False:
+        assert m.hint_fusion is None
+
+
+def test_paper_w32_layout():
+    """HRNet-W32 as in the method notes: 480 aggregated channels at stride 4, OCR 256/128."""
+    m = build_model({"preset": "hrnet-w32", "num_landmarks": 68})
+    assert m.backbone.out_channels == 480
+    assert [len(s) for s in m.backbone.stages] == [1, 4, 3]
+    assert m.head.cls.in_channels == 256 and m.head.attention.key_channels == 128
+    assert PRESETS["hrnet-w32"]["backbone"]["widths"] == [32, 64, 128, 256]
+
+
+def test_gate_uses_clicks():
+    """With gating, the gate output depends on the click maps (global max pooling of interaction features)."""
+    torch.manual_seed(0)
+    m = build_model({"preset": "hrnet-tiny", "num_landmarks": 4}).eval()
+    l1 = torch.randn(1, m.backbone.layer1_channels, 16, 8)
+    clicks = torch.zeros(1, 4, 32, 16)
+    a = m.gate(l1, clicks)
+    clicks[0, 2, 10, 5] = 1.0
+    b = m.gate(l1, clicks)
+    assert a.shape == (1, m.backbone.out_channels, 1, 1)
+    assert not torch.allclose(a, b)
