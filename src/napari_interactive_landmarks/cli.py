@@ -1,4 +1,6 @@
-"""``napari-landmarks``: demo, predict, train, evaluate, bench, weights."""
+"""``napari-landmarks``: demo, predict, train, evaluate, bench, weights.
+
+Everything except ``demo`` is headless (no napari / Qt import)."""
 
 from __future__ import annotations
 
@@ -194,6 +196,15 @@ def _cmd_weights(args):
     raise CLIError(f"unknown weights action {args.action}")
 
 
+def _cmd_demo(args):
+    from .napari._demo import run_demo
+
+    corrections = [_parse_click(c, None) for c in (args.correct or [])]
+    return run_demo(image=args.image, model=args.model, corrections=corrections, screenshot=args.screenshot,
+                    json_out=args.json, keep_open=not (args.screenshot or args.json) or args.keep_open,
+                    timeout=args.timeout)
+
+
 def _add_model_args(p):
     p.add_argument("--model", default="aasce-spine", help="model name from weights_manifest.yaml (default aasce-spine)")
     p.add_argument("--weights", help="a .safetensors file instead of a manifest name")
@@ -205,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-landmarks", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="open the viewer with the landmark widget, detect, apply corrections",
+                       description="Open napari with the dock widget on IMAGE (default: the generated spine phantom "
+                                   "with its tiny model), detect, apply each --correct through the Points layer "
+                                   "exactly as a drag does, wait for the model, then write a screenshot and/or the "
+                                   "final points as JSON. Needs a display (on a headless machine: xvfb-run).")
+    d.add_argument("image", nargs="?", help="a radiograph (PNG/JPEG/TIFF/BMP/DICOM); default: synthetic phantom")
+    d.add_argument("--model", help="manifest name (default: phantom-spine without IMAGE, aasce-spine with one)")
+    d.add_argument("--correct", nargs="*", metavar="INDEX:ROW,COL", help="corrections, applied one after another")
+    d.add_argument("--screenshot", help="write a PNG of the viewer window")
+    d.add_argument("--json", help="write the final points as JSON")
+    d.add_argument("--keep-open", action="store_true", help="keep the viewer open after writing the outputs")
+    d.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each model update")
+    d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train an interactive model from a YAML config",
                        description="Train the interactive keypoint model (simulated clicks, iterative training, "

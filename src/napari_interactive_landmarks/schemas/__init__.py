@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-BUILTIN = {"aasce-spine68": "aasce_spine68.yaml", "isbi-ceph19": "isbi_ceph19.yaml"}
+BUILTIN = {"aasce-spine68": "aasce_spine68.yaml", "isbi-ceph19": "isbi_ceph19.yaml", "phantom-spine24": "phantom_spine24.yaml"}
 
 
 class SchemaError(ValueError):

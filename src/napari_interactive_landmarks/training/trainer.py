@@ -25,7 +25,7 @@ from .. import losses
 from ..codecs.geometry import to_original
 from ..codecs.heatmaps import gaussian_heatmaps, local_soft_argmax
 from ..data.augment import AugmentConfig, augment
-from ..data.cache import CachedSet, build_cache
+from ..data.cache import CachedSet, build_cache, preprocess
 from ..data.clicks import sample_initial_clicks
 from ..data.datasets import load_dataset
 from ..data.splits import apply_split, load_split
@@ -65,6 +65,7 @@ DEFAULT_CONFIG = {
     "num_threads": None,
     "time_budget_min": None,      # stop cleanly after this many minutes (checkpoint kept, resumable)
     "out_dir": "runs/model",
+    "phantom": None,              # dataset: phantom → {num_train, num_val, original_shape}
 }
 
 
@@ -121,6 +122,24 @@ def decode_strided(logits: torch.Tensor, size, stride: int) -> torch.Tensor:
     return (c + 0.5) * stride - 0.5
 
 
+def phantom_cached_sets(cfg: dict, size, k: int):
+    """Generated training/validation sets for the synthetic phantom model (no files involved).
+    ``cfg['phantom']``: {num_train, num_val, original_shape [H, W]}; K must be 4 × vertebrae."""
+    from ..codecs.geometry import to_network
+    from ..data.phantom import phantom_set
+
+    opts = {"num_train": 200, "num_val": 40, "original_shape": [1024, 512], **(cfg.get("phantom") or {})}
+    shape = tuple(opts["original_shape"])
+
+    def make(n, seed):
+        ims, cs = phantom_set(n, seed, shape=shape, num_vertebrae=k // 4)
+        net = np.stack([np.clip(np.round(preprocess(im, size) * 255), 0, 255) for im in ims]).astype(np.uint8)
+        return CachedSet([f"phantom{seed}_{i}" for i in range(n)], net, to_network(cs, shape, size).astype(np.float32),
+                         np.tile(shape, (n, 1)), cs, np.full(n, np.nan))
+
+    return make(opts["num_train"], cfg["seed"] + 1), make(opts["num_val"], cfg["seed"] + 1000)
+
+
 class Trainer:
     def __init__(self, cfg: dict):
         self.cfg = cfg = merged_config(cfg)
@@ -148,6 +167,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- data
     def load_data(self, train_set: CachedSet | None = None, val_set: CachedSet | None = None):
+        if train_set is None and self.cfg["dataset"] == "phantom":
+            train_set, val_set = phantom_cached_sets(self.cfg, self.size, self.k)
         if train_set is None:
             root = self.cfg["root"] or os.environ.get("NAPARI_LANDMARKS_DATA")
             if not root:

@@ -1,0 +1,117 @@
+"""Plugin latency: drag release → updated Points layer (median, p95), the bare model update for comparison,
+and the longest stall of the Qt event loop while inference runs. Prints numbers; asserts nothing.
+
+    xvfb-run -a python benchmarks/plugin_latency.py --model aasce-spine --runs 30 [--json out.json]
+
+The image is synthetic noise of the AASCE median size (2375 × 890) unless --image is given: latency does not
+depend on the content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="aasce-spine")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--image")
+    ap.add_argument("--size", type=int, nargs=2, default=[2375, 890])
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    import napari
+    import torch
+    from qtpy.QtCore import QElapsedTimer, QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_interactive_landmarks.napari._demo import wait_until_idle
+    from napari_interactive_landmarks.napari._widget import LandmarkWidget, simulate_drag
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.image:
+        from napari_interactive_landmarks.io.images import read_image
+
+        image = read_image(args.image).array
+    else:
+        image = np.random.default_rng(0).normal(128, 40, size=tuple(args.size)).clip(0, 255).astype(np.uint8)
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(image, name="image")
+    w = LandmarkWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_combo.setCurrentText(args.model)
+    w.detect()
+    wait_until_idle(w, 300)
+
+    # event-loop stall monitor: a 1 ms timer; the largest gap between its ticks is the longest stall
+    clock, gaps, last = QElapsedTimer(), [], [None]
+    clock.start()
+
+    def tick():
+        now = clock.nsecsElapsed() / 1e6
+        if last[0] is not None:
+            gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(1)
+    timer.timeout.connect(tick)
+
+    rng = np.random.default_rng(1)
+    k = w.session.num_landmarks
+    h, wd = w.session.image_shape
+    w.timings.clear()
+    stalls = []
+    for _ in range(args.runs):
+        i = int(rng.integers(k))
+        point = int(list(w.points_layer.features["index"]).index(i))
+        pos = (float(rng.uniform(0.1, 0.9) * h), float(rng.uniform(0.1, 0.9) * wd))
+        gaps.clear()
+        last[0] = None
+        timer.start()
+        simulate_drag(w.points_layer, point, pos)
+        wait_until_idle(w, 300)
+        timer.stop()
+        QApplication.processEvents()
+        stalls.append(max(gaps) if gaps else float("nan"))
+        if w.session.pinned.sum() > 8:
+            w.reset()
+    plugin = np.array([t["release_to_layer_ms"] for t in w.timings])
+
+    # bare model update on the same prepared image, same kind of request
+    s = w.session
+    bare = []
+    for _ in range(args.runs):
+        req = s.request()
+        t0 = time.perf_counter()
+        s.compute(req)
+        bare.append((time.perf_counter() - t0) * 1000)
+    bare = np.array(bare)
+    res = {
+        "model": args.model, "runs": int(len(plugin)), "threads": torch.get_num_threads(),
+        "release_to_layer_median_ms": round(float(np.median(plugin)), 1),
+        "release_to_layer_p95_ms": round(float(np.percentile(plugin, 95)), 1),
+        "bare_update_median_ms": round(float(np.median(bare)), 1),
+        "plugin_overhead_pct": round(float((np.median(plugin) / np.median(bare) - 1) * 100), 1),
+        "debounce_ms": 0,
+        "longest_event_loop_stall_ms": round(float(np.nanmax(stalls)), 1),
+        "median_event_loop_stall_ms": round(float(np.nanmedian(stalls)), 1),
+    }
+    for key, v in res.items():
+        print(f"{key:>30}: {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    w.session._dirty = False
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

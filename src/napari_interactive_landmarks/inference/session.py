@@ -1,0 +1,305 @@
+"""One image's interactive state, headless: the automatic prediction, the user's pinned corrections, undo
+and redo, save and load. The napari widget is a thin adapter over this class; the console and scripts use
+the same methods (``detect``, ``correct``, ``unpin``, ``undo``, ``redo``, ``reset``, ``points``, ``save``).
+
+Invariant: a pinned point (placed by a person) is never moved by the model. Model results are merged only
+into points that are unpinned *when the result arrives*, and stale results (the user changed something
+since the request was made) are dropped.
+
+Asynchronous use (the GUI): ``pin`` / ``unpin_only`` change the state at once (main thread); ``request()``
+describes the inference to run; ``compute(request)`` runs the network (any thread); ``apply(result)`` merges
+it (main thread) unless a newer change made it stale.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .predictor import Prediction, PredictionError, Predictor
+
+
+@dataclass(frozen=True)
+class _State:
+    coords: np.ndarray
+    pinned: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    generation: int
+    clicks: dict
+    previous: np.ndarray | None
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+class LandmarkSession:
+    def __init__(self, predictor: Predictor, image=None, *, spacing=None, image_path=None, max_history: int = 200):
+        self.predictor = predictor
+        self.schema = predictor.schema
+        self.max_history = max_history
+        self._lock = threading.Lock()
+        self.image_path = image_path
+        self.spacing = spacing
+        self._prepared = None
+        self._state: _State | None = None
+        self._auto: _State | None = None
+        self._undo: list[_State] = []
+        self._redo: list[_State] = []
+        self.generation = 0
+        self.last_prediction: Prediction | None = None
+        if image is not None:
+            self.set_image(image, spacing=spacing, image_path=image_path)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def num_landmarks(self) -> int:
+        return self.schema.num_landmarks
+
+    @property
+    def has_image(self) -> bool:
+        return self._prepared is not None
+
+    @property
+    def detected(self) -> bool:
+        return self._state is not None
+
+    @property
+    def coords(self) -> np.ndarray:
+        self._need_state()
+        return self._state.coords.copy()
+
+    @property
+    def pinned(self) -> np.ndarray:
+        self._need_state()
+        return self._state.pinned.copy()
+
+    @property
+    def scores(self) -> np.ndarray:
+        self._need_state()
+        return self._state.scores.copy()
+
+    @property
+    def image_shape(self):
+        return None if self._prepared is None else tuple(self._prepared.original_shape)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    @property
+    def dirty(self) -> bool:
+        """True when there are corrections not yet saved."""
+        return getattr(self, "_dirty", False)
+
+    def _need_state(self):
+        if self._state is None:
+            raise SessionError("no landmarks yet: run detect() first")
+
+    def _push_undo(self):
+        if self._state is not None:
+            self._undo.append(self._state)
+            del self._undo[: -self.max_history]
+        self._redo.clear()
+        self.generation += 1
+        self._dirty = True
+
+    def set_image(self, image, *, spacing=None, image_path=None):
+        """A new image: preprocessing is done once here; all landmarks, pins and history are cleared."""
+        self._prepared = self.predictor.prepare(image)
+        self.spacing, self.image_path = spacing, image_path
+        self._state = self._auto = None
+        self._undo.clear()
+        self._redo.clear()
+        self.generation += 1
+        self._dirty = False
+
+    # ------------------------------------------------------------------ async building blocks
+    def request(self) -> InferenceRequest:
+        """What to run now: every pinned point as a click, the current coordinates as 'previous'."""
+        if self._prepared is None:
+            raise SessionError("no image: call set_image() first")
+        if self._state is None:
+            return InferenceRequest(self.generation, {}, None)
+        idx = np.flatnonzero(self._state.pinned)
+        clicks = {int(i): (float(self._state.coords[i, 0]), float(self._state.coords[i, 1])) for i in idx}
+        return InferenceRequest(self.generation, clicks, self._state.coords.copy())
+
+    def compute(self, req: InferenceRequest) -> tuple[InferenceRequest, Prediction]:
+        """Run the network for ``req`` (thread-safe; one inference at a time)."""
+        with self._lock:
+            pred = self.predictor.predict(self._prepared, clicks=req.clicks or None,
+                                          previous=req.previous if req.clicks else None)
+        return req, pred
+
+    def apply(self, result: tuple[InferenceRequest, Prediction]) -> bool:
+        """Merge a result into the unpinned points. Returns False (and changes nothing) when stale."""
+        req, pred = result
+        if req.generation != self.generation:
+            return False
+        self.last_prediction = pred
+        if self._state is None:  # first detection
+            st = _State(pred.coords.copy(), np.zeros(self.num_landmarks, bool), pred.scores.copy())
+            self._auto = st
+            self._state = st
+            return True
+        free = ~self._state.pinned
+        coords = self._state.coords.copy()
+        scores = self._state.scores.copy()
+        coords[free] = pred.coords[free]
+        scores[free] = pred.scores[free]
+        scores[~free] = np.nan  # a person's point has no model score
+        self._state = _State(coords, self._state.pinned.copy(), scores)
+        return True
+
+    def pin(self, updates: dict) -> None:
+        """Place or move points by hand (index or name → (row, col)); no inference. One undo step."""
+        self._need_state()
+        h, w = self.image_shape
+        checked = self.predictor._check_clicks(updates, (h, w))
+        self._push_undo()
+        coords, pinned = self._state.coords.copy(), self._state.pinned.copy()
+        scores = self._state.scores.copy()
+        for i, (r, c) in checked.items():
+            coords[i] = (r, c)
+            pinned[i] = True
+            scores[i] = np.nan
+        self._state = _State(coords, pinned, scores)
+
+    def unpin_only(self, index) -> None:
+        self._need_state()
+        try:
+            i = self.schema.index(index)
+        except (IndexError, KeyError) as exc:
+            raise PredictionError(exc.args[0]) from None
+        if not self._state.pinned[i]:
+            return
+        self._push_undo()
+        pinned = self._state.pinned.copy()
+        pinned[i] = False
+        self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy())
+
+    # ------------------------------------------------------------------ synchronous API (console, scripts)
+    def _run(self) -> Prediction:
+        res = self.compute(self.request())
+        self.apply(res)
+        return res[1]
+
+    def detect(self) -> np.ndarray:
+        """Automatic prediction; keeps any pinned points (run it again after pins to refine)."""
+        if self._state is not None:
+            self._push_undo()
+        self._run()
+        return self.coords
+
+    def correct(self, index, position) -> np.ndarray:
+        """Move one landmark to (row, col) (pinned), re-run the model, return all coordinates."""
+        self.pin({index: position})
+        self._run()
+        return self.coords
+
+    def correct_many(self, updates: dict) -> np.ndarray:
+        self.pin(updates)
+        self._run()
+        return self.coords
+
+    def unpin(self, index) -> np.ndarray:
+        """Hand a point back to the model."""
+        self.unpin_only(index)
+        self._run()
+        return self.coords
+
+    def reset(self) -> np.ndarray:
+        """Back to the automatic prediction: all pins removed (one undo step)."""
+        self._need_state()
+        self._push_undo()
+        self._state = self._auto
+        return self.coords
+
+    def undo(self) -> bool:
+        if not self._undo:
+            return False
+        self._redo.append(self._state)
+        self._state = self._undo.pop()
+        self.generation += 1
+        self._dirty = True
+        return True
+
+    def redo(self) -> bool:
+        if not self._redo:
+            return False
+        self._undo.append(self._state)
+        self._state = self._redo.pop()
+        self.generation += 1
+        self._dirty = True
+        return True
+
+    # ------------------------------------------------------------------ output
+    def points(self) -> list[dict]:
+        """Landmark order: [{'index', 'label', 'row', 'col', 'pinned', 'score'}]."""
+        self._need_state()
+        st = self._state
+        return [{"index": i, "label": n, "row": float(st.coords[i, 0]), "col": float(st.coords[i, 1]),
+                 "pinned": bool(st.pinned[i]), "score": None if not np.isfinite(st.scores[i]) else float(st.scores[i])}
+                for i, n in enumerate(self.schema.landmarks)]
+
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write the landmark JSON (or CSV by extension). Refuses to overwrite unless asked."""
+        from ..io.landmarks import write_landmarks_csv, write_landmarks_json
+
+        self._need_state()
+        path = Path(path)
+        st = self._state
+        common = dict(pinned=st.pinned, scores=st.scores, overwrite=overwrite)
+        if path.suffix.lower() == ".csv":
+            out = write_landmarks_csv(path, st.coords, list(self.schema.landmarks), **common)
+        else:
+            spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
+            out = write_landmarks_json(path, st.coords, list(self.schema.landmarks), landmark_set=self.schema.name,
+                                       model=self.predictor.name, image_path=None if self.image_path is None else str(self.image_path),
+                                       image_shape=list(self.image_shape), spacing=spacing, **common)
+        self._dirty = False
+        return out
+
+    def load(self, path) -> np.ndarray:
+        """Load a landmark file for this image (one undo step). Its landmark set must match the model's."""
+        from ..io.landmarks import read_landmarks_csv, read_landmarks_json
+
+        path = Path(path)
+        reader = read_landmarks_csv if path.suffix.lower() == ".csv" else read_landmarks_json
+        lf = reader(path)
+        if lf.landmark_set and lf.landmark_set != self.schema.name:
+            raise SessionError(f"{path.name} holds '{lf.landmark_set}' landmarks, but the model '{self.predictor.name}' "
+                               f"uses '{self.schema.name}': choose the matching model before loading it")
+        lf = reader(path, landmark_names=list(self.schema.landmarks))
+        if self.image_shape and lf.image_shape and tuple(lf.image_shape) != tuple(self.image_shape):
+            raise SessionError(f"{path.name} was made on a {lf.image_shape[0]} × {lf.image_shape[1]} image, this one is "
+                               f"{self.image_shape[0]} × {self.image_shape[1]}")
+        coords = np.asarray(lf.coords, float)
+        pinned = np.asarray(lf.pinned, bool) if lf.pinned is not None else np.zeros(self.num_landmarks, bool)
+        scores = np.asarray(lf.scores, float) if lf.scores is not None else np.full(self.num_landmarks, np.nan)
+        if self._state is not None:
+            self._push_undo()
+        missing = ~np.isfinite(coords).all(1)
+        if missing.any():
+            if self._state is None:
+                self._run()
+            coords[missing] = self._state.coords[missing]
+            pinned[missing] = False
+        self._state = _State(coords, pinned, scores)
+        if self._auto is None:
+            self._auto = self._state
+        self.generation += 1
+        self._dirty = False
+        return self.coords

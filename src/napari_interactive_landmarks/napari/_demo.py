@@ -1,0 +1,81 @@
+"""``napari-landmarks demo``: the whole interactive loop in a real viewer, scriptable for headless machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PHANTOM_MODEL = "phantom-spine"
+DEFAULT_IMAGE_MODEL = "aasce-spine"
+
+
+def wait_until_idle(widget, timeout: float = 300.0) -> None:
+    """Process Qt events until the widget has no pending edit, debounce or inference."""
+    from qtpy.QtWidgets import QApplication
+
+    t0 = time.time()
+    while True:
+        QApplication.processEvents()
+        idle = (widget._busy == 0 and not widget._inflight and not widget._pending_pins
+                and not widget._debounce.isActive() and not widget._pending)
+        if idle and widget.session is not None and widget.session.detected:
+            return
+        if time.time() - t0 > timeout:
+            raise TimeoutError(f"the model did not finish within {timeout:.0f} s")
+        time.sleep(0.005)
+
+
+def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=None, keep_open=True,
+             timeout=300.0) -> int:
+    import napari
+
+    from ._reader import get_reader
+    from ._sample_data import phantom_spine
+    from ._widget import LandmarkWidget, simulate_drag
+
+    viewer = napari.Viewer(title="napari-interactive-landmarks demo", show=True)
+    if image:
+        reader = get_reader(str(image))
+        if reader is None:
+            print(f"demo: cannot read {image} (PNG/JPEG/TIFF/BMP/DICOM expected)", file=sys.stderr)
+            return 2
+        layers = reader(str(image))
+    else:
+        layers = phantom_spine()
+    for data, kwargs, kind in layers:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = LandmarkWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Landmark detection", area="right")
+    model = model or (DEFAULT_IMAGE_MODEL if image else DEFAULT_PHANTOM_MODEL)
+    if widget.model_combo.findText(model) < 0:
+        print(f"demo: unknown model '{model}'; available: "
+              f"{[widget.model_combo.itemText(i) for i in range(widget.model_combo.count() - 1)]}", file=sys.stderr)
+        return 2
+    widget.model_combo.setCurrentText(model)
+    widget.detect()
+    wait_until_idle(widget, timeout)
+    schema = widget.session.schema
+    for key, (row, col) in corrections:
+        k = schema.index(key)
+        layer = widget.points_layer
+        point = int(list(layer.features["index"]).index(k))
+        simulate_drag(layer, point, (row, col))
+        wait_until_idle(widget, timeout)
+    viewer.reset_view()
+    if screenshot:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
+        print(f"wrote {screenshot}", file=sys.stderr)
+    if json_out:
+        pts = [{"label": p["label"], "row": p["row"], "col": p["col"], "pinned": p["pinned"]} for p in widget.session.points()]
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps({"model": widget.predictor.name, "points": pts}, indent=1))
+        print(f"wrote {json_out}", file=sys.stderr)
+    if keep_open:
+        napari.run()
+    else:
+        widget.session._dirty = False  # outputs written; nothing to ask about
+        viewer.close()
+    return 0

@@ -1,0 +1,183 @@
+"""GUI tests: the dock widget in a real napari viewer (Xvfb), with the shipped phantom model."""
+
+import json
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_interactive_landmarks.napari import _widget as W  # noqa: E402
+from napari_interactive_landmarks.napari._demo import wait_until_idle  # noqa: E402
+from napari_interactive_landmarks.napari._sample_data import phantom_spine  # noqa: E402
+from napari_interactive_landmarks.napari._widget import LandmarkWidget, simulate_drag  # noqa: E402
+
+MODEL = "phantom-spine"
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Collect the widget's notifications instead of showing them; no modal dialog can block."""
+    got = []
+    for fn in ("show_warning", "show_error", "show_info"):
+        monkeypatch.setattr(W, fn, lambda msg, fn=fn: got.append((fn, str(msg))))
+    monkeypatch.setattr(W.QMessageBox, "question", lambda *a, **k: W.QMessageBox.Yes)
+    return got
+
+
+@pytest.fixture
+def widget(make_napari_viewer_proxy, qtbot, notes):
+    viewer = make_napari_viewer_proxy()
+    data, kwargs, _ = phantom_spine()[0]
+    viewer.add_image(data, **kwargs)
+    w = LandmarkWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_combo.setCurrentText(MODEL)
+    w.detect()
+    wait_until_idle(w, 120)
+    return w
+
+
+def _layer_coords(w):
+    lyr = w.points_layer
+    order = np.argsort(lyr.features["index"].to_numpy())
+    return np.asarray(lyr.data)[order]
+
+
+def test_detect_creates_named_points(widget):
+    lyr = widget.points_layer
+    k = widget.session.num_landmarks
+    assert len(lyr.data) == k == 24
+    assert list(lyr.features["label"])[:2] == ["V1_top_left", "V1_top_right"]
+    assert not lyr.features["pinned"].any()
+    np.testing.assert_allclose(_layer_coords(widget), widget.session.coords)
+    assert widget.skeleton_layer is not None and len(widget.skeleton_layer.data) == 24
+
+
+def test_drag_pins_the_point_and_moves_others(widget):
+    before = widget.session.coords
+    lyr = widget.points_layer
+    target = before[5] + np.array([25.0, -18.0])
+    point = int(list(lyr.features["index"]).index(5))
+    simulate_drag(lyr, point, target)
+    wait_until_idle(widget, 60)
+    after = widget.session.coords
+    np.testing.assert_allclose(after[5], target)                 # stays exactly where it was put
+    np.testing.assert_allclose(_layer_coords(widget)[5], target)
+    assert widget.session.pinned[5] and widget.session.pinned.sum() == 1
+    others = np.delete(np.arange(24), 5)
+    assert np.abs(after[others] - before[others]).max() > 0.01   # the model re-ran and moved others
+    assert bool(lyr.features["pinned"].iloc[point])
+
+
+def test_undo_redo(widget):
+    before = widget.session.coords
+    simulate_drag(widget.points_layer, 3, before[3] + 20)
+    wait_until_idle(widget, 60)
+    corrected = widget.session.coords
+    widget.undo()
+    np.testing.assert_allclose(widget.session.coords, before)
+    np.testing.assert_allclose(_layer_coords(widget), before)
+    assert not widget.session.pinned.any()
+    widget.redo()
+    np.testing.assert_allclose(_layer_coords(widget), corrected)
+    assert widget.session.pinned.sum() == 1
+
+
+def test_five_rapid_edits_end_in_one_consistent_state(widget):
+    start = widget.session.coords
+    targets = {i: start[i] + np.array([10.0 + i, -8.0]) for i in (0, 5, 9, 14, 20)}
+    for i, pos in targets.items():  # no waiting between edits: bursts are debounced, stale results dropped
+        point = int(list(widget.points_layer.features["index"]).index(i))
+        simulate_drag(widget.points_layer, point, pos)
+    wait_until_idle(widget, 120)
+    s = widget.session
+    assert s.pinned.sum() == 5
+    for i, pos in targets.items():
+        np.testing.assert_allclose(s.coords[i], pos)
+    np.testing.assert_allclose(_layer_coords(widget), s.coords)
+    # the final state is the model's answer to all five clicks together
+    req = s.request()
+    assert set(req.clicks) == set(targets)
+    _, pred = s.compute(req)
+    free = ~s.pinned
+    np.testing.assert_allclose(s.coords[free], pred.coords[free], atol=1e-6)
+
+
+def test_save_and_reload_gives_same_points_and_flags(widget, tmp_path):
+    simulate_drag(widget.points_layer, 7, widget.session.coords[7] + 12)
+    wait_until_idle(widget, 60)
+    want_c, want_p = widget.session.coords, widget.session.pinned
+    path = widget.save(tmp_path / "case.json")
+    assert path is not None and not widget.session.dirty
+    widget.reset()
+    assert not widget.session.pinned.any()
+    widget.load(str(path))
+    wait_until_idle(widget, 60)
+    np.testing.assert_allclose(widget.session.coords, want_c)
+    np.testing.assert_array_equal(widget.session.pinned, want_p)
+    np.testing.assert_allclose(_layer_coords(widget), want_c)
+    doc = json.loads(path.read_text())
+    assert doc["landmark_set"] == "phantom-spine24" and doc["model"] == MODEL
+
+
+def test_deleting_and_adding_points_are_refused_with_a_notification(widget, notes):
+    lyr = widget.points_layer
+    lyr.selected_data = {2}
+    lyr.remove_selected()
+    assert len(lyr.data) == 24                               # restored
+    assert any("cannot be deleted" in m for _, m in notes)
+    lyr.add(np.array([[10.0, 10.0]]))
+    assert len(lyr.data) == 24
+    assert any("one point per landmark" in m for _, m in notes)
+
+
+def test_loading_a_file_for_another_model_is_refused(widget, notes, tmp_path):
+    from napari_interactive_landmarks.io.landmarks import write_landmarks_json
+    from napari_interactive_landmarks.schemas import load_schema
+
+    names = list(load_schema("isbi-ceph19").landmarks)
+    path = write_landmarks_json(tmp_path / "ceph.json", np.full((19, 2), 50.0), names, landmark_set="isbi-ceph19")
+    before = widget.session.coords
+    widget.load(str(path))
+    wait_until_idle(widget, 60)
+    assert any(kind == "show_error" and "isbi-ceph19" in m for kind, m in notes)
+    np.testing.assert_allclose(widget.session.coords, before)
+
+
+def test_3d_stack_is_refused_and_rgb_is_accepted(make_napari_viewer_proxy, notes):
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(np.random.default_rng(0).random((3, 128, 64)), name="stack")
+    w = LandmarkWidget(viewer)
+    w.model_combo.setCurrentText(MODEL)
+    w.detect()
+    assert any("2-D" in m for _, m in notes) and w.session is None
+    data, _, _ = phantom_spine()[0]
+    viewer.add_image(np.dstack([(data * 255).astype(np.uint8)] * 3), name="rgb", rgb=True)
+    w.image_combo.setCurrentText("rgb")
+    w.detect()
+    wait_until_idle(w, 120)
+    assert len(w.points_layer.data) == 24
+
+
+def test_no_image_layer_gives_a_notification(make_napari_viewer_proxy, notes):
+    w = LandmarkWidget(make_napari_viewer_proxy())
+    w.detect()
+    assert any("No image layer" in m for _, m in notes)
+
+
+def test_console_object_has_the_session_methods(widget):
+    c = widget.console
+    coords = c.correct(2, tuple(widget.session.coords[2] + 5))
+    np.testing.assert_allclose(_layer_coords(widget), coords)
+    assert c.points()[2]["pinned"] is True
+    assert c.undo() is True and not widget.session.pinned.any()
+
+
+def test_closing_with_unsaved_corrections_asks(widget, monkeypatch):
+    simulate_drag(widget.points_layer, 1, widget.session.coords[1] + 9)
+    wait_until_idle(widget, 60)
+    asked = []
+    monkeypatch.setattr(W.QMessageBox, "question", lambda *a, **k: asked.append(a) or W.QMessageBox.No)
+    assert widget.close() is False        # the user said no: widget stays
+    assert asked

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from napari_interactive_landmarks.data.phantom import make_phantom
+from napari_interactive_landmarks.inference import PredictionError, Predictor
+from napari_interactive_landmarks.inference.session import LandmarkSession, SessionError
+from napari_interactive_landmarks.schemas import load_schema
+
+
+@pytest.fixture
+def session(tiny_run):
+    trainer, _, _ = tiny_run
+    p = Predictor(trainer.model, load_schema(trainer.cfg["schema"]), (128, 64), 3.0, name="tiny", device="cpu")
+    img, gt = make_phantom(np.random.default_rng(5), shape=(256, 128), num_vertebrae=4)
+    s = LandmarkSession(p, img)
+    s.gt = gt
+    s.detect()
+    return s
+
+
+def test_correct_pins_one_point_and_moves_the_others(session):
+    before = session.coords
+    after = session.correct(4, (100.0, 40.0))
+    assert tuple(after[4]) == (100.0, 40.0) and session.pinned[4] and session.pinned.sum() == 1
+    assert np.abs(np.delete(after - before, 4, axis=0)).max() > 1e-3
+    assert np.isnan(session.scores[4])  # a person's point has no model score
+
+
+def test_a_prediction_never_overwrites_a_pinned_point(session):
+    session.correct(1, (50.0, 20.0))
+    session.correct(9, (150.0, 90.0))
+    session.detect()  # refine again: pins stay
+    assert tuple(session.coords[1]) == (50.0, 20.0) and tuple(session.coords[9]) == (150.0, 90.0)
+
+
+def test_stale_results_are_dropped(session):
+    req = session.request()
+    result = session.compute(req)
+    session.pin({2: (60.0, 30.0)})  # the user acted after the request was made
+    snapshot = session.coords
+    assert session.apply(result) is False
+    np.testing.assert_array_equal(session.coords, snapshot)
+    # ... and a result computed for the newest state is applied, keeping the pin
+    assert session.apply(session.compute(session.request())) is True
+    assert tuple(session.coords[2]) == (60.0, 30.0)
+
+
+def test_undo_redo_reset_unpin(session):
+    auto = session.coords
+    c1 = session.correct(0, (20.0, 20.0))
+    session.correct(5, (90.0, 50.0))
+    assert session.undo() and np.allclose(session.coords, c1) and session.pinned.sum() == 1
+    assert session.undo() and np.allclose(session.coords, auto) and not session.pinned.any()
+    assert not session.undo()
+    assert session.redo() and np.allclose(session.coords, c1)
+    session.unpin(0)
+    assert not session.pinned.any()
+    session.correct(3, (70.0, 10.0))
+    session.reset()
+    np.testing.assert_allclose(session.coords, auto)
+    assert not session.can_redo and session.undo()  # reset is itself undoable
+
+
+def test_save_load_round_trip_and_wrong_set(session, tmp_path):
+    session.correct(6, (120.0, 70.0))
+    assert session.dirty
+    path = session.save(tmp_path / "a.json")
+    assert not session.dirty
+    with pytest.raises(FileExistsError):
+        session.save(path)
+    want_c, want_p = session.coords, session.pinned
+    session.reset()
+    session.load(path)
+    np.testing.assert_allclose(session.coords, want_c)
+    np.testing.assert_array_equal(session.pinned, want_p)
+    from napari_interactive_landmarks.io.landmarks import write_landmarks_json
+
+    other = write_landmarks_json(tmp_path / "b.json", np.zeros((19, 2)), list(load_schema("isbi-ceph19").landmarks),
+                                 landmark_set="isbi-ceph19")
+    with pytest.raises(SessionError, match="isbi-ceph19"):
+        session.load(other)
+    np.testing.assert_allclose(session.coords, want_c)  # nothing lost
+
+
+def test_points_are_in_landmark_order(session):
+    pts = session.points()
+    assert [p["index"] for p in pts] == list(range(16))
+    assert pts[0]["label"] == "V1_top_left"
+
+
+def test_bad_corrections_are_refused_and_lose_nothing(session):
+    before = session.coords
+    with pytest.raises(PredictionError, match="outside the image"):
+        session.correct(0, (-100.0, 5.0))
+    with pytest.raises(PredictionError, match="out of range"):
+        session.correct(99, (5.0, 5.0))
+    np.testing.assert_array_equal(session.coords, before)
+    assert not session.can_undo or not session.pinned.any()
+
+
+def test_no_detection_yet_is_a_clear_error(tiny_run):
+    trainer, _, _ = tiny_run
+    p = Predictor(trainer.model, load_schema(trainer.cfg["schema"]), (128, 64), 3.0, device="cpu")
+    s = LandmarkSession(p, np.random.default_rng(0).random((200, 100)))
+    with pytest.raises(SessionError, match="detect"):
+        s.correct(0, (5.0, 5.0))
