@@ -36,6 +36,10 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
     from ._widget import LandmarkWidget, simulate_drag
 
     viewer = napari.Viewer(title="napari-interactive-landmarks demo", show=True)
+    try:
+        viewer.window.resize(1500, 1000)
+    except Exception:  # older napari
+        pass
     if image:
         reader = get_reader(str(image))
         if reader is None:

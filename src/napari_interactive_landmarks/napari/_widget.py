@@ -96,6 +96,7 @@ class LandmarkWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
+        self.setMaximumWidth(380)
         lay = QVBoxLayout(self)
         grid = QGridLayout()
         grid.addWidget(QLabel("Image"), 0, 0)
@@ -137,8 +138,10 @@ class LandmarkWidget(QWidget):
         lay.addWidget(self.status)
         box = QGroupBox("Shortcuts")
         bl = QVBoxLayout(box)
-        bl.addWidget(QLabel("<br>".join(f"<b>{k}</b> — {d}" for k, _, d in SHORTCUTS)
-                            + "<br>Drag a point to correct it (it is pinned: the model never moves it)."))
+        keys = QLabel("<br>".join(f"<b>{k}</b> — {d}" for k, _, d in SHORTCUTS)
+                      + "<br>Drag a point to correct it (it is pinned: the model never moves it).")
+        keys.setWordWrap(True)
+        bl.addWidget(keys)
         lay.addWidget(box)
         lay.addStretch(1)
         self._update_buttons()

@@ -1,0 +1,262 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from napari_interactive_landmarks.codecs.uncertainty import (
+    auroc,
+    binned_correlation,
+    calibration_bins,
+    correct_within,
+    expected_calibration_error,
+    expected_radial_error,
+    fit_temperatures,
+    good_erroneous_table,
+    grid_scale,
+    hottest_points,
+    max_confidence,
+    softmax_maps,
+    spearman,
+    threshold_at_tpr,
+)
+
+
+# ---------------------------------------------------------------- softmax maps
+
+
+def test_softmax_maps_sum_to_one_and_temperature_and_types():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 8, 6))
+    p = softmax_maps(logits)
+    assert isinstance(p, np.ndarray) and p.shape == logits.shape
+    np.testing.assert_allclose(p.sum(axis=(-2, -1)), 1.0, atol=1e-12)
+    t = np.array([0.5, 1.0, 2.0])
+    pt = softmax_maps(torch.from_numpy(logits).float(), t)
+    assert torch.is_tensor(pt)
+    ref = softmax_maps(logits / t[:, None, None])
+    np.testing.assert_allclose(pt.numpy(), ref, atol=1e-6)
+    # scalar temperature; all-equal logits -> uniform
+    u = softmax_maps(np.full((1, 4, 5), 3.0), 2.0)
+    np.testing.assert_allclose(u, 1 / 20)
+    with pytest.raises(ValueError):
+        softmax_maps(logits, [1.0, -1.0, 1.0])
+
+
+def test_softmax_maps_non_finite_policy():
+    x = np.zeros((4, 3, 3))
+    x[0, 1, 1] = np.nan  # NaN -> channel NaN
+    x[1, :, :] = -np.inf  # all -inf -> channel NaN
+    x[2, 0, 0] = np.inf  # +inf -> mass shared by the +inf pixels
+    x[2, 2, 2] = np.inf
+    x[3, 0, :] = -np.inf  # masked pixels -> 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = softmax_maps(x)
+    assert np.isnan(p[0]).all() and np.isnan(p[1]).all()
+    assert p[2, 0, 0] == 0.5 and p[2, 2, 2] == 0.5 and p[2].sum() == 1.0
+    np.testing.assert_allclose(p[3, 0], 0.0)
+    np.testing.assert_allclose(p[3, 1:], 1 / 6)
+    ere = expected_radial_error(p, np.ones((4, 2)))
+    assert np.isnan(ere[0]) and np.isnan(ere[1]) and np.isfinite(ere[2:]).all()
+
+
+# ---------------------------------------------------------------- ERE
+
+
+def test_ere_two_deltas_exact():
+    prob = np.zeros((1, 20, 20))
+    prob[0, 5, 5] = 0.6  # prediction (hottest)
+    prob[0, 5, 9] = 0.3  # 4 px to the right
+    prob[0, 8, 5] = 0.1  # 3 px down
+    pred = hottest_points(prob)
+    np.testing.assert_array_equal(pred, [[5, 5]])
+    ere = expected_radial_error(prob, pred)
+    np.testing.assert_allclose(ere, [0.3 * 4 + 0.1 * 3], rtol=1e-12)
+    # anisotropic scale: rows x2, cols x3 -> distances 12 (col) and 6 (row)
+    ere_s = expected_radial_error(torch.from_numpy(prob).float(), pred, scale=(2.0, 3.0))
+    np.testing.assert_allclose(ere_s, [0.3 * 12 + 0.1 * 6], rtol=1e-6)
+    # unnormalised maps give the same answer (only relative values matter)
+    np.testing.assert_allclose(expected_radial_error(prob * 7, pred), ere)
+    # a sub-pixel prediction outside the grid is fine
+    far = expected_radial_error(prob, np.array([[-10.0, 5.0]]))
+    np.testing.assert_allclose(far, [0.6 * 15 + 0.3 * math.hypot(15, 4) + 0.1 * 18])
+
+
+def test_ere_threshold_removes_small_mass():
+    prob = np.zeros((1, 10, 10))
+    prob[0, 2, 2] = 0.9
+    prob[0, 2, 6] = 0.04  # 0.04 / 0.9 = 4.4 % <= 5 %: removed
+    prob[0, 7, 2] = 0.06  # 6.7 %: kept, 5 px away
+    ere = expected_radial_error(prob, np.array([[2.0, 2.0]]))
+    np.testing.assert_allclose(ere, [0.06 / 0.96 * 5], rtol=1e-12)
+    ere0 = expected_radial_error(prob, np.array([[2.0, 2.0]]), threshold=0.0)
+    np.testing.assert_allclose(ere0, [0.04 * 4 + 0.06 * 5], rtol=1e-12)
+    # exactly at the threshold is removed (<= 5 %)
+    prob[0, 7, 2] = 0.045
+    np.testing.assert_allclose(expected_radial_error(prob, np.array([[2.0, 2.0]])), [0.0])
+
+
+def test_ere_bad_maps_are_nan_without_warnings():
+    prob = np.zeros((4, 6, 6))
+    prob[1, 0, 0] = np.nan
+    prob[1, 3, 3] = 1.0
+    prob[2, 3, 3] = 1.0
+    prob[3] = -1.0  # no positive value
+    pred = np.array([[0.0, 0.0], [3.0, 3.0], [np.nan, 3.0], [0.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ere = expected_radial_error(prob, pred)
+        assert np.isnan(hottest_points(prob)[[0, 1, 3]]).all()
+        assert np.isnan(max_confidence(prob)[1])
+    assert np.isnan(ere).all()
+
+
+def test_grid_scale_matches_to_original():
+    from napari_interactive_landmarks.codecs.geometry import to_original
+
+    sy, sx = grid_scale((2400, 1935), (200, 160))
+    a, b = to_original(np.array([[10.0, 20.0], [13.0, 24.0]]), (2400, 1935), (200, 160))
+    np.testing.assert_allclose(b - a, [3 * sy, 4 * sx])
+
+
+# ---------------------------------------------------------------- temperature fit
+
+
+def _sample_targets(logits, t_true, rng):
+    p = softmax_maps(logits, t_true)
+    n, k, h, w = p.shape
+    flat = p.reshape(n, k, h * w)
+    cum = flat.cumsum(-1)
+    u = rng.random((n, k, 1))
+    idx = np.minimum((cum < u).sum(-1), h * w - 1)
+    return np.stack([idx // w, idx % w], -1).astype(np.float64)
+
+
+def test_fit_temperatures_recovers_known_temperature():
+    rng = np.random.default_rng(1)
+    n, k, h, w = 600, 3, 12, 12
+    logits = rng.normal(size=(n, k, h, w)) * 2.0
+    t_true = np.array([0.5, 1.0, 2.0])
+    targets = _sample_targets(logits, t_true, rng)
+    targets[:5, 0] = np.nan  # ignored
+    targets[5:10, 1] = [40.0, 3.0]  # outside the grid: ignored
+    lt = torch.from_numpy(logits).float()
+    t = fit_temperatures(lt, targets, chunk=64)
+    assert t.shape == (3,)
+    np.testing.assert_allclose(t, t_true, rtol=0.1)
+    tn = fit_temperatures(lt, targets, subpixel="nearest", chunk=1000)
+    np.testing.assert_allclose(tn, t, rtol=1e-4)  # integer targets: identical objective
+    shared = fit_temperatures(lt[:, 1:2], targets[:, 1:2], per_landmark=False)
+    np.testing.assert_allclose(shared, [1.0], rtol=0.1)
+
+
+def test_fit_temperatures_without_usable_targets_is_identity():
+    logits = torch.zeros(4, 2, 5, 5)
+    logits[:, 1] = float("nan")
+    targets = np.full((4, 2, 2), 2.0)
+    targets[:, 0] = np.nan
+    np.testing.assert_array_equal(fit_temperatures(logits, targets), [1.0, 1.0])
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_ece_perfect_and_miscalibrated():
+    conf = np.r_[np.full(4, 0.25), np.full(4, 0.75)]
+    corr = np.array([1, 0, 0, 0, 1, 1, 1, 0], bool)
+    assert expected_calibration_error(conf, corr) == pytest.approx(0.0, abs=1e-12)
+    # over-confident: confidence 0.85, accuracy 0.6
+    assert expected_calibration_error(np.full(10, 0.85), np.arange(10) < 6) == pytest.approx(0.25)
+    # two bins, equal weight: |0.2 - 0.35| and |1.0 - 0.95|
+    conf = np.r_[np.full(10, 0.35), np.full(10, 0.95), np.nan]
+    corr = np.r_[np.arange(10) < 2, np.ones(10, bool), True]
+    bins = calibration_bins(conf, corr)
+    assert bins["ece"] == pytest.approx(0.5 * 0.15 + 0.5 * 0.05)
+    assert bins["n"] == 20 and bins["counts"][3] == 10 and bins["counts"][9] == 10
+    assert np.isnan(bins["accuracy"][0])
+    # the paper's binning over [0, max confidence]
+    b = calibration_bins([0.05, 0.2], [True, False], n_bins=2, upper="max")
+    assert b["upper"] == 0.2 and list(b["counts"]) == [1, 1]
+    assert math.isnan(expected_calibration_error([], []))
+
+
+def test_correct_within():
+    pred = np.array([[5.0, 5.0], [5.0, 5.0], [5.0, 5.0], [np.nan, 0.0]])
+    tgt = np.array([[5.4, 4.6], [5.6, 5.0], [5.7, 5.7], [0.0, 0.0]])
+    np.testing.assert_array_equal(correct_within(pred, tgt), [True, False, False, False])
+    np.testing.assert_array_equal(correct_within(pred, tgt, radius=1.0, norm="euclidean"),
+                                  [True, True, True, False])
+
+
+def test_calibrated_maps_have_low_ece_and_tempered_ones_do_not():
+    rng = np.random.default_rng(2)
+    n, k, h, w = 400, 2, 8, 8
+    logits = rng.normal(size=(n, k, h, w)) * 2.5
+    targets = _sample_targets(logits, 1.0, rng)
+    def ece(t):
+        p = softmax_maps(logits, t)
+        return expected_calibration_error(max_confidence(p), correct_within(hottest_points(p), targets))
+    assert ece(1.0) < 0.05
+    assert ece(3.0) > 0.1  # under-confident after a wrong temperature
+
+
+# ---------------------------------------------------------------- ERE as an error predictor
+
+
+def test_auroc_cases():
+    y = np.array([False, False, True, True])
+    assert auroc([1, 2, 3, 4], y) == 1.0
+    assert auroc([4, 3, 2, 1], y) == 0.0
+    assert auroc([1, 1, 1, 1], y) == 0.5
+    assert auroc([1, 3, 2, 4], y) == 0.75
+    assert math.isnan(auroc([1, 2], [True, True]))
+    assert auroc([1, 2, np.nan], [False, True, False]) == 1.0
+    assert auroc([1, 2, np.nan], [False, False, True], nan_policy="max") == 1.0
+
+
+def test_spearman_and_binned_correlation():
+    x = np.arange(100.0)
+    assert spearman(x, x**3) == pytest.approx(1.0)
+    assert spearman(np.r_[x, np.nan], np.r_[-x, 1.0]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1.0, 1.0], [1.0, 2.0]))
+    rng = np.random.default_rng(3)
+    ere = rng.permutation(np.arange(360.0))
+    r, be, br = binned_correlation(ere, 2.0 * ere + 1.0, group_size=36)
+    assert r == pytest.approx(1.0) and be.size == 10
+    np.testing.assert_allclose(be, np.arange(10) * 36 + 17.5)
+    np.testing.assert_allclose(br, 2 * be + 1)
+    r2, be2, _ = binned_correlation(np.arange(40.0), np.arange(40.0), group_size=36, keep_partial=False)
+    assert be2.size == 1 and math.isnan(r2)
+
+
+def test_threshold_and_good_erroneous_table():
+    ere = np.array([0.5, 0.6, 0.7, 1.0, 1.2, 1.5, 2.0, 3.0])
+    err = np.array([0.5, 1.0, 3.0, 0.8, 2.5, 1.0, 4.0, 5.0])
+    thr = threshold_at_tpr(ere, err, error_threshold=2.0, tpr=0.5)  # large: ERE 0.7, 1.2, 2.0, 3.0
+    assert thr == pytest.approx((2.0 + 1.5) / 2)
+    tab = good_erroneous_table(np.r_[ere, np.nan], np.r_[err, 2.1], thr, error_threshold=2.0, radii=(2.0,))
+    assert tab["overall"]["n"] == 9
+    assert tab["erroneous"]["n"] == 3  # ERE 2.0, 3.0 and the NaN ERE
+    assert tab["erroneous"]["mre"] == pytest.approx((4.0 + 5.0 + 2.1) / 3)
+    assert tab["good"]["mre"] == pytest.approx(np.mean(err[:6]))
+    assert tab["caught"] == pytest.approx(3 / 5) and tab["false_alarm"] == 0.0 and tab["precision"] == 1.0
+    assert tab["good"]["sdr"][2.0] == pytest.approx(100 * 4 / 6)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def test_calibration_plots_write_pngs(tmp_path):
+    from napari_interactive_landmarks.evaluation.calibration_plots import plot_ere_vs_error, plot_reliability
+
+    rng = np.random.default_rng(4)
+    conf = rng.random(200)
+    b0 = calibration_bins(conf, rng.random(200) < conf * 0.7)
+    b1 = calibration_bins(conf, rng.random(200) < conf)
+    p = plot_reliability(b0, b1, tmp_path / "rel.png", title="test")
+    assert p.stat().st_size > 1000
+    r, be, br = binned_correlation(conf, conf + rng.normal(0, 0.05, 200), group_size=20)
+    q = plot_ere_vs_error(be, br, r, tmp_path / "sub" / "ere.png", title="ERE", unit="mm")
+    assert q.stat().st_size > 1000
