@@ -66,6 +66,9 @@ class LandmarkLayerError(ValueError):
 # landmarks -> layer
 
 
+PINNED_SIZE_FACTOR = 1.6
+
+
 def point_size(image_shape=None) -> float:
     """Point diameter in image pixels: max(H, W) / 120, at least 4 (10 when the image size is unknown)."""
     if image_shape is None:
@@ -173,7 +176,8 @@ def points_layer_kwargs(
         "border_color": "black",
         "border_width": 0.1,
         "border_width_is_relative": True,
-        "size": size,
+        # corrected (pinned) points drawn larger as well as in another colour, so they stand out
+        "size": np.where(pinned[idx], PINNED_SIZE_FACTOR * size, size),
         "scale": _scale_of(spacing) if scale is None else tuple(float(v) for v in scale),
         "metadata": {META_KEY: meta},
     }

@@ -381,8 +381,7 @@ class LandmarkWidget(QWidget):
         if applied:
             self._sync_layer()
             n = int(self.session.pinned.sum())
-            self.status.setText(f"{self.session.num_landmarks} landmarks, {n} corrected by hand. "
-                                "Drag a wrong point to correct it.")
+            self.status.setText(f"{self.session.num_landmarks} landmarks · {n} corrected by hand")
             if self._release_t is not None:
                 self.timings.append({"release_to_layer_ms": (time.perf_counter() - self._release_t) * 1000})
                 self._release_t = None
@@ -437,12 +436,9 @@ class LandmarkWidget(QWidget):
             lyr = self.points_layer
             with lyr.events.data.blocker(self._on_points_data):
                 selected = set(lyr.selected_data)
-                if len(lyr.data) == len(data):
-                    lyr.data = data
-                    lyr.features = kwargs["features"]
-                else:
-                    lyr.data = data
-                    lyr.features = kwargs["features"]
+                lyr.data = data
+                lyr.features = kwargs["features"]
+                lyr.size = kwargs["size"]
                 lyr.selected_data = {i for i in selected if i < len(data)}
                 lyr.refresh_colors(update_color_mapping=False)
         self._sync_skeleton(scale, translate)
