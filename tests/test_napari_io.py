@@ -136,7 +136,9 @@ def test_points_layer_kwargs_conventions():
     f = kw["features"]
     assert list(f.columns) == ["index", "label", "pinned", "score"]
     assert f["index"].tolist() == [0, 1, 3, 4] and f["label"].tolist() == ["sella", "nasion", "porion", "menton"]
-    assert kw["size"] == pytest.approx(10.0) and tuple(kw["scale"]) == (0.1, 0.2)
+    # 1200 px / 120 = 10 px; corrected (pinned) points are drawn 1.6x larger
+    np.testing.assert_allclose(kw["size"], np.where(f["pinned"], 16.0, 10.0))
+    assert tuple(kw["scale"]) == (0.1, 0.2)
     meta = kw["metadata"][META_KEY]
     assert meta["landmarks"] == LABELS and meta["spacing_mm"] == [0.1, 0.2] and meta["image_shape"] == [1200, 960]
     lm = layer_to_landmarks(data, f, kw["metadata"])
