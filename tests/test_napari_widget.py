@@ -181,3 +181,37 @@ def test_closing_with_unsaved_corrections_asks(widget, monkeypatch):
     monkeypatch.setattr(W.QMessageBox, "question", lambda *a, **k: asked.append(a) or W.QMessageBox.No)
     assert widget.close() is False        # the user said no: widget stays
     assert asked
+
+
+def test_measurement_panel_and_overlay_follow_corrections(widget):
+    """The sample phantom's automatic prediction has one crossed vertebra, so the Cobb angle is unavailable
+    (with the reason shown); correcting the three worst corners through the layer makes it available and,
+    as the model moves the others, close to the phantom's true angle, with its two end-vertebra lines drawn."""
+    from napari_interactive_landmarks.data.phantom import make_phantom
+    from napari_interactive_landmarks.measurements import compute_measurements
+
+    _, gt = make_phantom(np.random.default_rng(2024), shape=(1024, 512), num_vertebrae=6)  # the sample's truth
+    true_cobb = compute_measurements(widget.session.schema, gt, image_shape=(1024, 512))["cobb_main"].value
+    assert widget.meas_table.rowCount() == 1 and widget.meas_table.item(0, 0).text() == "cobb_main"
+    texts = [widget.meas_table.item(0, 1).text()]
+    for _ in range(3):  # fix the worst landmark three times, as a clinician would
+        err = np.linalg.norm(widget.session.coords - gt, axis=1)
+        err[widget.session.pinned] = -1
+        k = int(np.argmax(err))
+        point = int(list(widget.points_layer.features["index"]).index(k))
+        simulate_drag(widget.points_layer, point, gt[k])
+        wait_until_idle(widget, 60)
+        texts.append(widget.meas_table.item(0, 1).text())
+    m = widget.measurements["cobb_main"]
+    assert m.available, m.reason
+    assert len(set(texts)) > 1                      # the panel changed after corrections
+    assert texts[-1].endswith("°") and abs(m.value - true_cobb) < 3.0
+    assert widget.measurement_layer is not None and len(widget.measurement_layer.data) == 2
+
+
+def test_saved_file_carries_measurements(widget, tmp_path):
+    path = widget.save(tmp_path / "m.json")
+    doc = json.loads(path.read_text())
+    assert doc["measurements"]["cobb_main"]["unit"] == "deg"
+    widget.session.save(tmp_path / "m.csv")
+    assert (tmp_path / "m.measurements.csv").read_text().startswith("name,value,unit")

@@ -84,9 +84,13 @@ def _cmd_evaluate(args):
     unit = args.unit or ("mm" if all(s.spacing for s in samples) else "px")
     targets = tuple(args.targets) if args.targets else ((20, 30, 40, 50) if unit == "px" else (1.5, 2.0, 2.5, 3.0))
     radii = tuple(args.sdr) if args.sdr else ((2.0, 2.5, 3.0, 4.0) if unit == "mm" else None)
+    cobb = CobbCollector() if args.dataset == "aasce" and predictor.num_landmarks == 68 else None
     result = evaluate_dataset(predictor, samples, max_clicks=args.clicks, order=args.order, targets=targets,
-                              sdr_radii=radii, unit=unit, seed=args.seed, progress=not args.no_progress)
+                              sdr_radii=radii, unit=unit, seed=args.seed, progress=not args.no_progress,
+                              on_trace=cobb)
     result.update(model=predictor.name, dataset=args.dataset, split=args.split)
+    if cobb is not None:
+        result.update(cobb.summary())
     print(format_report(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +101,46 @@ def _cmd_evaluate(args):
 
         plot_mre_curves({predictor.name: result}, args.plot, title=f"{predictor.name} on {args.dataset} {args.split}")
     return 0
+
+
+class CobbCollector:
+    """Cobb angles (AASCE 2019 method) of the model's and manual revision's landmarks after each click,
+    against the dataset's ``angles.csv``: SMAPE per click (the challenge's formula)."""
+
+    def __init__(self):
+        self.gt, self.model, self.manual = [], [], []
+
+    @staticmethod
+    def _angles(coords, height):
+        from .measurements.cobb import CobbError, cobb_angles
+
+        try:
+            return cobb_angles(coords, image_height=height, check_order=False).challenge_angles
+        except (CobbError, ValueError):
+            return [float("nan")] * 3
+
+    def __call__(self, sample, trace):
+        gt = sample.extra.get("cobb_angles")
+        if gt is None:
+            return
+        h = sample.image_shape[0]
+        self.gt.append(gt)
+        self.model.append([self._angles(c, h) for c in trace.coords])
+        self.manual.append([self._angles(c, h) for c in trace.manual_coords])
+
+    def summary(self) -> dict:
+        import numpy as np
+
+        from .measurements.cobb import smape
+
+        if not self.gt:
+            return {}
+        gt = np.asarray(self.gt, float)
+        out = {}
+        for key, vals in (("cobb_smape", self.model), ("cobb_smape_manual", self.manual)):
+            arr = np.asarray(vals, float)  # (N, S, 3)
+            out[key] = [round(float(smape(arr[:, j], gt)), 3) for j in range(arr.shape[1])]
+        return out
 
 
 def _parse_click(text, predictor):
@@ -131,10 +175,16 @@ def _cmd_predict(args):
                 dest = write_landmarks_csv(target_dir / f"{path.stem}.landmarks.csv", pred.coords,
                                            list(predictor.schema.landmarks), **kw)
             else:
+                from .measurements import compute_measurements
+
+                meas = compute_measurements(predictor.schema, pred.coords, img.spacing, image_shape=img.array.shape)
                 dest = write_landmarks_json(target_dir / f"{path.stem}.landmarks.json", pred.coords,
                                             list(predictor.schema.landmarks), landmark_set=predictor.schema.name,
                                             model=predictor.name, image_path=str(path),
-                                            image_shape=list(img.array.shape), spacing=img.spacing, **kw)
+                                            image_shape=list(img.array.shape), spacing=img.spacing,
+                                            measurements={k: m.to_dict() for k, m in meas.items()}, **kw)
+                for m in meas.values():
+                    print(f"  {m}", file=sys.stderr)
         except FileExistsError as exc:
             print(f"{path}: not written: {exc} (use --overwrite to replace it)", file=sys.stderr)
             failures += 1

@@ -299,8 +299,12 @@ def evaluate_dataset(
     unit: str = "px",
     seed: int = 0,
     progress: bool = True,
+    on_trace=None,
 ) -> dict:
     """Run :func:`run_click_protocol` on every sample and aggregate (JSON-ready dict).
+
+    ``on_trace(sample, trace)``, when given, is called with each image's :class:`ImageTrace` (e.g. to
+    derive clinical measurements from the per-click coordinates).
 
     ``unit="px"``: errors in original-image pixels; ``unit="mm"``: each sample's ``spacing``
     converts pixels to mm (``ValueError`` if a sample has none).  ``targets`` (NoC/FR) and
@@ -336,6 +340,8 @@ def evaluate_dataset(
     has_ere = True
     for sample, ss in zip(iterator, seeds):
         tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order, rng=np.random.default_rng(ss))
+        if on_trace is not None:
+            on_trace(sample, tr)
         spacing = sample.spacing if unit == "mm" else None
         e_model = radial_errors(tr.coords, tr.gt, spacing)  # (S, K)
         e_manual = radial_errors(tr.manual_coords, tr.gt, spacing)

@@ -40,6 +40,27 @@ class SessionError(RuntimeError):
     pass
 
 
+def write_measurements_csv(path, measurements: dict, overwrite: bool = False):
+    """Measurements next to a landmark CSV: name, value, unit, available, reason, definition."""
+    import csv
+    import io
+    import os
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "value", "unit", "available", "reason", "definition"])
+    for name, m in measurements.items():
+        w.writerow([name, "" if m["value"] is None else f"{m['value']:.4f}", m["unit"], m["available"],
+                    m.get("reason") or "", m.get("definition", "")])
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
 class LandmarkSession:
     def __init__(self, predictor: Predictor, image=None, *, spacing=None, image_path=None, max_history: int = 200):
         self.predictor = predictor
@@ -246,6 +267,14 @@ class LandmarkSession:
         return True
 
     # ------------------------------------------------------------------ output
+    def measurements(self) -> dict:
+        """The landmark set's clinical measurements on the current points ({name: Measurement}); a
+        measurement whose landmarks are missing or degenerate is returned unavailable, with the reason."""
+        from ..measurements import compute_measurements
+
+        self._need_state()
+        return compute_measurements(self.schema, self._state.coords, self.spacing, image_shape=self.image_shape)
+
     def points(self) -> list[dict]:
         """Landmark order: [{'index', 'label', 'row', 'col', 'pinned', 'score'}]."""
         self._need_state()
@@ -262,13 +291,17 @@ class LandmarkSession:
         path = Path(path)
         st = self._state
         common = dict(pinned=st.pinned, scores=st.scores, overwrite=overwrite)
+        measurements = {k: m.to_dict() for k, m in self.measurements().items()}
         if path.suffix.lower() == ".csv":
             out = write_landmarks_csv(path, st.coords, list(self.schema.landmarks), **common)
+            if measurements:
+                write_measurements_csv(path.with_name(path.stem + ".measurements.csv"), measurements, overwrite)
         else:
             spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
             out = write_landmarks_json(path, st.coords, list(self.schema.landmarks), landmark_set=self.schema.name,
                                        model=self.predictor.name, image_path=None if self.image_path is None else str(self.image_path),
-                                       image_shape=list(self.image_shape), spacing=spacing, **common)
+                                       image_shape=list(self.image_shape), spacing=spacing,
+                                       measurements=measurements, **common)
         self._dirty = False
         return out
 

@@ -25,6 +25,8 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -70,6 +72,8 @@ class LandmarkWidget(QWidget):
         self.predictor = None
         self.points_layer: Points | None = None
         self.skeleton_layer = None
+        self.measurement_layer = None
+        self.measurements: dict = {}
         self.image_layer: Image | None = None
         self._busy = 0
         self._inflight = False
@@ -129,6 +133,15 @@ class LandmarkWidget(QWidget):
         row2.addWidget(self.save_btn)
         row2.addWidget(self.load_btn)
         lay.addLayout(row2)
+        self.meas_box = QGroupBox("Measurements")
+        ml = QVBoxLayout(self.meas_box)
+        self.meas_table = QTableWidget(0, 2)
+        self.meas_table.setHorizontalHeaderLabels(["measurement", "value"])
+        self.meas_table.horizontalHeader().setStretchLastSection(True)
+        self.meas_table.verticalHeader().setVisible(False)
+        self.meas_table.setEditTriggers(QTableWidget.NoEditTriggers)
+        ml.addWidget(self.meas_table)
+        lay.addWidget(self.meas_box)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.setVisible(False)
@@ -399,7 +412,7 @@ class LandmarkWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def _forget_points_layer(self, remove=False):
-        for attr in ("points_layer", "skeleton_layer"):
+        for attr in ("points_layer", "skeleton_layer", "measurement_layer"):
             lyr = getattr(self, attr)
             if lyr is not None:
                 if attr == "points_layer":
@@ -442,7 +455,43 @@ class LandmarkWidget(QWidget):
                 lyr.selected_data = {i for i in selected if i < len(data)}
                 lyr.refresh_colors(update_color_mapping=False)
         self._sync_skeleton(scale, translate)
+        self._sync_measurements(scale, translate)
         self._update_buttons()
+
+    def _sync_measurements(self, scale, translate):
+        """Recompute the clinical measurements, fill the panel and draw the lines they are measured between."""
+        from ..measurements.core import format_value
+
+        self.measurements = self.session.measurements()
+        t = self.meas_table
+        t.setRowCount(len(self.measurements))
+        lines = []
+        for row, m in enumerate(self.measurements.values()):
+            name = QTableWidgetItem(m.name)
+            name.setToolTip(m.definition)
+            val = QTableWidgetItem(format_value(m.value, m.unit) if m.available else "unavailable")
+            val.setToolTip(m.definition if m.available else f"unavailable: {m.reason}")
+            t.setItem(row, 0, name)
+            t.setItem(row, 1, val)
+            if m.available:
+                lines += [np.asarray(seg, float) for seg in (m.details or {}).get("lines", [])]
+        self.meas_box.setVisible(bool(self.measurements))
+        t.resizeColumnsToContents()
+        if not lines:
+            if self.measurement_layer is not None and self.measurement_layer in self.viewer.layers:
+                self.measurement_layer.data = []
+            return
+        if self.measurement_layer is None or self.measurement_layer not in self.viewer.layers:
+            self.measurement_layer = self.viewer.add_shapes(
+                lines, shape_type="line", edge_color="#ff4081", edge_width=max(1.5, max(self.session.image_shape) / 400),
+                name=f"measurement lines ({self.session.predictor.name})", scale=scale, translate=translate,
+                opacity=0.9)
+            self.viewer.layers.move(self.viewer.layers.index(self.measurement_layer),
+                                    self.viewer.layers.index(self.points_layer))
+            self.viewer.layers.selection.active = self.points_layer
+        else:
+            self.measurement_layer.data = lines
+            self.measurement_layer.shape_type = "line"
 
     def _sync_skeleton(self, scale, translate):
         edges = self.session.schema.edges
