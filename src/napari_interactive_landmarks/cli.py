@@ -55,14 +55,20 @@ def _dataset_samples(args, predictor):
     from .data.splits import apply_split, load_split
 
     split = args.split
-    if split in ("train", "val"):
+    if args.dataset == "phantom":
+        samples = load_dataset("phantom", None, split, predictor.schema.landmarks)
+    elif split in ("train", "val", "calib", "eval"):
         training = predictor.info.get("training", {})
         split_file = args.split_file or training.get("split_file")
         data_split = training.get("data_split") or {"aasce": "training", "isbi2015": "TrainingData"}.get(args.dataset)
         if not split_file:
             raise CLIError("--split train/val needs --split-file (the model does not name its split file)")
         samples = load_dataset(args.dataset, args.root, data_split, predictor.schema.landmarks)
-        samples = apply_split(samples, load_split(split_file), split)
+        parts = load_split(split_file)
+        if split not in parts:
+            raise CLIError(f"the split file '{split_file}' has no '{split}' part (it has: "
+                           f"{', '.join(k for k, v in parts.items() if isinstance(v, list))})")
+        samples = apply_split(samples, parts, split)
     else:
         samples = load_dataset(args.dataset, args.root, split, predictor.schema.landmarks)
     if samples and samples[0].coords.shape[0] != predictor.num_landmarks:
@@ -74,11 +80,13 @@ def _dataset_samples(args, predictor):
 
 
 def _cmd_evaluate(args):
+    import numpy as np
+
     from .evaluation.protocol import evaluate_dataset, format_report
 
     _set_threads(args)
     predictor = _load_predictor(args)
-    if not args.root:
+    if not args.root and args.dataset != "phantom":
         raise CLIError("--root DIR is required (the dataset folder)")
     samples = _dataset_samples(args, predictor)
     unit = args.unit or ("mm" if all(s.spacing for s in samples) else "px")
@@ -91,6 +99,30 @@ def _cmd_evaluate(args):
     result.update(model=predictor.name, dataset=args.dataset, split=args.split)
     if cobb is not None:
         result.update(cobb.summary())
+    if not args.no_calibration:
+        from .evaluation import calibration as cal
+
+        data = cal.collect(predictor, samples, progress=not args.no_progress)
+        temps = predictor.temperatures if predictor.temperatures is not None else np.ones(predictor.num_landmarks)
+        thr = args.error_threshold or (2.0 if unit == "mm" else 20.0)
+        cm = cal.metrics(data, temps, thr, unit=unit)
+        result.update({k: cm[k] for k in ("ece_before", "ece_after", "ere_spearman", "ere_auroc")})
+        result["calibration"] = cal.public(cm)
+        result["calibration"]["temperatures_fitted"] = predictor.temperatures is not None
+        print(f"ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f} (temperature scaling"
+              f"{'' if predictor.temperatures is not None else ': none fitted, T = 1'}); ERE vs error: Spearman "
+              f"{cm['ere_spearman']:.3f}, AUROC(error > {thr:g} {unit}) {cm['ere_auroc']:.3f}, binned r "
+              f"{cm['ere_binned_pearson']:.3f}")
+        if args.calibration_plots:
+            from .evaluation.calibration_plots import plot_ere_vs_error, plot_reliability
+
+            d = Path(args.calibration_plots)
+            d.mkdir(parents=True, exist_ok=True)
+            plot_reliability(cm["_bins"]["before"], cm["_bins"]["after"], d / f"{predictor.name}-reliability.png",
+                             title=f"{predictor.name}: reliability before / after temperature scaling")
+            be, br, r = cm["_binned"]
+            plot_ere_vs_error(be, br, r, d / f"{predictor.name}-ere-vs-error.png",
+                              title=f"{predictor.name}: ERE vs true error (groups of {cm['ere_group_size']})", unit=unit)
     print(format_report(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +173,34 @@ class CobbCollector:
             arr = np.asarray(vals, float)  # (N, S, 3)
             out[key] = [round(float(smape(arr[:, j], gt)), 3) for j in range(arr.shape[1])]
         return out
+
+
+def _cmd_calibrate(args):
+    import numpy as np
+
+    from .evaluation import calibration as cal
+
+    _set_threads(args)
+    predictor = _load_predictor(args)
+    samples = _dataset_samples(args, predictor)
+    data = cal.collect(predictor, samples, progress=not args.no_progress)
+    temps = cal.fit(data)
+    unit = "mm" if all(s.spacing for s in samples) else "px"
+    cm = cal.metrics(data, temps, 2.0 if unit == "mm" else 20.0, unit=unit)
+    print(f"temperatures: median {np.median(temps):.3f} (range {temps.min():.3f}–{temps.max():.3f}) over "
+          f"{len(temps)} landmarks, fitted on {len(samples)} images")
+    print(f"on the calibration images themselves: ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f}")
+    if args.dry_run:
+        return 0
+    if args.weights:
+        raise CLIError("calibrate stores temperatures in the manifest: use --model NAME (or --dry-run)")
+    from .training.export import store_temperatures
+
+    store_temperatures(predictor.name, temps, {"dataset": args.dataset, "split": args.split,
+                                               "num_images": len(samples), "ece_before": round(cm["ece_before"], 5),
+                                               "ece_after": round(cm["ece_after"], 5)})
+    print(f"stored {len(temps)} temperatures for '{predictor.name}' in the manifest")
+    return 0
 
 
 def _parse_click(text, predictor):
@@ -301,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Simulated-click evaluation (Kim et al. 2022): after each click 0..N the MRE of the "
                                    "model and of manual revision; NoC/FR at MRE targets; SDR when spacing is known.")
     _add_model_args(e)
-    e.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic"])
+    e.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic", "phantom"])
     e.add_argument("--root", help="dataset folder")
     e.add_argument("--split", required=True, help="aasce: training|test; isbi2015: TrainingData|Test1Data|Test2Data; "
                                                  "or train|val: that part of the model's committed split file")
@@ -316,8 +376,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="write the full result as JSON")
     e.add_argument("--plot", help="write the MRE-per-click curve as PNG")
+    e.add_argument("--no-calibration", action="store_true", help="skip ECE / ERE metrics (one extra pass)")
+    e.add_argument("--error-threshold", dest="error_threshold", type=float,
+                   help="error counted as erroneous for ERE AUROC (default 20 px, or 2 mm)")
+    e.add_argument("--calibration-plots", dest="calibration_plots", metavar="DIR",
+                   help="write reliability diagrams and ERE-vs-error plots as PNG")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="fit per-landmark temperatures on a calibration split",
+                       description="Temperature scaling (one temperature per landmark, network in eval mode, "
+                                   "everything else frozen) on 0-click predictions of a calibration split that is "
+                                   "disjoint from training and evaluation; stores them with the model.")
+    _add_model_args(c)
+    c.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic", "phantom"])
+    c.add_argument("--root", help="dataset folder (not for the generated phantom)")
+    c.add_argument("--split", required=True, help="calibration images: e.g. 'calib' (AASCE) or 'val' (ISBI)")
+    c.add_argument("--split-file", dest="split_file")
+    c.add_argument("--limit", type=int)
+    c.add_argument("--dry-run", action="store_true", help="print the temperatures, do not store them")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=_cmd_calibrate)
 
     pr = sub.add_parser("predict", help="detect landmarks in images and write them as JSON or CSV",
                         description="Detect landmarks in each IMAGE (PNG/JPEG/TIFF/BMP/DICOM); optional corrections "

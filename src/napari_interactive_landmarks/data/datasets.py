@@ -35,6 +35,8 @@ class LandmarkSample:
     extra: dict = field(default_factory=dict)
 
     def load_image(self) -> np.ndarray:
+        if "array" in self.extra:  # generated in memory (phantom)
+            return self.extra["array"]
         from ..io.images import read_image
 
         return read_image(self.image_path).array
@@ -178,8 +180,28 @@ def load_generic(root, landmark_names) -> list[LandmarkSample]:
     return out
 
 
+PHANTOM_SPLIT_SEEDS = {"calib": 2000, "eval": 3000, "test": 4000}
+
+
+def load_phantom(split: str = "eval", n: int = 40, shape=(1024, 512), num_vertebrae: int = 6) -> list[LandmarkSample]:
+    """Generated phantom images (in memory), with seeds disjoint from the phantom model's training data."""
+    from .phantom import make_phantom
+
+    if split not in PHANTOM_SPLIT_SEEDS:
+        raise DatasetError(f"unknown phantom split '{split}'; expected one of {', '.join(PHANTOM_SPLIT_SEEDS)}")
+    rng = np.random.default_rng(PHANTOM_SPLIT_SEEDS[split])
+    out = []
+    for i in range(n):
+        img, pts = make_phantom(rng, shape=shape, num_vertebrae=num_vertebrae)
+        out.append(LandmarkSample(f"phantom_{split}_{i:03d}", Path(f"<phantom {split} {i}>"), pts, tuple(shape), None,
+                                  {"array": img}))
+    return out
+
+
 def load_dataset(kind: str, root, split: str, landmark_names=None) -> list[LandmarkSample]:
     kind = kind.lower()
+    if kind == "phantom":
+        return load_phantom(split, num_vertebrae=len(landmark_names) // 4 if landmark_names else 6)
     if kind == "aasce":
         return load_aasce(root, split)
     if kind in ("isbi2015", "isbi"):

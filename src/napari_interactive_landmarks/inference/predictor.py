@@ -50,6 +50,15 @@ class Prediction:
     logits: torch.Tensor = field(repr=False)  # (K, h/4, w/4) network logits, for heatmaps / uncertainty
     original_shape: tuple[int, int] = (0, 0)
     input_size: tuple[int, int] = (0, 0)
+    ere: np.ndarray | None = None  # (K,) expected radial error, original pixels (0 for clicked landmarks)
+    temperatures: np.ndarray | None = field(default=None, repr=False)  # (K,) used for ``ere``; None = 1
+
+    def probabilities(self) -> np.ndarray:
+        """Calibrated per-landmark probability maps (2-D softmax of logits / T), (K, h/4, w/4), each sums to 1."""
+        from ..codecs.uncertainty import softmax_maps
+
+        with torch.no_grad():
+            return softmax_maps(self.logits.float(), self.temperatures).cpu().numpy()
 
     def heatmaps(self, size=None) -> np.ndarray:
         """Per-landmark sigmoid heatmaps, (K, H, W) at ``size`` (default: the network input size)."""
@@ -62,7 +71,7 @@ class Prediction:
 
 class Predictor:
     def __init__(self, model: torch.nn.Module, schema: LandmarkSchema, input_size, sigma: float, name: str = "model",
-                 device=None, info: dict | None = None):
+                 device=None, info: dict | None = None, temperatures=None):
         self.device = choose_device(device) if not isinstance(device, torch.device) else device
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.schema = schema
@@ -70,6 +79,13 @@ class Predictor:
         self.sigma = float(sigma)
         self.name = name
         self.info = info or {}
+        temps = temperatures if temperatures is not None else self.info.get("temperatures")
+        if isinstance(temps, str):
+            temps = json.loads(temps)
+        self.temperatures = None if temps is None else np.asarray(temps, dtype=np.float64)
+        if self.temperatures is not None and self.temperatures.shape not in ((), (schema.num_landmarks,)):
+            raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
+        self.compute_ere = True
         if model.num_landmarks != schema.num_landmarks:
             raise PredictionError(
                 f"model '{name}' predicts {model.num_landmarks} landmarks but its landmark set '{schema.name}' has "
@@ -89,7 +105,8 @@ class Predictor:
         state, _ = load_weights(weights_path)
         model = build_model(cfg)
         _load_state(model, state, weights_path, schema)
-        return cls(model, schema, entry["input_size"], entry.get("sigma", 7.5), name, device, entry)
+        return cls(model, schema, entry["input_size"], entry.get("sigma", 7.5), name, device, entry,
+                   temperatures=entry.get("temperatures"))
 
     @classmethod
     def from_name(cls, name: str, device=None, download: bool = False) -> "Predictor":
@@ -204,12 +221,27 @@ class Predictor:
         out = self.model(prepared.tensor, self._hints(clicks, previous, shape))
         logits = out["logits"].float()
         net, peak = decode_strided_logits(logits, self.input_size)
-        coords = to_original(net[0].cpu().numpy().astype(np.float64), shape, self.input_size)
+        net_np = net[0].cpu().numpy().astype(np.float64)
+        coords = to_original(net_np, shape, self.input_size)
         clicked = np.zeros(self.num_landmarks, bool)
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
             clicked[i] = True
-        return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size)
+        ere = self._ere(logits[0], net_np, shape) if self.compute_ere else None
+        if ere is not None:
+            ere[clicked] = 0.0  # placed by a person: no model uncertainty left
+        return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
+                          ere, self.temperatures)
+
+    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape) -> np.ndarray:
+        """Expected radial error (McCouat & Voiculescu 2022) of each landmark from the calibrated 2-D softmax
+        of its stride-4 logits, in original pixels (rows and columns scaled separately)."""
+        from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
+
+        grid = tuple(logits.shape[-2:])
+        prob = softmax_maps(logits.float(), self.temperatures)
+        pred_grid = to_network(to_original(net_coords, self.input_size, self.input_size), self.input_size, grid)
+        return expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid))
 
 
 def _load_state(model, state, path, schema):

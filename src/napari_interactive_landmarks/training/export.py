@@ -45,3 +45,22 @@ def register_run(name: str, run_dir: Path, description: str = "", extra_metrics:
         entry.setdefault("metrics", {}).update(extra_metrics)
     entry = {"file": dest.name, "url": None, "description": description, **entry}
     return register_model(name, entry, dest, manifest_path=manifest_path)
+
+
+def store_temperatures(name: str, temperatures, info: dict, manifest_path=None) -> dict:
+    """Put fitted temperatures into a shipped model's manifest entry and its weights file's metadata (the
+    file is rewritten, so its sha256 in the manifest is updated too)."""
+    from ..weights import get_entry, load_manifest, resolve_weights
+
+    manifest = load_manifest(manifest_path)
+    entry = dict(get_entry(name, manifest))
+    path = resolve_weights(name, manifest=manifest)
+    state, meta = load_weights(path)
+    entry["temperatures"] = [round(float(t), 5) for t in temperatures]
+    entry["calibration"] = info
+    meta = dict(meta)
+    meta["temperatures"] = json.dumps(entry["temperatures"])
+    save_weights(state, path, metadata=meta)
+    for key in ("sha256", "size_bytes"):
+        entry.pop(key, None)
+    return register_model(name, entry, path, manifest_path=manifest_path)
