@@ -215,3 +215,25 @@ def test_saved_file_carries_measurements(widget, tmp_path):
     assert doc["measurements"]["cobb_main"]["unit"] == "deg"
     widget.session.save(tmp_path / "m.csv")
     assert (tmp_path / "m.measurements.csv").read_text().startswith("name,value,unit")
+
+
+def test_uncertainty_layer_ere_list_and_suggestion_follow_an_edit(widget):
+    s = widget.session
+    assert s.ere is not None and widget.uncertainty_layer is not None
+    before_map = np.asarray(widget.uncertainty_layer.data).copy()
+    nxt = s.suggest_next()
+    assert nxt == int(np.argmax(s.ere))
+    assert widget.ere_table.rowCount() == 24 and widget.ere_table.item(0, 0).text() == s.schema.landmarks[nxt]
+    assert "ere" in widget.points_layer.features.columns
+    # the uncertainty map sits on the image: its cells cover the whole image extent
+    (sy, sx), _ = s.uncertainty_geometry()
+    assert before_map.shape[0] * sy == pytest.approx(s.image_shape[0])
+    # correct the suggested point: it leaves the list, ERE of a pinned point is 0, the map changes
+    point = int(list(widget.points_layer.features["index"]).index(nxt))
+    simulate_drag(widget.points_layer, point, s.coords[nxt] + 7.0)
+    wait_until_idle(widget, 60)
+    assert widget.ere_table.rowCount() == 23
+    assert s.ere[nxt] == 0.0 and s.suggest_next() != nxt
+    assert not np.allclose(np.asarray(widget.uncertainty_layer.data), before_map)
+    widget.go_to_suggested()
+    assert widget.points_layer.selected_data == {int(list(widget.points_layer.features["index"]).index(s.suggest_next()))}

@@ -52,13 +52,29 @@ class Prediction:
     input_size: tuple[int, int] = (0, 0)
     ere: np.ndarray | None = None  # (K,) expected radial error, original pixels (0 for clicked landmarks)
     temperatures: np.ndarray | None = field(default=None, repr=False)  # (K,) used for ``ere``; None = 1
+    prob: np.ndarray | None = field(default=None, repr=False)  # (K, h/4, w/4) calibrated probability maps
 
     def probabilities(self) -> np.ndarray:
         """Calibrated per-landmark probability maps (2-D softmax of logits / T), (K, h/4, w/4), each sums to 1."""
+        if self.prob is not None:
+            return self.prob
         from ..codecs.uncertainty import softmax_maps
 
         with torch.no_grad():
             return softmax_maps(self.logits.float(), self.temperatures).cpu().numpy()
+
+    def uncertainty_map(self, include=None) -> np.ndarray:
+        """One (h/4, w/4) map in [0, 1] for display: each landmark's calibrated probability map divided by its
+        maximum, combined by taking the maximum over the landmarks in ``include`` (bool (K,), default all)."""
+        p = self.probabilities()
+        if include is not None:
+            p = p[np.asarray(include, bool)]
+        if len(p) == 0:
+            return np.zeros(self.logits.shape[-2:], np.float32)
+        peak = p.reshape(len(p), -1).max(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = p / np.where(peak > 0, peak, 1.0)[:, None, None]
+        return np.nan_to_num(norm.max(axis=0), nan=0.0).astype(np.float32)
 
     def heatmaps(self, size=None) -> np.ndarray:
         """Per-landmark sigmoid heatmaps, (K, H, W) at ``size`` (default: the network input size)."""
@@ -227,11 +243,11 @@ class Predictor:
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
             clicked[i] = True
-        ere = self._ere(logits[0], net_np, shape) if self.compute_ere else None
+        ere, prob = self._ere(logits[0], net_np, shape) if self.compute_ere else (None, None)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
-                          ere, self.temperatures)
+                          ere, self.temperatures, prob)
 
     def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape) -> np.ndarray:
         """Expected radial error (McCouat & Voiculescu 2022) of each landmark from the calibrated 2-D softmax
@@ -239,9 +255,9 @@ class Predictor:
         from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
 
         grid = tuple(logits.shape[-2:])
-        prob = softmax_maps(logits.float(), self.temperatures)
-        pred_grid = to_network(to_original(net_coords, self.input_size, self.input_size), self.input_size, grid)
-        return expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid))
+        prob = softmax_maps(logits.float(), self.temperatures).cpu().numpy().astype(np.float32)
+        pred_grid = to_network(net_coords, self.input_size, grid)
+        return expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid)), prob
 
 
 def _load_state(model, state, path, schema):

@@ -27,6 +27,8 @@ class _State:
     coords: np.ndarray
     pinned: np.ndarray
     scores: np.ndarray
+    ere: np.ndarray | None = None  # (K,) expected radial error, original px; 0 for pinned points
+    umap: np.ndarray | None = None  # (h/4, w/4) combined uncertainty map of the unpinned landmarks (float16)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,43 @@ class LandmarkSession:
         return self._state.scores.copy()
 
     @property
+    def ere(self) -> np.ndarray | None:
+        """Expected radial error per landmark in original pixels (0 for pinned points; None without ERE)."""
+        self._need_state()
+        return None if self._state.ere is None else self._state.ere.copy()
+
+    @property
+    def ere_mm(self) -> np.ndarray | None:
+        e = self.ere
+        if e is None or self.spacing is None:
+            return None
+        return e * float(np.mean(self.spacing))
+
+    @property
+    def uncertainty_map(self) -> np.ndarray | None:
+        """Combined calibrated probability map of the unpinned landmarks, (h/4, w/4) in [0, 1] (see
+        ``uncertainty_geometry`` for its placement over the image)."""
+        self._need_state()
+        return None if self._state.umap is None else self._state.umap.astype(np.float32)
+
+    def uncertainty_geometry(self):
+        """(scale, translate) in original pixels that place the uncertainty map's cells over the image."""
+        h, w = self.image_shape
+        gh, gw = self._state.umap.shape
+        sy, sx = h / gh, w / gw
+        return (sy, sx), (0.5 * sy - 0.5, 0.5 * sx - 0.5)
+
+    def suggest_next(self) -> int | None:
+        """The landmark to check next: the highest ERE among unpinned points (None when all are pinned or
+        no ERE is available)."""
+        e = self.ere
+        if e is None:
+            return None
+        e = np.where(self._state.pinned | ~np.isfinite(e), -np.inf, e)
+        i = int(np.argmax(e))
+        return None if not np.isfinite(e[i]) else i
+
+    @property
     def image_shape(self):
         return None if self._prepared is None else tuple(self._prepared.original_shape)
 
@@ -171,7 +210,8 @@ class LandmarkSession:
             return False
         self.last_prediction = pred
         if self._state is None:  # first detection
-            st = _State(pred.coords.copy(), np.zeros(self.num_landmarks, bool), pred.scores.copy())
+            free = np.ones(self.num_landmarks, bool)
+            st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free))
             self._auto = st
             self._state = st
             return True
@@ -181,8 +221,15 @@ class LandmarkSession:
         coords[free] = pred.coords[free]
         scores[free] = pred.scores[free]
         scores[~free] = np.nan  # a person's point has no model score
-        self._state = _State(coords, self._state.pinned.copy(), scores)
+        self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free))
         return True
+
+    @staticmethod
+    def _uncertainty(pred: Prediction, free: np.ndarray):
+        if pred.ere is None:
+            return None, None
+        ere = np.where(free, pred.ere, 0.0)
+        return ere, pred.uncertainty_map(include=free).astype(np.float16)
 
     def pin(self, updates: dict) -> None:
         """Place or move points by hand (index or name → (row, col)); no inference. One undo step."""
@@ -279,8 +326,10 @@ class LandmarkSession:
         """Landmark order: [{'index', 'label', 'row', 'col', 'pinned', 'score'}]."""
         self._need_state()
         st = self._state
+        ere = st.ere if st.ere is not None else np.full(self.num_landmarks, np.nan)
         return [{"index": i, "label": n, "row": float(st.coords[i, 0]), "col": float(st.coords[i, 1]),
-                 "pinned": bool(st.pinned[i]), "score": None if not np.isfinite(st.scores[i]) else float(st.scores[i])}
+                 "pinned": bool(st.pinned[i]), "score": None if not np.isfinite(st.scores[i]) else float(st.scores[i]),
+                 "ere_px": None if not np.isfinite(ere[i]) else float(ere[i])}
                 for i, n in enumerate(self.schema.landmarks)]
 
     def save(self, path, overwrite: bool = False) -> Path:

@@ -15,7 +15,9 @@ from napari.layers import Image, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
+from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QGridLayout,
@@ -45,6 +47,7 @@ SHORTCUTS = [
     ("Alt-Shift-Z", "redo", "Redo"),
     ("Alt-U", "unpin_selected", "Unpin the selected point(s): hand them back to the model"),
     ("Alt-R", "reset", "Reset to the automatic prediction"),
+    ("Alt-N", "go_to_suggested", "Go to the suggested next point (highest uncertainty)"),
 ]
 
 
@@ -73,6 +76,7 @@ class LandmarkWidget(QWidget):
         self.points_layer: Points | None = None
         self.skeleton_layer = None
         self.measurement_layer = None
+        self.uncertainty_layer = None
         self.measurements: dict = {}
         self.image_layer: Image | None = None
         self._busy = 0
@@ -133,6 +137,30 @@ class LandmarkWidget(QWidget):
         row2.addWidget(self.save_btn)
         row2.addWidget(self.load_btn)
         lay.addLayout(row2)
+        self.ere_box = QGroupBox("Check next (expected radial error)")
+        el = QVBoxLayout(self.ere_box)
+        self.suggest_label = QLabel("")
+        self.suggest_label.setWordWrap(True)
+        el.addWidget(self.suggest_label)
+        self.ere_table = QTableWidget(0, 2)
+        self.ere_table.setHorizontalHeaderLabels(["landmark", "ERE"])
+        self.ere_table.horizontalHeader().setStretchLastSection(True)
+        self.ere_table.verticalHeader().setVisible(False)
+        self.ere_table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.ere_table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.ere_table.cellDoubleClicked.connect(lambda row, col: self.go_to(self._ere_rows[row]))
+        self.ere_table.setMaximumHeight(180)
+        el.addWidget(self.ere_table)
+        goto = QPushButton("Go to suggested point")
+        goto.setToolTip("Centre the view on the unpinned landmark with the highest ERE and select it (Alt-N)")
+        goto.clicked.connect(self.go_to_suggested)
+        el.addWidget(goto)
+        self.show_uncertainty = QCheckBox("Show uncertainty map")
+        self.show_uncertainty.setChecked(True)
+        self.show_uncertainty.toggled.connect(self._toggle_uncertainty)
+        el.addWidget(self.show_uncertainty)
+        lay.addWidget(self.ere_box)
+        self._ere_rows: list[int] = []
         self.meas_box = QGroupBox("Measurements")
         ml = QVBoxLayout(self.meas_box)
         self.meas_table = QTableWidget(0, 2)
@@ -412,7 +440,7 @@ class LandmarkWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def _forget_points_layer(self, remove=False):
-        for attr in ("points_layer", "skeleton_layer", "measurement_layer"):
+        for attr in ("points_layer", "skeleton_layer", "measurement_layer", "uncertainty_layer"):
             lyr = getattr(self, attr)
             if lyr is not None:
                 if attr == "points_layer":
@@ -456,7 +484,103 @@ class LandmarkWidget(QWidget):
                 lyr.refresh_colors(update_color_mapping=False)
         self._sync_skeleton(scale, translate)
         self._sync_measurements(scale, translate)
+        self._sync_uncertainty(scale, translate)
         self._update_buttons()
+
+    # ------------------------------------------------------------------ uncertainty
+    def _sync_uncertainty(self, scale, translate):
+        """Uncertainty map layer, ERE cue on the points (red, thicker border for the most uncertain), the
+        ERE-sorted list and the suggested next correction."""
+        s = self.session
+        ere = s.ere
+        self.ere_box.setVisible(ere is not None)
+        if ere is None:
+            return
+        unit, factor = ("mm", float(np.mean(s.spacing))) if s.spacing is not None else ("px", 1.0)
+        nxt = s.suggest_next()
+        # list: unpinned landmarks by decreasing ERE
+        order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not s.pinned[i]]
+        self._ere_rows = order
+        t = self.ere_table
+        t.setRowCount(len(order))
+        bold = QFont()
+        bold.setBold(True)
+        for row, i in enumerate(order):
+            a = QTableWidgetItem(s.schema.landmarks[i])
+            b = QTableWidgetItem("–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}")
+            if i == nxt:
+                for it in (a, b):
+                    it.setFont(bold)
+                    it.setForeground(QBrush(QColor("#ff5252")))
+            t.setItem(row, 0, a)
+            t.setItem(row, 1, b)
+        if nxt is None:
+            self.suggest_label.setText("All landmarks are corrected by hand.")
+        else:
+            calibrated = s.predictor.temperatures is not None
+            self.suggest_label.setText(
+                f"Suggested next: <b>{s.schema.landmarks[nxt]}</b> (ERE {ere[nxt] * factor:.1f} {unit})"
+                + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated error</i>"))
+        # point cue: border colour/width by ERE rank among unpinned points
+        lyr = self.points_layer
+        feats = lyr.features
+        idx = feats["index"].to_numpy()
+        e_pts = ere[idx]
+        free = ~s.pinned[idx]
+        top = np.zeros(len(idx), bool)
+        if free.any():
+            cut = np.nanpercentile(np.where(free, e_pts, np.nan), 80) if free.sum() > 4 else np.nanmin(e_pts[free])
+            top = free & (e_pts >= cut)
+        colors = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(idx), 1))
+        colors[top] = [1.0, 0.32, 0.32, 1.0]
+        with lyr.events.data.blocker(self._on_points_data):
+            feats = feats.copy()
+            feats["ere"] = e_pts
+            lyr.features = feats
+            lyr.refresh_colors(update_color_mapping=False)
+            lyr.border_width = np.where(top, 0.3, 0.1)
+            lyr.border_color = colors
+        # the map
+        umap = s.uncertainty_map
+        if umap is None:
+            return
+        (sy, sx), (ty, tx) = s.uncertainty_geometry()
+        u_scale = (sy * float(scale[0]), sx * float(scale[1]))
+        u_translate = (float(translate[0]) + ty * float(scale[0]), float(translate[1]) + tx * float(scale[1]))
+        if self.uncertainty_layer is None or self.uncertainty_layer not in self.viewer.layers:
+            self.uncertainty_layer = self.viewer.add_image(
+                umap, name=f"uncertainty ({s.predictor.name})", colormap="inferno", blending="additive",
+                opacity=0.55, contrast_limits=(0.0, 1.0), scale=u_scale, translate=u_translate,
+                visible=self.show_uncertainty.isChecked(), interpolation2d="linear")
+            # under the outlines and points
+            self.viewer.layers.move(self.viewer.layers.index(self.uncertainty_layer),
+                                    self.viewer.layers.index(self.image_layer) + 1 if self.image_layer in self.viewer.layers else 0)
+            self.viewer.layers.selection.active = self.points_layer
+        else:
+            self.uncertainty_layer.data = umap
+            self.uncertainty_layer.scale = u_scale
+            self.uncertainty_layer.translate = u_translate
+
+    def _toggle_uncertainty(self, on):
+        if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
+            self.uncertainty_layer.visible = bool(on)
+
+    def go_to(self, index: int):
+        """Centre the view on a landmark and select its point."""
+        if not (self.session and self.session.detected and self.points_layer is not None):
+            return
+        feats = self.points_layer.features
+        point = int(list(feats["index"]).index(int(index)))
+        world = self.points_layer.data_to_world(self.points_layer.data[point])
+        self.viewer.camera.center = tuple(world)
+        self.points_layer.selected_data = {point}
+        self.viewer.layers.selection.active = self.points_layer
+
+    def go_to_suggested(self):
+        if self.session and self.session.detected:
+            nxt = self.session.suggest_next()
+            if nxt is not None:
+                self.go_to(nxt)
 
     def _sync_measurements(self, scale, translate):
         """Recompute the clinical measurements, fill the panel and draw the lines they are measured between."""
