@@ -94,3 +94,25 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     bad.write_text("not weights")
     rc = main(["predict", str(tmp_path / "x.png"), "--weights", str(bad)])
     assert rc == 2 and "safetensors" in capsys.readouterr().err
+
+
+def test_evaluate_reports_calibration_and_ere_order(tiny_weights, generic_dataset, tmp_path):
+    out = tmp_path / "eval_ere.json"
+    rc = main(["evaluate", "--weights", str(tiny_weights), "--dataset", "generic", "--root", str(generic_dataset),
+               "--split", ".", "--clicks", "2", "--order", "ere", "--json", str(out), "--no-progress", "--device", "cpu",
+               "--calibration-plots", str(tmp_path / "plots")])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["order"] == "ere"
+    for key in ("ece_before", "ece_after", "ere_spearman", "ere_auroc"):
+        assert key in res
+    assert 0.0 <= res["ece_before"] <= 1.0
+    assert (tmp_path / "plots").is_dir() and len(list((tmp_path / "plots").glob("*.png"))) == 2
+
+
+def test_calibrate_dry_run_fits_one_temperature_per_landmark(tiny_weights, generic_dataset, capsys):
+    rc = main(["calibrate", "--weights", str(tiny_weights), "--dataset", "generic", "--root", str(generic_dataset),
+               "--split", ".", "--dry-run", "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "over 16 landmarks" in out and "ECE" in out

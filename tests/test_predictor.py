@@ -110,3 +110,15 @@ def test_weights_file_round_trip_and_wrong_landmark_set(tiny_run, tmp_path, phan
     assert np.abs(p.predict(phantom[0]).coords - ref.predict(phantom[0]).coords).max() < 1.0
     with pytest.raises(PredictionError, match="different landmark set|not 'aasce-spine68'"):
         Predictor.from_file(tmp_path / "tiny-phantom.safetensors", schema="aasce-spine68")
+
+
+def test_ere_is_returned_with_every_update_and_zero_for_clicks(predictor, phantom):
+    img, gt = phantom
+    first = predictor.predict(img)
+    assert first.ere.shape == (16,) and np.isfinite(first.ere).all() and (first.ere > 0).all()
+    pred = predictor.predict(img, clicks={2: tuple(gt[2])}, previous=first.coords)
+    assert pred.ere[2] == 0.0 and (np.delete(pred.ere, 2) > 0).all()
+    probs = pred.probabilities()
+    np.testing.assert_allclose(probs.reshape(16, -1).sum(1), 1.0, atol=1e-4)
+    u = pred.uncertainty_map(include=~pred.clicked)
+    assert u.shape == probs.shape[1:] and 0.0 <= u.min() and u.max() <= 1.0 + 1e-6

@@ -593,7 +593,7 @@ class LandmarkWidget(QWidget):
         for row, m in enumerate(self.measurements.values()):
             name = QTableWidgetItem(m.name)
             name.setToolTip(m.definition)
-            val = QTableWidgetItem(format_value(m.value, m.unit) if m.available else "unavailable")
+            val = QTableWidgetItem(format_value(m.value, m.unit) if m.available else f"unavailable: {m.reason}")
             val.setToolTip(m.definition if m.available else f"unavailable: {m.reason}")
             t.setItem(row, 0, name)
             t.setItem(row, 1, val)
@@ -601,6 +601,7 @@ class LandmarkWidget(QWidget):
                 lines += [np.asarray(seg, float) for seg in (m.details or {}).get("lines", [])]
         self.meas_box.setVisible(bool(self.measurements))
         t.resizeColumnsToContents()
+        t.setMaximumHeight(32 + 30 * min(len(self.measurements), 10))
         if not lines:
             if self.measurement_layer is not None and self.measurement_layer in self.viewer.layers:
                 self.measurement_layer.data = []
