@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduces the figures in docs/results.md (CPU, 2 threads). Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all]
+# Needs the datasets beside the repository (../shared/datasets) or DATA=/path/to/datasets.
+set -euo pipefail
+DATA=${DATA:-../shared/datasets}
+OUT=docs/results
+IMG=docs/images
+mkdir -p "$OUT" "$IMG"
+what=${1:-all}
+T="--threads 2 --no-progress"
+
+if [[ $what == isbi || $what == all ]]; then
+  napari-landmarks evaluate --model isbi-ceph --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data --clicks 5 \
+      --order worst --json $OUT/isbi-ceph-test1-worst.json --plot $IMG/isbi-ceph-mre.png --calibration-plots $IMG $T
+  for order in ere random; do
+    napari-landmarks evaluate --model isbi-ceph --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data --clicks 5 \
+        --order $order --no-calibration --json $OUT/isbi-ceph-test1-$order.json $T
+  done
+fi
+if [[ $what == aasce || $what == all ]]; then
+  napari-landmarks evaluate --model aasce-spine --dataset aasce --root "$DATA/aasce" --split val --clicks 10 \
+      --order worst --no-calibration --json $OUT/aasce-spine-val-worst.json --plot $IMG/aasce-spine-mre.png $T
+  # calibration metrics and the click orders on the half of val that was not used to fit the temperatures
+  napari-landmarks evaluate --model aasce-spine --dataset aasce --root "$DATA/aasce" --split eval --clicks 10 \
+      --order worst --json $OUT/aasce-spine-eval-worst.json --calibration-plots $IMG $T
+  for order in ere random; do
+    napari-landmarks evaluate --model aasce-spine --dataset aasce --root "$DATA/aasce" --split eval --clicks 10 \
+        --order $order --no-calibration --json $OUT/aasce-spine-eval-$order.json $T
+  done
+fi
+if [[ $what == phantom || $what == all ]]; then
+  napari-landmarks evaluate --model phantom-spine --dataset phantom --split eval --clicks 5 \
+      --json $OUT/phantom-spine-eval-worst.json --calibration-plots $IMG $T
+fi
+if [[ $what == bench || $what == all ]]; then
+  for m in aasce-spine isbi-ceph phantom-spine; do
+    napari-landmarks bench --model $m --runs 30 --threads 2 --json $OUT/bench-$m.json
+  done
+  xvfb-run -a python benchmarks/plugin_latency.py --model aasce-spine --runs 30 --threads 2 --json $OUT/plugin-latency-aasce-spine.json
+  python benchmarks/cobb_gt_smape.py --root "$DATA" --json $OUT/cobb-gt-smape.json
+fi
