@@ -205,7 +205,8 @@ class Predictor:
         """(1, 2K, h/2, w/2): previous-prediction and click Gaussians, only in clicked channels."""
         k = self.num_landmarks
         h2, w2 = (self.input_size[0] + 1) // 2, (self.input_size[1] + 1) // 2
-        hints = torch.zeros(1, 2 * k, h2, w2)
+        # allocated channels-last (the layout the model runs in): no copy afterwards; only clicked channels filled
+        hints = torch.zeros(1, 2 * k, h2, w2, memory_format=torch.channels_last)
         if clicks:
             idx = np.array(sorted(clicks))
             pos = to_network(np.array([clicks[i] for i in idx]), shape, self.input_size)
@@ -222,7 +223,7 @@ class Predictor:
                 gy = torch.exp(-((ys[None] - p2[:, :1]) ** 2) / (2 * s2**2))
                 gx = torch.exp(-((xs[None] - p2[:, 1:]) ** 2) / (2 * s2**2))
                 hints[0, torch.as_tensor(ch)] = gy[:, :, None] * gx[:, None, :]
-        return hints.to(self.device).contiguous(memory_format=torch.channels_last)
+        return hints.to(self.device)
 
     @torch.no_grad()
     def predict(self, image, clicks=None, previous=None) -> Prediction:
