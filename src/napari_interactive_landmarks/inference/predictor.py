@@ -206,7 +206,7 @@ class Predictor:
         k = self.num_landmarks
         h2, w2 = (self.input_size[0] + 1) // 2, (self.input_size[1] + 1) // 2
         # allocated channels-last (the layout the model runs in): no copy afterwards; only clicked channels filled
-        hints = torch.zeros(1, 2 * k, h2, w2, memory_format=torch.channels_last)
+        hints = torch.zeros(1, h2, w2, 2 * k).permute(0, 3, 1, 2)
         if clicks:
             idx = np.array(sorted(clicks))
             pos = to_network(np.array([clicks[i] for i in idx]), shape, self.input_size)

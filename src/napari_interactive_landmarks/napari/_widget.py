@@ -56,6 +56,14 @@ def _action(event) -> str:
     return str(getattr(a, "value", a))
 
 
+def _as_vectors(lines) -> np.ndarray:
+    """Line segments [(p, q), ...] → napari Vectors data (N, 2, 2): start point and projection q − p."""
+    if not len(lines):
+        return np.zeros((0, 2, 2))
+    seg = np.asarray(lines, dtype=float).reshape(-1, 2, 2)
+    return np.stack([seg[:, 0], seg[:, 1] - seg[:, 0]], axis=1)
+
+
 def simulate_drag(layer: Points, point: int, position) -> None:
     """Move one point of ``layer`` exactly as a mouse drag does: CHANGING, the move, one CHANGED on release
     with the moved index (napari 0.9's event sequence). Used by the demo and by tests."""
@@ -602,38 +610,38 @@ class LandmarkWidget(QWidget):
         self.meas_box.setVisible(bool(self.measurements))
         t.resizeColumnsToContents()
         t.setMaximumHeight(32 + 30 * min(len(self.measurements), 10))
-        if not lines:
-            if self.measurement_layer is not None and self.measurement_layer in self.viewer.layers:
-                self.measurement_layer.data = []
-            return
+        vectors = _as_vectors(lines)
         if self.measurement_layer is None or self.measurement_layer not in self.viewer.layers:
-            self.measurement_layer = self.viewer.add_shapes(
-                lines, shape_type="line", edge_color="#ff4081", edge_width=max(1.5, max(self.session.image_shape) / 400),
-                name=f"measurement lines ({self.session.predictor.name})", scale=scale, translate=translate,
-                opacity=0.9)
+            if not lines:
+                return
+            self.measurement_layer = self.viewer.add_vectors(
+                vectors, edge_color="#ff4081", edge_width=max(1.5, max(self.session.image_shape) / 400), length=1.0,
+                vector_style="line", name=f"measurement lines ({self.session.predictor.name})", scale=scale,
+                translate=translate, opacity=0.9)
             self.viewer.layers.move(self.viewer.layers.index(self.measurement_layer),
                                     self.viewer.layers.index(self.points_layer))
             self.viewer.layers.selection.active = self.points_layer
         else:
-            self.measurement_layer.data = lines
-            self.measurement_layer.shape_type = "line"
+            self.measurement_layer.data = vectors
 
     def _sync_skeleton(self, scale, translate):
         edges = self.session.schema.edges
         if not edges:
             return
-        lines = skeleton_shapes(self.session.coords, edges)
+        vectors = _as_vectors(skeleton_shapes(self.session.coords, edges))
         if self.skeleton_layer is None or self.skeleton_layer not in self.viewer.layers:
-            self.skeleton_layer = self.viewer.add_shapes(
-                lines, shape_type="line", edge_color="#ffd54f", edge_width=max(1.0, max(self.session.image_shape) / 600),
-                name=f"outline ({self.session.predictor.name})", scale=scale, translate=translate, opacity=0.7)
+            # a Vectors layer, not Shapes: updating 68 line shapes re-triangulates them (hundreds of ms on the
+            # main thread); vectors update in a few ms
+            self.skeleton_layer = self.viewer.add_vectors(
+                vectors, edge_color="#ffd54f", edge_width=max(1.0, max(self.session.image_shape) / 600), length=1.0,
+                vector_style="line", name=f"outline ({self.session.predictor.name})", scale=scale, translate=translate,
+                opacity=0.7)
             # keep the points on top and active
             self.viewer.layers.move(self.viewer.layers.index(self.skeleton_layer),
                                     self.viewer.layers.index(self.points_layer))
             self.viewer.layers.selection.active = self.points_layer
         else:
-            self.skeleton_layer.data = lines
-            self.skeleton_layer.shape_type = "line"
+            self.skeleton_layer.data = vectors
 
     def _on_points_data(self, event):
         action = _action(event)
