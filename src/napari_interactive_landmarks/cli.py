@@ -106,7 +106,8 @@ def _cmd_evaluate(args):
         temps = predictor.temperatures if predictor.temperatures is not None else np.ones(predictor.num_landmarks)
         thr = args.error_threshold or (2.0 if unit == "mm" else 20.0)
         cm = cal.metrics(data, temps, thr, unit=unit)
-        result.update({k: cm[k] for k in ("ece_before", "ece_after", "ere_spearman", "ere_auroc")})
+        # NaN (e.g. AUROC when no landmark exceeds the threshold) is written as null
+        result.update(cal.public({k: cm[k] for k in ("ece_before", "ece_after", "ere_spearman", "ere_auroc")}))
         result["calibration"] = cal.public(cm)
         result["calibration"]["temperatures_fitted"] = predictor.temperatures is not None
         print(f"ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f} (temperature scaling"
