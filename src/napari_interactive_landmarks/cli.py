@@ -316,6 +316,15 @@ def _cmd_demo(args):
                     timeout=args.timeout)
 
 
+def _add_dataset_args(p, split_help):
+    p.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic", "phantom"])
+    p.add_argument("--root", help="dataset folder (not needed for the generated phantom)")
+    p.add_argument("--split", required=True, help=split_help)
+    p.add_argument("--split-file", dest="split_file", help="split JSON for train/val/calib/eval (default: the model's)")
+    p.add_argument("--limit", type=int, help="only the first N images (quick checks)")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def _add_model_args(p):
     p.add_argument("--model", default="aasce-spine", help="model name from weights_manifest.yaml (default aasce-spine)")
     p.add_argument("--weights", help="a .safetensors file instead of a manifest name")
@@ -362,18 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Simulated-click evaluation (Kim et al. 2022): after each click 0..N the MRE of the "
                                    "model and of manual revision; NoC/FR at MRE targets; SDR when spacing is known.")
     _add_model_args(e)
-    e.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic", "phantom"])
-    e.add_argument("--root", help="dataset folder")
-    e.add_argument("--split", required=True, help="aasce: training|test; isbi2015: TrainingData|Test1Data|Test2Data; "
-                                                 "or train|val: that part of the model's committed split file")
-    e.add_argument("--split-file", dest="split_file", help="split JSON for --split train/val (default: the model's)")
+    _add_dataset_args(e, "aasce: training|test; isbi2015: TrainingData|Test1Data|Test2Data; phantom: calib|eval|test; "
+                         "or train|val|calib|eval: that part of the model's committed split file")
     e.add_argument("--clicks", type=int, default=10)
     e.add_argument("--order", choices=["worst", "ere", "random"], default="worst",
                    help="which landmark the next simulated click fixes (worst = oracle, as in the paper)")
     e.add_argument("--unit", choices=["px", "mm"], help="default: mm when every image has a pixel spacing")
     e.add_argument("--targets", type=float, nargs="+", help="NoC/FR MRE targets (default 20 30 40 px or 1.5 2 2.5 3 mm)")
     e.add_argument("--sdr", type=float, nargs="+", help="SDR radii in mm (default 2 2.5 3 4 with mm)")
-    e.add_argument("--limit", type=int, help="only the first N images (quick checks)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="write the full result as JSON")
     e.add_argument("--plot", help="write the MRE-per-click curve as PNG")
@@ -382,7 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="error counted as erroneous for ERE AUROC (default 20 px, or 2 mm)")
     e.add_argument("--calibration-plots", dest="calibration_plots", metavar="DIR",
                    help="write reliability diagrams and ERE-vs-error plots as PNG")
-    e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
 
     c = sub.add_parser("calibrate", help="fit per-landmark temperatures on a calibration split",
@@ -390,13 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "everything else frozen) on 0-click predictions of a calibration split that is "
                                    "disjoint from training and evaluation; stores them with the model.")
     _add_model_args(c)
-    c.add_argument("--dataset", required=True, choices=["aasce", "isbi2015", "generic", "phantom"])
-    c.add_argument("--root", help="dataset folder (not for the generated phantom)")
-    c.add_argument("--split", required=True, help="calibration images: e.g. 'calib' (AASCE) or 'val' (ISBI)")
-    c.add_argument("--split-file", dest="split_file")
-    c.add_argument("--limit", type=int)
+    _add_dataset_args(c, "calibration images: e.g. 'calib' (AASCE) or 'val' (ISBI), disjoint from evaluation")
     c.add_argument("--dry-run", action="store_true", help="print the temperatures, do not store them")
-    c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_cmd_calibrate)
 
     pr = sub.add_parser("predict", help="detect landmarks in images and write them as JSON or CSV",
