@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..codecs.geometry import to_network
+from ..measurements.core import _jsonable as jsonable
 from ..codecs.uncertainty import (
     auroc,
     binned_correlation,
@@ -107,17 +108,7 @@ def metrics(data, temperatures, error_threshold: float, unit: str = "px", group_
 
 
 def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+    return jsonable(x, nan_to_none=True)
 
 
 def public(result: dict) -> dict:

@@ -77,6 +77,7 @@ class LandmarkSession:
         self._undo: list[_State] = []
         self._redo: list[_State] = []
         self.generation = 0
+        self._dirty = False
         self.last_prediction: Prediction | None = None
         if image is not None:
             self.set_image(image, spacing=spacing, image_path=image_path)
@@ -161,7 +162,7 @@ class LandmarkSession:
     @property
     def dirty(self) -> bool:
         """True when there are corrections not yet saved."""
-        return getattr(self, "_dirty", False)
+        return self._dirty
 
     def _need_state(self):
         if self._state is None:

@@ -80,19 +80,20 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
-def _jsonable(x):
+def _jsonable(x, nan_to_none: bool = False):
+    """Numpy-free, JSON-ready copy of ``x``; with ``nan_to_none`` non-finite floats become None."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): _jsonable(v, nan_to_none) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [_jsonable(v, nan_to_none) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
+        return _jsonable(x.tolist(), nan_to_none)
     if isinstance(x, np.bool_):
         return bool(x)
+    if isinstance(x, (np.floating, float)):
+        return None if nan_to_none and not np.isfinite(x) else float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
     return x
 
 

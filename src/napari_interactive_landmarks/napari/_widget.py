@@ -268,7 +268,7 @@ class LandmarkWidget(QWidget):
 
     def _image_array(self, layer: Image) -> np.ndarray:
         data = layer.data
-        if hasattr(data, "__len__") and isinstance(data, (list, tuple)):  # multiscale: full resolution
+        if isinstance(data, (list, tuple)):  # multiscale: full resolution
             data = data[0]
         arr = np.asarray(data)
         if layer.rgb:
@@ -474,6 +474,10 @@ class LandmarkWidget(QWidget):
         if s is None or not s.detected:
             return
         data, kwargs = self._layer_kwargs()
+        ere = s.ere
+        if ere is not None:  # per-point ERE goes into the same features write (one layer update per result)
+            kwargs["features"]["ere"] = ere[kwargs["features"]["index"].to_numpy()]
+            kwargs["feature_defaults"] = {**kwargs["feature_defaults"], "ere": np.nan}
         scale = self.image_layer.scale[-2:] if self.image_layer is not None else (1, 1)
         translate = self.image_layer.translate[-2:] if self.image_layer is not None else (0, 0)
         if self.points_layer is None or self.points_layer not in self.viewer.layers:
@@ -542,10 +546,6 @@ class LandmarkWidget(QWidget):
         colors = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(idx), 1))
         colors[top] = [1.0, 0.32, 0.32, 1.0]
         with lyr.events.data.blocker(self._on_points_data):
-            feats = feats.copy()
-            feats["ere"] = e_pts
-            lyr.features = feats
-            lyr.refresh_colors(update_color_mapping=False)
             lyr.border_width = np.where(top, 0.3, 0.1)
             lyr.border_color = colors
         # the map
