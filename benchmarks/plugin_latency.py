@@ -1,6 +1,11 @@
 """Plugin latency: drag release → updated Points layer (median, p95), the bare model update for comparison,
 and the longest stall of the Qt event loop while inference runs. Prints numbers; asserts nothing.
 
+The runs alternate in blocks of 5 between the full plugin (ERE, uncertainty layer, ERE list, point cue) and
+the same plugin with the predictor's uncertainty switched off (``compute_ere = False``: no ERE, no maps, so
+no layer/table/cue updates), so ``uncertainty_overhead_pct`` is the share uncertainty adds to a drag update;
+the first run of each block is not counted (it pays the one-off show/hide of the ERE panel).
+
     xvfb-run -a python benchmarks/plugin_latency.py --model aasce-spine --runs 30 [--json out.json]
 
 The image is synthetic noise of the AASCE median size (2375 × 890) unless --image is given: latency does not
@@ -68,8 +73,12 @@ def main():
     k = w.session.num_landmarks
     h, wd = w.session.image_shape
     w.timings.clear()
-    stalls = []
-    for _ in range(args.runs):
+    stalls, with_u = [], []
+    predictor = w.session.predictor
+    for run in range(args.runs):
+        on = (run // 5) % 2 == 0
+        predictor.compute_ere = on
+        with_u.append(on if run % 5 else None)  # None: first of a block, not counted in the A/B split
         i = int(rng.integers(k))
         point = int(list(w.points_layer.features["index"]).index(i))
         pos = (float(rng.uniform(0.1, 0.9) * h), float(rng.uniform(0.1, 0.9) * wd))
@@ -83,7 +92,12 @@ def main():
         stalls.append(max(gaps) if gaps else float("nan"))
         if w.session.pinned.sum() > 8:
             w.reset()
-    plugin = np.array([t["release_to_layer_ms"] for t in w.timings])
+    predictor.compute_ere = True
+    all_runs = np.array([t["release_to_layer_ms"] for t in w.timings])
+    labels = np.array(with_u[: len(all_runs)], dtype=object)
+    plugin = all_runs[labels != False]  # noqa: E712  (with uncertainty, incl. block starts: the normal plugin)
+    on_ms = all_runs[labels == True]  # noqa: E712
+    off_ms = all_runs[labels == False]  # noqa: E712
 
     # bare model update on the same prepared image, same kind of request
     s = w.session
@@ -101,6 +115,9 @@ def main():
         "bare_update_median_ms": round(float(np.median(bare)), 1),
         "plugin_overhead_pct": round(float((np.median(plugin) / np.median(bare) - 1) * 100), 1),
         "debounce_ms": 0,
+        "release_to_layer_with_uncertainty_median_ms": round(float(np.median(on_ms)), 1),
+        "release_to_layer_without_uncertainty_median_ms": round(float(np.median(off_ms)), 1),
+        "uncertainty_overhead_pct": round(float((np.median(on_ms) / np.median(off_ms) - 1) * 100), 1),
         "longest_event_loop_stall_ms": round(float(np.nanmax(stalls)), 1),
         "median_event_loop_stall_ms": round(float(np.nanmedian(stalls)), 1),
     }

@@ -73,3 +73,56 @@ def test_gate_uses_clicks():
     b = m.gate(l1, clicks)
     assert a.shape == (1, m.backbone.out_channels, 1, 1)
     assert not torch.allclose(a, b)
+
+
+def test_softmax_nll_option_trains_a_model_that_decodes_from_its_softmax(tmp_path):
+    """The calibrated-map training option (2-D softmax + NLL, McCouat & Voiculescu) learns to localise on
+    phantoms, records how its logits decode, and the predictor built from it returns probabilities."""
+    from napari_interactive_landmarks.data.phantom import phantom_schema_dict
+    from napari_interactive_landmarks.inference.predictor import Predictor
+    from napari_interactive_landmarks.schemas import LandmarkSchema
+    from napari_interactive_landmarks.training.trainer import Trainer
+
+    from .conftest import phantom_cached
+
+    t = Trainer({"schema": phantom_schema_dict(4), "input_size": [128, 64], "sigma": 3.0,
+                 "model": {"preset": "hrnet-tiny"}, "epochs": 6, "batch_size": 8, "lr": 3e-3, "val_every": 3,
+                 "val_clicks": [0], "morphology": {"pairs": 10, "triplets": 10, "weight": 0.01},
+                 "heatmap_loss": "softmax_nll", "nll_sigma": 1.0, "out_dir": str(tmp_path), "seed": 0,
+                 "device": "cpu"})
+    t.load_data(phantom_cached(64, 0), phantom_cached(16, 1))
+    before = t.validate(clicks=[0])[0]
+    t.fit(progress=False)
+    after = t.validate(clicks=[0])[0]
+    assert after < 0.4 * before, (before, after)
+    assert t.model_config["heatmap"] == "softmax" and t.model.heatmap == "softmax"
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+    p = Predictor(t.model, LandmarkSchema.from_dict(phantom_schema_dict(4)), (128, 64), 3.0, "nll", "cpu")
+    image = t.val_set.images[0].astype(np.float32) / 255.0
+    pred = p.predict(image)
+    assert np.all((pred.scores > 0) & (pred.scores <= 1))
+    # the score of a softmax model is the probability of the predicted pixel: at most the map's maximum
+    prob = pred.probabilities()
+    assert np.all(pred.scores <= prob.reshape(len(prob), -1).max(1) * 1.05 + 1e-6)
+    assert np.all(np.isfinite(pred.ere)) and np.all(pred.ere > 0)
+
+
+def test_init_weights_must_match_the_architecture(tmp_path):
+    from napari_interactive_landmarks.training.trainer import Trainer
+    from napari_interactive_landmarks.weights import save_weights
+
+    m = build_model({"preset": "hrnet-tiny", "num_landmarks": 8})
+    save_weights({k: v for k, v in m.state_dict().items()}, tmp_path / "w.safetensors")
+    from napari_interactive_landmarks.data.phantom import phantom_schema_dict
+
+    base = {"schema": phantom_schema_dict(2), "input_size": [64, 32], "model": {"preset": "hrnet-tiny"},
+            "out_dir": str(tmp_path / "run"), "device": "cpu", "morphology": {"weight": 0}}
+    ok = Trainer({**base, "init_weights": str(tmp_path / "w.safetensors")})  # 2 vertebrae = 8 landmarks
+    for k, v in m.state_dict().items():
+        assert torch.allclose(ok.model.state_dict()[k].float(), v.half().float()), k
+    with pytest.raises(ValueError, match="does not match"):
+        Trainer({**base, "schema": phantom_schema_dict(3), "init_weights": str(tmp_path / "w.safetensors")})
+    with pytest.raises(ValueError, match="heatmap_loss"):
+        Trainer({**base, "heatmap_loss": "mse"})

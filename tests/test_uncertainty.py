@@ -260,3 +260,61 @@ def test_calibration_plots_write_pngs(tmp_path):
     r, be, br = binned_correlation(conf, conf + rng.normal(0, 0.05, 200), group_size=20)
     q = plot_ere_vs_error(be, br, r, tmp_path / "sub" / "ere.png", title="ERE", unit="mm")
     assert q.stat().st_size > 1000
+
+
+def test_ere_float32_tensor_path_matches_float64_reference():
+    """The predictor computes ERE from float32 tensors; it must agree with the float64 numpy reference."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 40, 30, generator=g) * 3
+    prob = softmax_maps(logits)
+    pred = np.random.default_rng(0).uniform(0, 29, size=(5, 2))
+    ref = expected_radial_error(prob.double().numpy(), pred, scale=(2.0, 3.0))
+    fast = expected_radial_error(prob.float(), pred, scale=(2.0, 3.0))
+    np.testing.assert_allclose(fast, ref, rtol=1e-4)
+    bad = prob.clone()
+    bad[1, 3, 3] = math.nan
+    bad[2] = 0.0
+    out = expected_radial_error(bad, pred)
+    assert np.isnan(out[1]) and np.isnan(out[2]) and np.isfinite(out[[0, 3, 4]]).all()
+
+
+def test_softmax_nll_loss_known_answers():
+    """Cross-entropy against the normalised Gaussian target: equals the target's entropy when the logits
+    are its log (the minimum), is larger for any other map, and ignores landmarks without a target."""
+    from napari_interactive_landmarks.codecs.heatmaps import gaussian_heatmaps
+    from napari_interactive_landmarks.losses import heatmap_softmax_nll
+
+    coords = torch.tensor([[[10.3, 7.6], [math.nan, math.nan], [-500.0, -500.0]]])
+    t = gaussian_heatmaps(coords[:, :1], (24, 20), 1.5)[0, 0]
+    t = t / t.sum()
+    entropy = float(-(t * torch.log(t.clamp_min(1e-30))).sum())
+    logits = torch.zeros(1, 3, 24, 20)
+    logits[0, 0] = torch.log(t.clamp_min(1e-30)) + 4.0  # a constant shift does not change the softmax
+    loss = heatmap_softmax_nll(logits, coords, 1.5)
+    assert float(loss) == pytest.approx(entropy, rel=1e-4)
+    worse = logits.clone()
+    worse[0, 0] = worse[0, 0].roll(2, dims=0)
+    assert float(heatmap_softmax_nll(worse, coords, 1.5)) > entropy + 0.5
+    uniform = heatmap_softmax_nll(torch.zeros(1, 3, 24, 20, requires_grad=True), coords, 1.5)
+    assert float(uniform.detach()) == pytest.approx(math.log(24 * 20), rel=1e-5)
+    nothing = heatmap_softmax_nll(torch.zeros(1, 2, 24, 20, requires_grad=True), coords[:, 1:], 1.5)
+    assert float(nothing) == 0.0
+    nothing.backward()  # still a graph: a batch without targets does not break training
+
+
+def test_softmax_decoding_recovers_a_subpixel_peak():
+    """Softmax-trained logits decode through the local softmax of the logits themselves: a log-Gaussian
+    map at a sub-pixel position comes back at that position (full-resolution network pixels)."""
+    from napari_interactive_landmarks.codecs.heatmaps import decode_strided_logits
+
+    h4, w4, size = 32, 24, (128, 96)
+    true = np.array([[53.3, 40.8], [10.0, 80.2]])  # network pixels
+    grid = (true + 0.5) / 4 - 0.5
+    ys, xs = np.arange(h4)[:, None], np.arange(w4)[None, :]
+    logits = np.stack([-((ys - r) ** 2 + (xs - c) ** 2) / (2 * 1.2**2) for r, c in grid])[None]
+    coords, peak = decode_strided_logits(torch.tensor(logits, dtype=torch.float32), size, heatmap="softmax")
+    np.testing.assert_allclose(coords[0].numpy(), true, atol=0.6)
+    sig, _ = decode_strided_logits(torch.tensor(logits, dtype=torch.float32), size)  # the BCE reading
+    assert np.abs(sig[0].numpy() - true).max() < 2.5  # usable but not the decoding this model was trained for
+    with pytest.raises(ValueError, match="heatmap"):
+        decode_strided_logits(torch.tensor(logits, dtype=torch.float32), size, heatmap="relu")

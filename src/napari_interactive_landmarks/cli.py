@@ -274,7 +274,7 @@ def _cmd_bench(args):
         image = np.random.default_rng(0).normal(128, 40, size=(h, w)).clip(0, 255).astype(np.uint8)
     res = run_bench(predictor, image, runs=args.runs, num_clicks=args.num_clicks)
     for k, v in res.items():
-        print(f"{k:>16}: {v}")
+        print(f"{k:>30}: {v}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

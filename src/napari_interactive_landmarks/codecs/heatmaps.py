@@ -48,9 +48,23 @@ def local_soft_argmax(heatmaps: torch.Tensor, window: int = 15, beta: float = 10
     return torch.stack([cy.to(prob.dtype) + dy, cx.to(prob.dtype) + dx], dim=-1)
 
 
-def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: float = 10.0, stride: int = 4):
+def decoding_input(logits: torch.Tensor, heatmap: str = "sigmoid") -> tuple[torch.Tensor, float]:
+    """What the local soft-argmax weighs, and with which ``beta``, for logits trained as ``heatmap``:
+    BCE-trained logits → ``(sigmoid(logits), 10)``; softmax-NLL-trained logits → ``(logits, 1)``, so the
+    window's weights are the model's own 2-D softmax probabilities restricted to the window."""
+    if heatmap == "sigmoid":
+        return torch.sigmoid(logits), 10.0
+    if heatmap == "softmax":
+        return logits, 1.0
+    raise ValueError(f"heatmap must be 'sigmoid' or 'softmax', not {heatmap!r}")
+
+
+def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: float | None = None, stride: int = 4,
+                          heatmap: str = "sigmoid"):
     """Local soft-argmax of sigmoid(bilinear-upsampled logits) at full resolution ``size``, without
     upsampling whole maps: the same result as ``local_soft_argmax(sigmoid(upsample(logits, size)))``.
+    For ``heatmap="softmax"`` models the patch logits are weighed directly (``decoding_input``); the
+    returned peak is then the peak *logit* (the caller turns it into a probability).
 
     A bilinear interpolant peaks at a grid node, so the full-resolution argmax lies within a pixel of the
     upsampled position of the coarse argmax; only a (window + 4)² patch per landmark is interpolated (with
@@ -79,7 +93,8 @@ def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: fl
     grid = torch.stack([nx[..., None, :].expand(b, k, n, n), ny[..., :, None].expand(b, k, n, n)], dim=-1)
     patch = F.grid_sample(logits.reshape(b * k, 1, h4, w4), grid.reshape(b * k, n, n, 2), mode="bilinear",
                           padding_mode="border", align_corners=False).reshape(b, k, n, n)
-    patch = torch.sigmoid(patch)
+    patch, default_beta = decoding_input(patch, heatmap)
+    beta = default_beta if beta is None else beta
     inside = ((py >= 0) & (py < hh))[..., :, None] & ((px >= 0) & (px < ww))[..., None, :]
     patch = torch.where(inside, patch, torch.full_like(patch, float("-inf")))
     # exact full-resolution argmax: within the central 5 × 5 (first maximum in raster order, like argmax)

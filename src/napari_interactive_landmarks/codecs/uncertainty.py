@@ -179,25 +179,33 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
     """
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    p = _np(prob)
-    c = _np(pred)
-    if p.ndim < 2 or c.shape != p.shape[:-2] + (2,):
-        raise ValueError(f"pred must have shape {p.shape[:-2] + (2,)}, got {c.shape}")
+    # computed in torch: float64 for numpy input (reference precision); a float32 tensor stays float32 on its
+    # device (the predictor's per-update path: a few ms for 68 maps instead of tens in float64 numpy)
+    if torch.is_tensor(prob):
+        p = prob.detach()
+        if not torch.is_floating_point(p) or p.dtype in (torch.float16, torch.bfloat16):
+            p = p.float()
+    else:
+        p = torch.from_numpy(_np(prob))
+    c = torch.as_tensor(_np(pred), dtype=p.dtype, device=p.device)
+    if p.ndim < 2 or tuple(c.shape) != tuple(p.shape[:-2]) + (2,):
+        raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
     s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
     h, w = p.shape[-2:]
-    finite = np.isfinite(p)
-    pz = np.where(finite, np.maximum(p, 0.0), 0.0)
-    m = pz.max(axis=(-2, -1)) if p.size else np.zeros(p.shape[:-2])
-    valid = finite.all(axis=(-2, -1)) & (m > 0) & np.isfinite(c).all(axis=-1)
-    rel = pz / np.where(valid, m, 1.0)[..., None, None]
-    q = np.where(rel > threshold, rel, 0.0)
-    total = q.sum(axis=(-2, -1))
-    cc = np.where(np.isfinite(c), c, 0.0)
-    dy = (np.arange(h, dtype=np.float64)[:, None] - cc[..., 0, None, None]) * s[0]
-    dx = (np.arange(w, dtype=np.float64)[None, :] - cc[..., 1, None, None]) * s[1]
-    num = (q * np.hypot(dy, dx)).sum(axis=(-2, -1))
+    finite = torch.isfinite(p)
+    pz = torch.where(finite, p.clamp_min(0.0), torch.zeros((), dtype=p.dtype, device=p.device))
+    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype)
+    valid = finite.all(-1).all(-1) & (m > 0) & torch.isfinite(c).all(-1)
+    rel = pz / torch.where(valid, m, torch.ones_like(m))[..., None, None]
+    q = torch.where(rel > threshold, rel, torch.zeros((), dtype=p.dtype, device=p.device))
+    total = q.sum(dim=(-2, -1))
+    cc = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
+    dy = (torch.arange(h, dtype=p.dtype, device=p.device)[:, None] - cc[..., 0, None, None]) * float(s[0])
+    dx = (torch.arange(w, dtype=p.dtype, device=p.device)[None, :] - cc[..., 1, None, None]) * float(s[1])
+    num = (q * torch.hypot(dy, dx)).sum(dim=(-2, -1))
     ok = valid & (total > 0)
-    return np.where(ok, num / np.where(ok, total, 1.0), np.nan)
+    ere = torch.where(ok, num / torch.where(ok, total, torch.ones_like(total)), torch.full_like(total, math.nan))
+    return ere.cpu().numpy().astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------------

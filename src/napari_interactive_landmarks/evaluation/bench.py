@@ -37,14 +37,31 @@ def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num
     dev = predictor.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    update = []
-    for n, clicks in enumerate(click_sets):
-        _sync(dev)
-        t0 = time.perf_counter()
-        predictor.predict(prepared, clicks=clicks, previous=first.coords)
-        _sync(dev)
-        if n >= warmup:
-            update.append((time.perf_counter() - t0) * 1000)
+    update, bare_update, uncert = [], [], []
+    keep_ere = predictor.compute_ere
+    try:
+        for n, clicks in enumerate(click_sets):
+            # interleaved: the full update (with ERE, calibrated maps and the display map the session builds)
+            # and the same update without any uncertainty, so drift in machine load hits both alike
+            predictor.compute_ere = True
+            _sync(dev)
+            t0 = time.perf_counter()
+            pred = predictor.predict(prepared, clicks=clicks, previous=first.coords)
+            t1 = time.perf_counter()
+            if pred.ere is not None:
+                pred.uncertainty_map(include=~pred.clicked)
+            _sync(dev)
+            t2 = time.perf_counter()
+            predictor.compute_ere = False
+            predictor.predict(prepared, clicks=clicks, previous=first.coords)
+            _sync(dev)
+            t3 = time.perf_counter()
+            if n >= warmup:
+                update.append((t1 - t0) * 1000)
+                uncert.append((t2 - t0) * 1000)
+                bare_update.append((t3 - t2) * 1000)
+    finally:
+        predictor.compute_ere = keep_ere
     hints = predictor._hints(click_sets[0], first.coords, prepared.original_shape)
     fwd = []
     with torch.no_grad():
@@ -57,6 +74,7 @@ def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num
                 fwd.append((time.perf_counter() - t0) * 1000)
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mb()
     update, fwd = np.array(update), np.array(fwd)
+    with_u, without_u = float(np.median(uncert)), float(np.median(bare_update))
     return {
         "model": predictor.name,
         "device": str(dev),
@@ -71,6 +89,10 @@ def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num
         "forward_ms": round(float(np.median(fwd)), 2),
         "forward_p95_ms": round(float(np.percentile(fwd, 95)), 2),
         "overhead_ratio": round(float(np.median(update) / np.median(fwd)), 3),
+        # uncertainty's share of an update: predict + ERE + calibrated maps + display map, vs predict without
+        "update_with_uncertainty_ms": round(with_u, 2),
+        "update_without_uncertainty_ms": round(without_u, 2),
+        "uncertainty_overhead_pct": round(100.0 * (with_u / without_u - 1.0), 1),
         "peak_mb": round(float(peak), 1),
         "peak_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process peak RSS",
     }

@@ -45,7 +45,9 @@ class PreparedImage:
 @dataclass
 class Prediction:
     coords: np.ndarray  # (K, 2) float64 (row, col), original pixels
-    scores: np.ndarray  # (K,) peak heatmap probability (sigmoid) in [0, 1]
+    # (K,) in [0, 1]: the peak sigmoid heatmap value for BCE-trained models; for softmax-trained models the
+    # probability of the predicted pixel under the calibrated 2-D softmax (the paper's "confidence")
+    scores: np.ndarray
     clicked: np.ndarray  # (K,) bool: pinned by a click
     logits: torch.Tensor = field(repr=False)  # (K, h/4, w/4) network logits, for heatmaps / uncertainty
     original_shape: tuple[int, int] = (0, 0)
@@ -77,7 +79,8 @@ class Prediction:
         return np.nan_to_num(norm.max(axis=0), nan=0.0).astype(np.float32)
 
     def heatmaps(self, size=None) -> np.ndarray:
-        """Per-landmark sigmoid heatmaps, (K, H, W) at ``size`` (default: the network input size)."""
+        """Per-landmark sigmoid heatmaps, (K, H, W) at ``size`` (default: the network input size).
+        (For softmax-trained models this is the sigmoid of their logits too: use ``probabilities``.)"""
         from ..models.interactive import upsample_logits
 
         size = tuple(size or self.input_size)
@@ -102,6 +105,7 @@ class Predictor:
         if self.temperatures is not None and self.temperatures.shape not in ((), (schema.num_landmarks,)):
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
+        self.heatmap = getattr(model, "heatmap", "sigmoid")
         if model.num_landmarks != schema.num_landmarks:
             raise PredictionError(
                 f"model '{name}' predicts {model.num_landmarks} landmarks but its landmark set '{schema.name}' has "
@@ -237,7 +241,7 @@ class Predictor:
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         out = self.model(prepared.tensor, self._hints(clicks, previous, shape))
         logits = out["logits"].float()
-        net, peak = decode_strided_logits(logits, self.input_size)
+        net, peak = decode_strided_logits(logits, self.input_size, heatmap=self.heatmap)
         net_np = net[0].cpu().numpy().astype(np.float64)
         coords = to_original(net_np, shape, self.input_size)
         clicked = np.zeros(self.num_landmarks, bool)
@@ -247,6 +251,11 @@ class Predictor:
         ere, prob = self._ere(logits[0], net_np, shape) if self.compute_ere else (None, None)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
+        if self.heatmap == "softmax":
+            t = 1.0 if self.temperatures is None else torch.as_tensor(self.temperatures, dtype=logits.dtype)
+            t = torch.as_tensor(t, dtype=logits.dtype).expand(self.num_landmarks)
+            lse = torch.logsumexp((logits[0] / t[:, None, None]).flatten(-2), -1)
+            peak = torch.exp(peak / t - lse)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, prob)
 
@@ -256,9 +265,10 @@ class Predictor:
         from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
 
         grid = tuple(logits.shape[-2:])
-        prob = softmax_maps(logits.float(), self.temperatures).cpu().numpy().astype(np.float32)
+        prob = softmax_maps(logits.float(), self.temperatures)  # float32 torch, on the model's device
         pred_grid = to_network(net_coords, self.input_size, grid)
-        return expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid)), prob
+        ere = expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid))
+        return ere, prob.cpu().numpy()
 
 
 def _load_state(model, state, path, schema):

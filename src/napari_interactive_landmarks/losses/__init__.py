@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codecs.heatmaps import local_soft_argmax
+from ..codecs.heatmaps import decoding_input, gaussian_heatmaps, local_soft_argmax
 
 
 def heatmap_bce(logits: torch.Tensor, target: torch.Tensor, fg_weight: float = 1.0) -> torch.Tensor:
@@ -19,6 +19,22 @@ def heatmap_bce(logits: torch.Tensor, target: torch.Tensor, fg_weight: float = 1
         return F.binary_cross_entropy_with_logits(logits, target)
     w = torch.pow(torch.as_tensor(float(fg_weight), device=target.device), target)
     return F.binary_cross_entropy_with_logits(logits, target, weight=w)
+
+
+def heatmap_softmax_nll(logits: torch.Tensor, coords: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Cross-entropy of each landmark's 2-D softmax against a Gaussian-smoothed target distribution
+    (McCouat & Voiculescu 2022 train with NLL against a one-hot target; a narrow Gaussian — ``sigma`` in
+    the logits' pixels, ≈ 0.5 — is its sub-pixel version). ``coords`` (B, K, 2) in the logits' grid
+    pixels; landmarks with NaN coordinates or a target entirely outside the grid do not count."""
+    b, k, h, w = logits.shape
+    target = gaussian_heatmaps(coords, (h, w), sigma).flatten(-2)
+    mass = target.sum(-1, keepdim=True)
+    valid = mass[..., 0] > 1e-6
+    target = target / mass.clamp_min(1e-12)
+    nll = -(target * torch.log_softmax(logits.flatten(-2).float(), dim=-1)).sum(-1)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return nll[valid].mean()
 
 
 def select_morphology_sets(coords: np.ndarray, num_pairs: int, num_triplets: int, max_triplet_candidates=None):
@@ -83,9 +99,10 @@ def morphology_loss(pred_norm: torch.Tensor, true_norm: torch.Tensor, pairs: tor
     return ld, la * angle_weight
 
 
-def soft_coords_normalised(logits: torch.Tensor, window: int = 15) -> torch.Tensor:
-    """Local soft-argmax of sigmoid(logits), normalised per axis ((row + 0.5) / H, (col + 0.5) / W) so that
-    the result does not depend on the map's resolution."""
+def soft_coords_normalised(logits: torch.Tensor, window: int = 15, heatmap: str = "sigmoid") -> torch.Tensor:
+    """Local soft-argmax of the decoded logits (``codecs.heatmaps.decoding_input``), normalised per axis
+    ((row + 0.5) / H, (col + 0.5) / W) so that the result does not depend on the map's resolution."""
     h, w = logits.shape[-2:]
-    c = local_soft_argmax(torch.sigmoid(logits), window=window)
+    x, beta = decoding_input(logits, heatmap)
+    c = local_soft_argmax(x, window=window, beta=beta)
     return (c + 0.5) / torch.tensor([h, w], dtype=c.dtype, device=c.device)

@@ -52,6 +52,9 @@ DEFAULTS = {
     "hint_fusion": True,       # ablation switch: False ignores clicks/previous inside the network
     "gating": "max",           # "max" (paper), "avg" (SE-style ablation) or "none"
     "hint_scale_init": 0.05,
+    # how the logits were trained, and so how they are decoded: "sigmoid" = per-pixel BCE on Gaussian targets
+    # (Kim et al.); "softmax" = 2-D softmax + NLL (McCouat & Voiculescu), decoded from the logits themselves
+    "heatmap": "sigmoid",
 }
 
 
@@ -72,6 +75,8 @@ def resolve_config(config: dict) -> dict:
             cfg["gating_channels"] = base["gating_channels"]
     if not cfg.get("num_landmarks"):
         raise ValueError("model config needs 'num_landmarks'")
+    if cfg["heatmap"] not in ("sigmoid", "softmax"):
+        raise ValueError(f"heatmap must be 'sigmoid' or 'softmax', not {cfg['heatmap']!r}")
     if cfg["gating"] not in ("max", "avg", "none"):
         raise ValueError(f"gating must be 'max', 'avg' or 'none', not {cfg['gating']!r}")
     return cfg
@@ -115,6 +120,7 @@ class InteractiveKeypointModel(nn.Module):
         self.config = cfg
         k = cfg["num_landmarks"]
         self.num_landmarks = k
+        self.heatmap = cfg["heatmap"]  # how the logits decode (see DEFAULTS)
         self.backbone = HRNet(in_channels=cfg["in_channels"], **cfg["backbone"])
         c = self.backbone.out_channels
         self.hint_fusion = HintFusion(k, self.backbone.stem_channels, cfg["hint_scale_init"]) if cfg["hint_fusion"] else None

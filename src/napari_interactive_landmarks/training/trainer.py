@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .. import losses
 from ..codecs.geometry import to_original
-from ..codecs.heatmaps import gaussian_heatmaps, local_soft_argmax
+from ..codecs.heatmaps import decoding_input, gaussian_heatmaps, local_soft_argmax
 from ..data.augment import AugmentConfig, augment
 from ..data.cache import CachedSet, build_cache, preprocess
 from ..data.clicks import sample_initial_clicks
@@ -59,6 +59,11 @@ DEFAULT_CONFIG = {
     "aux_weight": 1.0,
     "fg_weight": 1.0,             # BCE pixel weight α^y (1 = the paper's plain BCE; see losses.heatmap_bce)
     "loss_stride": 1,             # 1: BCE on full-resolution maps (paper); 2: on stride-2 maps (4x cheaper on CPU)
+    # heatmap loss: "bce" (Kim et al.; model.heatmap = sigmoid) or "softmax_nll" (McCouat & Voiculescu:
+    # 2-D softmax + NLL against a narrow Gaussian of nll_sigma network pixels; model.heatmap = softmax)
+    "heatmap_loss": "bce",
+    "nll_sigma": 1.0,
+    "init_weights": None,         # safetensors to start from (fine-tuning); same architecture required
     "augment": {},
     "seed": 0,
     "device": "auto",
@@ -108,17 +113,19 @@ def make_hints(prev_coords, click_coords, clicked, size, sigma):
     return torch.cat([prev, clicks], dim=1)
 
 
-def decode(logits: torch.Tensor, size) -> torch.Tensor:
+def decode(logits: torch.Tensor, size, heatmap: str = "sigmoid") -> torch.Tensor:
     """Stride-4 logits → full-resolution bilinear upsampling → local soft-argmax (network pixels)."""
-    return local_soft_argmax(torch.sigmoid(upsample_logits(logits, size)))
+    x, beta = decoding_input(upsample_logits(logits, size), heatmap)
+    return local_soft_argmax(x, beta=beta)
 
 
-def decode_strided(logits: torch.Tensor, size, stride: int) -> torch.Tensor:
+def decode_strided(logits: torch.Tensor, size, stride: int, heatmap: str = "sigmoid") -> torch.Tensor:
     """Cheaper decoding at ``stride`` (for simulated clicks during training); network pixels."""
     if stride == 1:
-        return decode(logits, size)
+        return decode(logits, size, heatmap)
     hs = (size[0] // stride, size[1] // stride)
-    c = local_soft_argmax(torch.sigmoid(upsample_logits(logits, hs)), window=max(3, 15 // stride | 1))
+    x, beta = decoding_input(upsample_logits(logits, hs), heatmap)
+    c = local_soft_argmax(x, window=max(3, 15 // stride | 1), beta=beta)
     return (c + 0.5) * stride - 0.5
 
 
@@ -155,15 +162,30 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         self.aug = AugmentConfig(**cfg["augment"])
         self.flip_perm = self.schema.flip_permutation() if self.schema.allow_flip else None
-        self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k})
+        if cfg["heatmap_loss"] not in ("bce", "softmax_nll"):
+            raise ValueError(f"heatmap_loss must be 'bce' or 'softmax_nll', not {cfg['heatmap_loss']!r}")
+        self.heatmap = "softmax" if cfg["heatmap_loss"] == "softmax_nll" else "sigmoid"
+        self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap})
         # channels-last is ≈ 1.5× faster for these convolutions on CPU (oneDNN) and neutral on GPU
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
+        if cfg["init_weights"]:
+            self._init_from(cfg["init_weights"])
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.epoch = 0
         self.best = math.inf
         self.best_epoch = -1
         self.pairs = torch.zeros(0, 2, dtype=torch.long)
         self.triplets = torch.zeros(0, 3, dtype=torch.long)
+
+    def _init_from(self, path):
+        from ..weights import load_weights
+
+        state, _ = load_weights(path)
+        own = self.model.state_dict()
+        bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+        if bad or len(state) != len(own):
+            raise ValueError(f"init_weights {path}: does not match the configured architecture (e.g. {bad[:3]})")
+        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
     # ----------------------------------------------------------------- data
     def load_data(self, train_set: CachedSet | None = None, val_set: CachedSet | None = None):
@@ -212,7 +234,7 @@ class Trainer:
             with torch.no_grad():
                 for _ in range(rounds):
                     out = self.model(images, make_hints(prev, coords, clicked, size, sigma))
-                    prev = decode_strided(out["logits"], size, int(cfg["loss_stride"]))
+                    prev = decode_strided(out["logits"], size, int(cfg["loss_stride"]), self.heatmap)
                     err = torch.linalg.vector_norm(prev - coords, dim=-1)
                     err = torch.where(clicked | ~valid, torch.full_like(err, -1.0), err)
                     worst = err.argmax(-1)
@@ -222,15 +244,22 @@ class Trainer:
         st = int(cfg["loss_stride"])
         ls = (size[0] // st, size[1] // st)
         main = upsample_logits(out["logits"], ls)
-        target = gaussian_heatmaps((coords + 0.5) / st - 0.5, ls, sigma / st)
-        fw = float(cfg["fg_weight"])
-        l_main = losses.heatmap_bce(main, target, fw)
-        l_aux = losses.heatmap_bce(upsample_logits(out["aux"], ls), target, fw)
+        grid_coords = (coords + 0.5) / st - 0.5
+        aux = upsample_logits(out["aux"], ls)
+        if self.heatmap == "softmax":
+            s_nll = float(cfg["nll_sigma"]) / st
+            l_main = losses.heatmap_softmax_nll(main, grid_coords, s_nll)
+            l_aux = losses.heatmap_softmax_nll(aux, grid_coords, s_nll)
+        else:
+            target = gaussian_heatmaps(grid_coords, ls, sigma / st)
+            fw = float(cfg["fg_weight"])
+            l_main = losses.heatmap_bce(main, target, fw)
+            l_aux = losses.heatmap_bce(aux, target, fw)
         loss = l_main + cfg["aux_weight"] * l_aux
         ld = la = torch.zeros((), device=self.device)
         w = cfg["morphology"].get("weight", 0)
         if w > 0 and (len(self.pairs) or len(self.triplets)):
-            pred_n = losses.soft_coords_normalised(main, window=max(3, 15 // st | 1))
+            pred_n = losses.soft_coords_normalised(main, window=max(3, 15 // st | 1), heatmap=self.heatmap)
             true_n = (coords + 0.5) / torch.tensor(size, dtype=coords.dtype, device=coords.device)
             ld, la = losses.morphology_loss(pred_n, true_n, self.pairs.to(self.device), self.triplets.to(self.device))
             loss = loss + w * (ld + la)
@@ -259,7 +288,7 @@ class Trainer:
             prev = None
             for n in range(max(clicks) + 1):
                 out = self.model(images, make_hints(prev, gt_net, clicked, size, sigma))
-                pred = decode(out["logits"], size)
+                pred = decode(out["logits"], size, self.heatmap)
                 pred = torch.where(clicked[..., None], gt_net, pred)  # clicked landmarks are pinned
                 po = np.stack([to_original(pred[j].cpu().numpy(), data.orig_shapes[s + j], size) for j in range(b)])
                 e = np.linalg.norm(po - data.orig_coords[sl], axis=-1)
@@ -316,7 +345,8 @@ class Trainer:
             "training": {"dataset": self.cfg["dataset"], "data_split": self.cfg["data_split"],
                          "split_file": str(self.cfg["split_file"]), "epochs_run": self.epoch,
                          "best_epoch": self.best_epoch, "seed": self.cfg["seed"], "device": str(self.device),
-                         "pretrained": False},
+                         "pretrained": False, "heatmap_loss": self.cfg["heatmap_loss"],
+                         "init_weights": Path(self.cfg["init_weights"]).name if self.cfg["init_weights"] else None},
             "metrics": metrics,
         }
 
