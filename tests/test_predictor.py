@@ -1,7 +1,9 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from napari_interactive_landmarks.data.phantom import make_phantom, phantom_schema_dict
 from napari_interactive_landmarks.inference import PredictionError, Predictor
@@ -122,3 +124,72 @@ def test_ere_is_returned_with_every_update_and_zero_for_clicks(predictor, phanto
     np.testing.assert_allclose(probs.reshape(16, -1).sum(1), 1.0, atol=1e-4)
     u = pred.uncertainty_map(include=~pred.clicked)
     assert u.shape == probs.shape[1:] and 0.0 <= u.min() and u.max() <= 1.0 + 1e-6
+
+
+class _Broken(torch.nn.Module):
+    """Wraps a model and spoils some output channels: NaN logits (landmark 0), all-equal logits — an
+    all-zero heatmap after any monotone activation (landmark 1) — and a peak pushed to the image corner,
+    where most of the blob would lie outside the image (landmark 2)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.num_landmarks = model.num_landmarks
+        self.heatmap = getattr(model, "heatmap", "sigmoid")
+
+    def forward(self, x, hints):
+        out = dict(self.inner(x, hints))
+        lg = out["logits"].clone()
+        lg[:, 0] = float("nan")
+        lg[:, 1] = -20.0
+        lg[:, 2] = -20.0
+        lg[:, 2, 0, 0] = 10.0
+        out["logits"] = lg
+        return out
+
+
+def test_bad_heatmaps_give_defined_results_without_a_crash(predictor, phantom):
+    """Documented policy (codecs/uncertainty.py): NaN maps → NaN coordinates/score/ERE for that landmark only;
+    a flat map → a finite, large ERE (uniform mass); mass at the border → a finite ERE; the display map and the
+    suggestion skip what is undefined. Other landmarks are untouched."""
+    from napari_interactive_landmarks.inference.session import LandmarkSession
+
+    img, _ = phantom
+    good = predictor.predict(img)
+    bad = Predictor(_Broken(predictor.model), predictor.schema, predictor.input_size, predictor.sigma, "broken", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning leaks either
+        pred = bad.predict(img)
+    assert np.isnan(pred.ere[0])
+    assert np.isfinite(pred.ere[1:]).all()
+    # flat map: every cell equally likely → ERE = mean distance of the image's pixels to the prediction
+    h, w = img.shape
+    rr, cc = np.mgrid[0:h, 0:w]
+    mean_dist = np.hypot(rr - pred.coords[1, 0], cc - pred.coords[1, 1]).mean()
+    assert pred.ere[1] == pytest.approx(mean_dist, rel=0.05)
+    assert pred.coords[2, 0] < 10 and pred.coords[2, 1] < 10  # peak at the corner, inside the image
+    np.testing.assert_allclose(pred.coords[3:], good.coords[3:], atol=1e-4)
+    u = pred.uncertainty_map()
+    assert np.isfinite(u).all() and u.max() <= 1.0 + 1e-6
+    s = LandmarkSession(bad)
+    s.set_image(img)
+    s.detect()
+    nxt = s.suggest_next()
+    assert nxt is not None and nxt != 0
+    s.correct(0, (50.0, 50.0))  # the user fixes the broken landmark by hand: it stays where they put it
+    assert tuple(s.coords[0]) == (50.0, 50.0) and s.ere[0] == 0.0
+
+
+def test_model_without_temperatures_uses_t_equal_one(predictor, phantom):
+    img, _ = phantom
+    assert predictor.temperatures is None
+    plain = predictor.predict(img)
+    calibrated = Predictor(predictor.model, predictor.schema, predictor.input_size, predictor.sigma, "t1", "cpu",
+                           temperatures=np.ones(16))
+    np.testing.assert_allclose(calibrated.predict(img).ere, plain.ere, rtol=1e-6)
+    hot = Predictor(predictor.model, predictor.schema, predictor.input_size, predictor.sigma, "t3", "cpu",
+                    temperatures=np.full(16, 3.0))
+    assert (hot.predict(img).ere > plain.ere).all()  # flatter maps, larger expected error
+    with pytest.raises(PredictionError, match="temperatures"):
+        Predictor(predictor.model, predictor.schema, predictor.input_size, predictor.sigma, "t", "cpu",
+                  temperatures=np.ones(5))
