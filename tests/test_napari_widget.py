@@ -235,5 +235,15 @@ def test_uncertainty_layer_ere_list_and_suggestion_follow_an_edit(widget):
     assert widget.ere_table.rowCount() == 23
     assert s.ere[nxt] == 0.0 and s.suggest_next() != nxt
     assert not np.allclose(np.asarray(widget.uncertainty_layer.data), before_map)
+    # the cue follows: the corrected point lost its red border, the new suggestion has it, and the list's
+    # first row is the new suggestion, in bold
+    red = np.array([1.0, 0.32, 0.32, 1.0])
+    new = s.suggest_next()
+    order = list(widget.points_layer.features["index"])
+    assert not np.allclose(widget.points_layer.border_color[point], red)
+    assert np.allclose(widget.points_layer.border_color[order.index(new)], red)
+    assert widget.points_layer.border_width[order.index(new)] > widget.points_layer.border_width[point]
+    assert widget.ere_table.item(0, 0).text() == s.schema.landmarks[new] and widget.ere_table.item(0, 0).font().bold()
+    assert not widget.ere_table.item(1, 0).font().bold()
     widget.go_to_suggested()
     assert widget.points_layer.selected_data == {int(list(widget.points_layer.features["index"]).index(s.suggest_next()))}

@@ -304,3 +304,17 @@ def test_every_shipped_model_builds_and_predicts():
         pred = p.predict(img)
         assert pred.coords.shape == (p.num_landmarks, 2) and np.isfinite(pred.coords).all(), name
         assert (pred.coords[:, 0] >= -0.5).all() and (pred.coords[:, 0] <= 2 * h).all(), name
+
+
+def test_unregister_keeps_header_and_other_models(registered):
+    man, f = registered
+    W.register_model("tiny2", entry_fields(), f, manifest_path=man)
+    assert W.unregister_model("tiny", manifest_path=man) is None  # entry gone, file kept
+    assert f.is_file()
+    text = man.read_text()
+    assert text.startswith("# my header\n# second line\n")
+    assert list(W.load_manifest(man)) == ["tiny2"]
+    with pytest.raises(W.WeightsError, match="no model 'tiny'"):
+        W.unregister_model("tiny", manifest_path=man)
+    assert W.unregister_model("tiny2", manifest_path=man, delete_file=True) == f
+    assert not f.exists() and W.load_manifest(man) == {}

@@ -304,6 +304,16 @@ def _cmd_weights(args):
         entry = register_run(args.names[0], Path(args.run_dir), description=args.description)
         print(f"registered {args.names[0]}: {entry['file']} ({entry['size_bytes'] / 2**20:.1f} MB, sha256 {entry['sha256'][:12]}…)")
         return 0
+    if args.action == "remove":
+        if not args.names:
+            raise CLIError("weights remove NAME [NAME …] [--delete-file]")
+        for n in args.names:
+            try:
+                gone = weights.unregister_model(n, delete_file=args.delete_file)
+            except weights.WeightsError as exc:
+                raise CLIError(str(exc)) from None
+            print(f"removed {n} from the manifest" + (f"; deleted {gone.name}" if gone else ""))
+        return 0
     raise CLIError(f"unknown weights action {args.action}")
 
 
@@ -421,14 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the figures as JSON")
     b.set_defaults(func=_cmd_bench)
 
-    w = sub.add_parser("weights", help="list, verify, fetch or register model weights",
+    w = sub.add_parser("weights", help="list, verify, fetch, register or remove model weights",
                        description="Models in weights_manifest.yaml: list them, verify sha256 hashes, fetch a "
-                                   "downloadable variant into the cache (NAPARI_LANDMARKS_CACHE), or register a "
-                                   "training run's best weights as a shipped fp16 model.")
-    w.add_argument("action", choices=["list", "verify", "fetch", "register"])
+                                   "downloadable variant into the cache (NAPARI_LANDMARKS_CACHE), register a "
+                                   "training run's best weights as a shipped fp16 model, or remove one.")
+    w.add_argument("action", choices=["list", "verify", "fetch", "register", "remove"])
     w.add_argument("names", nargs="*")
     w.add_argument("--run-dir", dest="run_dir", help="register: the training output folder")
     w.add_argument("--description", default="", help="register: one line for the manifest")
+    w.add_argument("--delete-file", dest="delete_file", action="store_true",
+                   help="remove: also delete the model's weights file from the package folder")
     w.set_defaults(func=_cmd_weights)
     return p
 

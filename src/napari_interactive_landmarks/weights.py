@@ -492,6 +492,28 @@ def register_model(name: str, entry: dict, weights_file, manifest_path=None) -> 
         raise WeightsError("cannot register model:\n  " + "\n  ".join(errs))
 
     data["models"][str(name)] = ordered
+    _write_manifest(path, header, data)
+    return ordered
+
+
+def unregister_model(name: str, manifest_path=None, delete_file: bool = False) -> Path | None:
+    """Remove model ``name`` from the manifest (e.g. an experiment that was not better). With
+    ``delete_file`` its weights file in the package folder is deleted too (a cached download is left alone).
+    Returns the weights file's path when it was deleted."""
+    path = (Path(manifest_path) if manifest_path is not None else _default_manifest_path()).resolve()
+    text, data = _read_manifest_raw(path)
+    if name not in data.get("models", {}):
+        raise WeightsError(f"no model '{name}' in {path.name}; known: {', '.join(data.get('models', {}))}")
+    entry = data["models"].pop(name)
+    _write_manifest(path, _header(text), data)
+    target = weights_dir() / entry.get("file", "")
+    if delete_file and not entry.get("url") and target.is_file():
+        target.unlink()
+        return target
+    return None
+
+
+def _write_manifest(path: Path, header: str, data: dict) -> None:
     body = yaml.dump(data, Dumper=_ManifestDumper, sort_keys=False, allow_unicode=True, width=100)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -502,7 +524,6 @@ def register_model(name: str, entry: dict, weights_file, manifest_path=None) -> 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return ordered
 
 
 # --------------------------------------------------------------------------- CLI helpers

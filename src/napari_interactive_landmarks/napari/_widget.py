@@ -8,6 +8,7 @@ methods are reachable as ``landmarks`` (``landmarks.detect()``, ``landmarks.corr
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext as _nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -475,34 +476,64 @@ class LandmarkWidget(QWidget):
             return
         data, kwargs = self._layer_kwargs()
         ere = s.ere
+        idx = kwargs["features"]["index"].to_numpy()
         if ere is not None:  # per-point ERE goes into the same features write (one layer update per result)
-            kwargs["features"]["ere"] = ere[kwargs["features"]["index"].to_numpy()]
+            kwargs["features"]["ere"] = ere[idx]
             kwargs["feature_defaults"] = {**kwargs["feature_defaults"], "ere": np.nan}
+        cue = self._ere_cue(ere, idx)
         scale = self.image_layer.scale[-2:] if self.image_layer is not None else (1, 1)
         translate = self.image_layer.translate[-2:] if self.image_layer is not None else (0, 0)
         if self.points_layer is None or self.points_layer not in self.viewer.layers:
             kwargs.update(scale=scale, translate=translate)
+            if cue is not None:
+                kwargs.update(border_width=cue[0], border_color=cue[1])
             self.points_layer = self.viewer.add_points(data, **kwargs)
             self.points_layer.events.data.connect(self._on_points_data)
             self.points_layer.mode = "select"
         else:
             lyr = self.points_layer
-            with lyr.events.data.blocker(self._on_points_data):
+            # every property below would refresh the layer (re-slice, re-render 68 labels) on its own: hold the
+            # refreshes and do one at the end (napari's own batching; plain sequential updates without it)
+            # (only when the point count is unchanged: after a refused add/delete the view indices must be
+            # recomputed before the labels are, so that restore goes the plain way)
+            batch = getattr(lyr, "_block_refresh", None) if len(lyr.data) == len(data) else None
+            with lyr.events.data.blocker(self._on_points_data), (batch() if batch else _nullcontext()):
                 selected = set(lyr.selected_data)
                 lyr.data = data
                 lyr.features = kwargs["features"]
                 lyr.size = kwargs["size"]
+                if cue is not None:
+                    lyr.border_width = cue[0]
+                    lyr.border_color = cue[1]
                 lyr.selected_data = {i for i in selected if i < len(data)}
                 lyr.refresh_colors(update_color_mapping=False)
+            if batch:
+                lyr.refresh()
         self._sync_skeleton(scale, translate)
         self._sync_measurements(scale, translate)
         self._sync_uncertainty(scale, translate)
         self._update_buttons()
 
     # ------------------------------------------------------------------ uncertainty
+    def _ere_cue(self, ere, idx):
+        """(border widths, border colours) for the points in layer order: red and thicker for the most
+        uncertain unpinned points (top 20 % by ERE, or the highest when few are left); None without ERE."""
+        if ere is None:
+            return None
+        s = self.session
+        e_pts = ere[idx]
+        free = ~s.pinned[idx]
+        top = np.zeros(len(idx), bool)
+        if free.any() and np.isfinite(e_pts[free]).any():
+            cut = np.nanpercentile(np.where(free, e_pts, np.nan), 80) if free.sum() > 4 else np.nanmax(e_pts[free])
+            top = free & (e_pts >= cut)
+        colors = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(idx), 1))
+        colors[top] = [1.0, 0.32, 0.32, 1.0]
+        return np.where(top, 0.3, 0.1), colors
+
     def _sync_uncertainty(self, scale, translate):
-        """Uncertainty map layer, ERE cue on the points (red, thicker border for the most uncertain), the
-        ERE-sorted list and the suggested next correction."""
+        """Uncertainty map layer, the ERE-sorted list and the suggested next correction (the ERE cue on the
+        points is written with the points, in ``_sync_layer``)."""
         s = self.session
         ere = s.ere
         self.ere_box.setVisible(ere is not None)
@@ -510,22 +541,29 @@ class LandmarkWidget(QWidget):
             return
         unit, factor = ("mm", float(np.mean(s.spacing))) if s.spacing is not None else ("px", 1.0)
         nxt = s.suggest_next()
-        # list: unpinned landmarks by decreasing ERE
+        # list: unpinned landmarks by decreasing ERE; rows are reused (text and style set in place)
         order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not s.pinned[i]]
         self._ere_rows = order
         t = self.ere_table
-        t.setRowCount(len(order))
-        bold = QFont()
-        bold.setBold(True)
-        for row, i in enumerate(order):
-            a = QTableWidgetItem(s.schema.landmarks[i])
-            b = QTableWidgetItem("–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}")
-            if i == nxt:
-                for it in (a, b):
-                    it.setFont(bold)
-                    it.setForeground(QBrush(QColor("#ff5252")))
-            t.setItem(row, 0, a)
-            t.setItem(row, 1, b)
+        t.setUpdatesEnabled(False)
+        try:
+            if t.rowCount() != len(order):
+                t.setRowCount(len(order))
+            plain, bold = QFont(), QFont()
+            bold.setBold(True)
+            red, normal = QBrush(QColor("#ff5252")), QBrush()
+            for row, i in enumerate(order):
+                texts = (s.schema.landmarks[i], "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}")
+                for col, text in enumerate(texts):
+                    it = t.item(row, col)
+                    if it is None:
+                        it = QTableWidgetItem()
+                        t.setItem(row, col, it)
+                    it.setText(text)
+                    it.setFont(bold if i == nxt else plain)
+                    it.setForeground(red if i == nxt else normal)
+        finally:
+            t.setUpdatesEnabled(True)
         if nxt is None:
             self.suggest_label.setText("All landmarks are corrected by hand.")
         else:
@@ -533,21 +571,6 @@ class LandmarkWidget(QWidget):
             self.suggest_label.setText(
                 f"Suggested next: <b>{s.schema.landmarks[nxt]}</b> (ERE {ere[nxt] * factor:.1f} {unit})"
                 + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated error</i>"))
-        # point cue: border colour/width by ERE rank among unpinned points
-        lyr = self.points_layer
-        feats = lyr.features
-        idx = feats["index"].to_numpy()
-        e_pts = ere[idx]
-        free = ~s.pinned[idx]
-        top = np.zeros(len(idx), bool)
-        if free.any():
-            cut = np.nanpercentile(np.where(free, e_pts, np.nan), 80) if free.sum() > 4 else np.nanmin(e_pts[free])
-            top = free & (e_pts >= cut)
-        colors = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(idx), 1))
-        colors[top] = [1.0, 0.32, 0.32, 1.0]
-        with lyr.events.data.blocker(self._on_points_data):
-            lyr.border_width = np.where(top, 0.3, 0.1)
-            lyr.border_color = colors
         # the map
         umap = s.uncertainty_map
         if umap is None:
@@ -555,7 +578,8 @@ class LandmarkWidget(QWidget):
         (sy, sx), (ty, tx) = s.uncertainty_geometry()
         u_scale = (sy * float(scale[0]), sx * float(scale[1]))
         u_translate = (float(translate[0]) + ty * float(scale[0]), float(translate[1]) + tx * float(scale[1]))
-        if self.uncertainty_layer is None or self.uncertainty_layer not in self.viewer.layers:
+        lyr = self.uncertainty_layer
+        if lyr is None or lyr not in self.viewer.layers:
             self.uncertainty_layer = self.viewer.add_image(
                 umap, name=f"uncertainty ({s.predictor.name})", colormap="inferno", blending="additive",
                 opacity=0.55, contrast_limits=(0.0, 1.0), scale=u_scale, translate=u_translate,
@@ -565,9 +589,11 @@ class LandmarkWidget(QWidget):
                                     self.viewer.layers.index(self.image_layer) + 1 if self.image_layer in self.viewer.layers else 0)
             self.viewer.layers.selection.active = self.points_layer
         else:
-            self.uncertainty_layer.data = umap
-            self.uncertainty_layer.scale = u_scale
-            self.uncertainty_layer.translate = u_translate
+            # placement changes only with the image: setting it anyway would recompute the viewer's extent twice
+            if not np.allclose(lyr.scale[-2:], u_scale) or not np.allclose(lyr.translate[-2:], u_translate):
+                lyr.scale = u_scale
+                lyr.translate = u_translate
+            lyr.data = umap
 
     def _toggle_uncertainty(self, on):
         if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
