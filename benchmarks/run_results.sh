@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the figures in docs/results.md (CPU, 2 threads). Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all]
+# Reproduces the figures in docs/results.md (CPU, 2 threads).
+# Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all|heatmap-loss]
+# (heatmap-loss re-trains the two arms of the BCE vs softmax-NLL comparison: about an hour on 2 cores; not in 'all')
 # Needs the datasets beside the repository (../shared/datasets) or DATA=/path/to/datasets.
 set -euo pipefail
 DATA=${DATA:-../shared/datasets}
@@ -36,6 +38,20 @@ if [[ $what == bench || $what == all ]]; then
   for m in aasce-spine isbi-ceph phantom-spine; do
     napari-landmarks bench --model $m --runs 30 --threads 2 --json $OUT/bench-$m.json
   done
-  xvfb-run -a python benchmarks/plugin_latency.py --model aasce-spine --runs 30 --threads 2 --json $OUT/plugin-latency-aasce-spine.json
+  xvfb-run -a python benchmarks/plugin_latency.py --model aasce-spine --runs 40 --threads 2 --json $OUT/plugin-latency-aasce-spine.json
   python benchmarks/cobb_gt_smape.py --root "$DATA" --json $OUT/cobb-gt-smape.json
+fi
+if [[ $what == heatmap-loss ]]; then
+  RUNS=${RUNS:-runs}
+  for arm in bce nll; do
+    napari-landmarks train --config configs/experiments/isbi-ceph-ft-$arm.yaml --root "$DATA/isbi2015" \
+        --out-dir "$RUNS/isbi-ft-$arm" --no-progress
+    napari-landmarks weights register isbi-ceph-ft-$arm --run-dir "$RUNS/isbi-ft-$arm" --description "experiment ($arm)"
+    napari-landmarks calibrate --model isbi-ceph-ft-$arm --dataset isbi2015 --root "$DATA/isbi2015" --split val $T
+    napari-landmarks evaluate --model isbi-ceph-ft-$arm --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data \
+        --clicks 5 --order worst --json $OUT/isbi-ceph-ft-$arm-test1-worst.json $T
+    napari-landmarks evaluate --model isbi-ceph-ft-$arm --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data \
+        --clicks 5 --order ere --no-calibration --json $OUT/isbi-ceph-ft-$arm-test1-ere.json $T
+    napari-landmarks weights remove isbi-ceph-ft-$arm --delete-file
+  done
 fi
