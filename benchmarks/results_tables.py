@@ -71,7 +71,8 @@ def main():
                 c = res["calibration"]
                 print(f"\nECE {f(res['ece_before'], 4)} → {f(res['ece_after'], 4)}; ERE Spearman {f(res['ere_spearman'], 3)}; "
                       f"AUROC(err > {c['error_threshold']:g} {c['unit']}) {f(res['ere_auroc'], 3)}; binned r "
-                      f"{f(c['ere_binned_pearson'], 3)} (groups of {c['ere_group_size']}); mean ERE {f(c['mean_ere'])} vs MRE {f(c['mre'])}")
+                      f"{f(c['ere_binned_pearson'], 3)} (groups of {c['ere_group_size']}; "
+                      f"{f(c.get('ere_binned_pearson_full_groups'), 3)} without the partial last group); mean ERE {f(c['mean_ere'])} vs MRE {f(c['mre'])}")
                 ge = c.get("good_erroneous")
                 if ge:
                     print(f"\n| split (ERE > {f(ge['threshold'])} {c['unit']}) | n | share | MRE |\n|---|---|---|---|")

@@ -113,7 +113,7 @@ def _cmd_evaluate(args):
         print(f"ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f} (temperature scaling"
               f"{'' if predictor.temperatures is not None else ': none fitted, T = 1'}); ERE vs error: Spearman "
               f"{cm['ere_spearman']:.3f}, AUROC(error > {thr:g} {unit}) {cm['ere_auroc']:.3f}, binned r "
-              f"{cm['ere_binned_pearson']:.3f}")
+              f"{cm['ere_binned_pearson']:.3f} ({cm['ere_binned_pearson_full_groups']:.3f} without the last, partial group)")
         if args.calibration_plots:
             from .evaluation.calibration_plots import plot_ere_vs_error, plot_reliability
 

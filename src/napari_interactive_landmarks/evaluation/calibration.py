@@ -86,6 +86,8 @@ def metrics(data, temperatures, error_threshold: float, unit: str = "px", group_
         ere = ere * data["spacing"][:, None]
     e0, r0 = ere.ravel(), err.ravel()
     r_bin, bin_ere, bin_err = binned_correlation(e0, r0, group_size=group_size)
+    # the same without the last, smaller group: with few, extreme landmarks it can dominate the correlation
+    r_full, _, _ = binned_correlation(e0, r0, group_size=group_size, keep_partial=False)
     thr = threshold_at_tpr(e0, r0, error_threshold, tpr=0.5) if np.any(r0 > error_threshold) else float("nan")
     out.update({
         "unit": unit,
@@ -95,6 +97,7 @@ def metrics(data, temperatures, error_threshold: float, unit: str = "px", group_
         "ere_auroc": float(auroc(e0, r0 > error_threshold)),
         "error_threshold": float(error_threshold),
         "ere_binned_pearson": float(r_bin),
+        "ere_binned_pearson_full_groups": float(r_full),
         "ere_group_size": int(group_size),
         "mean_ere": float(np.nanmean(e0)),
         "mre": float(np.nanmean(r0)),
