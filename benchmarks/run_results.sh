@@ -36,7 +36,7 @@ if [[ $what == phantom || $what == all ]]; then
 fi
 if [[ $what == bench || $what == all ]]; then
   for m in aasce-spine isbi-ceph phantom-spine; do
-    napari-landmarks bench --model $m --runs 30 --threads 2 --json $OUT/bench-$m.json
+    napari-landmarks bench --model $m --runs 50 --threads 2 --json $OUT/bench-$m.json
   done
   xvfb-run -a python benchmarks/plugin_latency.py --model aasce-spine --runs 40 --threads 2 --json $OUT/plugin-latency-aasce-spine.json
   python benchmarks/cobb_gt_smape.py --root "$DATA" --json $OUT/cobb-gt-smape.json

@@ -104,3 +104,23 @@ def test_no_detection_yet_is_a_clear_error(tiny_run):
     s = LandmarkSession(p, np.random.default_rng(0).random((200, 100)))
     with pytest.raises(SessionError, match="detect"):
         s.correct(0, (5.0, 5.0))
+
+
+@pytest.mark.parametrize("name", ["aasce-spine", "isbi-ceph", "phantom-spine"])
+def test_every_shipped_model_runs_a_whole_session(name):
+    """Each shipped model (sigmoid- or softmax-trained heads) gives per-landmark arrays of the right shape
+    and goes through detect → correct → correct two → undo without error."""
+    p = Predictor.from_name(name, device="cpu")
+    k = p.num_landmarks
+    img = np.random.default_rng(0).normal(128, 30, size=(700, 500)).clip(0, 255).astype(np.uint8)
+    s = LandmarkSession(p, img)
+    s.detect()
+    assert s.coords.shape == (k, 2) and s.scores.shape == (k,) and s.ere.shape == (k,)
+    assert np.isfinite(s.coords).all() and np.isfinite(s.ere).all()
+    assert ((s.scores >= 0) & (s.scores <= 1)).all()
+    s.correct(3, (350.0, 250.0))
+    s.correct_many({5: (100.0, 100.0)})
+    assert tuple(s.coords[3]) == (350.0, 250.0) and tuple(s.coords[5]) == (100.0, 100.0)
+    assert np.isnan(s.scores[5]) and s.ere[3] == 0.0 and s.ere[5] == 0.0
+    s.undo()
+    assert not s.pinned[5] and tuple(s.coords[3]) == (350.0, 250.0)

@@ -102,6 +102,7 @@ def test_softmax_nll_option_trains_a_model_that_decodes_from_its_softmax(tmp_pat
     p = Predictor(t.model, LandmarkSchema.from_dict(phantom_schema_dict(4)), (128, 64), 3.0, "nll", "cpu")
     image = t.val_set.images[0].astype(np.float32) / 255.0
     pred = p.predict(image)
+    assert pred.scores.shape == (16,) and pred.coords.shape == (16, 2)
     assert np.all((pred.scores > 0) & (pred.scores <= 1))
     # the score of a softmax model is the probability of the predicted pixel: at most the map's maximum
     prob = pred.probabilities()

@@ -255,7 +255,7 @@ class Predictor:
             t = 1.0 if self.temperatures is None else torch.as_tensor(self.temperatures, dtype=logits.dtype)
             t = torch.as_tensor(t, dtype=logits.dtype).expand(self.num_landmarks)
             lse = torch.logsumexp((logits[0] / t[:, None, None]).flatten(-2), -1)
-            peak = torch.exp(peak / t - lse)[None]
+            peak = torch.exp(peak / t - lse)  # (1, K): probability of the predicted pixel
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, prob)
 
