@@ -29,6 +29,7 @@ if [[ $what == aasce || $what == all ]]; then
     napari-landmarks evaluate --model aasce-spine --dataset aasce --root "$DATA/aasce" --split eval --clicks 10 \
         --order $order --no-calibration --json $OUT/aasce-spine-eval-$order.json $T
   done
+  python benchmarks/ere_without_label_defects.py $OUT/aasce-spine-eval-worst.json
 fi
 if [[ $what == phantom || $what == all ]]; then
   napari-landmarks evaluate --model phantom-spine --dataset phantom --split eval --clicks 5 \
