@@ -125,5 +125,7 @@ def test_init_weights_must_match_the_architecture(tmp_path):
         assert torch.allclose(ok.model.state_dict()[k].float(), v.half().float()), k
     with pytest.raises(ValueError, match="does not match"):
         Trainer({**base, "schema": phantom_schema_dict(3), "init_weights": str(tmp_path / "w.safetensors")})
+    # resuming: the checkpoint supersedes init_weights, which need not exist any more
+    Trainer({**base, "init_weights": str(tmp_path / "gone.safetensors")}, load_init=False)
     with pytest.raises(ValueError, match="heatmap_loss"):
         Trainer({**base, "heatmap_loss": "mse"})

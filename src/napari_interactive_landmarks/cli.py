@@ -25,7 +25,7 @@ def _cmd_train(args):
             cfg[key] = val
     if cfg.get("out_dir") in (None, "runs/model"):
         cfg["out_dir"] = str(Path("runs") / cfg["name"])
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, load_init=not args.resume)
     print(f"training '{cfg['name']}' on {trainer.device} → {cfg['out_dir']}", file=sys.stderr)
     trainer.load_data()
     result = trainer.fit(resume=args.resume, progress=not args.no_progress)

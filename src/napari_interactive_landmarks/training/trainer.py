@@ -148,7 +148,9 @@ def phantom_cached_sets(cfg: dict, size, k: int):
 
 
 class Trainer:
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, load_init: bool = True):
+        """``load_init=False`` skips ``init_weights`` (resuming: the checkpoint holds newer weights; the
+        config still records where the run started)."""
         self.cfg = cfg = merged_config(cfg)
         self.out = Path(cfg["out_dir"])
         self.out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,7 @@ class Trainer:
         self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap})
         # channels-last is ≈ 1.5× faster for these convolutions on CPU (oneDNN) and neutral on GPU
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
-        if cfg["init_weights"]:
+        if cfg["init_weights"] and load_init:
             self._init_from(cfg["init_weights"])
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.epoch = 0
