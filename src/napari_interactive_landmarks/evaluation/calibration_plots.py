@@ -62,7 +62,17 @@ def _reliability_panel(ax, bins: Mapping, label: str) -> None:
     ax.set_ylabel("accuracy")
     ece = bins.get("ece", float("nan"))
     ax.set_title(f"{label}: ECE = {100 * ece:.2f} %  (n = {int(bins.get('n', counts.sum()))})", fontsize=9)
-    ax.legend(fontsize="x-small", loc="upper left")
+    # explicit handles: an empty bar group (e.g. no under-confident bin) would otherwise borrow another's style
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Line2D([0], [0], color="k", linestyle="--", linewidth=1, label="perfect calibration"),
+        Patch(facecolor="tab:blue", edgecolor="black", linewidth=0.6, label="accuracy"),
+        Patch(facecolor="tab:red", alpha=0.45, edgecolor="tab:red", hatch="//", label="over-confident gap"),
+        Patch(facecolor="limegreen", alpha=0.55, edgecolor="green", hatch="\\\\", label="under-confident gap"),
+    ]
+    ax.legend(handles=handles, fontsize="x-small", loc="upper left")
 
 
 def plot_reliability(bins_before: Mapping, bins_after: Mapping | None, path, title: str | None = None,
