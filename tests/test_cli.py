@@ -107,6 +107,9 @@ def test_evaluate_reports_calibration_and_ere_order(tiny_weights, generic_datase
     for key in ("ece_before", "ece_after", "ere_spearman", "ere_auroc"):
         assert key in res
     assert 0.0 <= res["ece_before"] <= 1.0
+    cal = res["calibration"]
+    for key in ("ere_binned_pearson", "ere_binned_pearson_full_groups", "good_erroneous", "ere_group_size"):
+        assert key in cal
     assert (tmp_path / "plots").is_dir() and len(list((tmp_path / "plots").glob("*.png"))) == 2
 
 
