@@ -64,7 +64,7 @@ def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: fl
     """Local soft-argmax of sigmoid(bilinear-upsampled logits) at full resolution ``size``, without
     upsampling whole maps: the same result as ``local_soft_argmax(sigmoid(upsample(logits, size)))``.
     For ``heatmap="softmax"`` models the patch logits are weighed directly (``decoding_input``); the
-    returned peak is then the peak *logit* (the caller turns it into a probability).
+    returned peak is then the peak *logit* (the predictor reports the calibrated map's maximum instead).
 
     A bilinear interpolant peaks at a grid node, so the full-resolution argmax lies within a pixel of the
     upsampled position of the coarse argmax; only a (window + 4)² patch per landmark is interpolated (with

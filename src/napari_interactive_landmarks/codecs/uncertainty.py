@@ -109,8 +109,8 @@ def softmax_maps(logits, temperatures=None):
         x = x / _temperatures(temperatures, k, x)[:, None, None]
     flat = x.flatten(-2)
     if bool(torch.isfinite(flat).all()):  # the usual case: one check, one softmax
-        return (torch.softmax(flat, dim=-1).reshape(x.shape) if is_tensor
-                else torch.softmax(flat, dim=-1).reshape(x.shape).numpy())
+        prob = torch.softmax(flat, dim=-1).reshape(x.shape)
+        return prob if is_tensor else prob.numpy()
     has_nan = torch.isnan(flat).any(-1, keepdim=True)
     posinf = flat == math.inf
     has_posinf = posinf.any(-1, keepdim=True)
@@ -195,19 +195,22 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
         raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
     s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
     h, w = p.shape[-2:]
+    zero = torch.zeros((), dtype=p.dtype, device=p.device)
+    usable = torch.isfinite(p).flatten(-2).all(-1) & torch.isfinite(c).all(-1)  # per map
+    if not bool(usable.all()):  # rare: blank the unusable maps (their ERE is NaN below), keep the rest exact
+        p = torch.where(usable[..., None, None], p, zero)
+        c = torch.where(usable[..., None], c, zero)
+    pz = p.clamp_min(0.0)
+    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype)
+    # the paper divides by the maximum and cuts at 5 %; the division cancels in the ratio, so only the cut needs it
+    q = torch.where(pz > threshold * m[..., None, None], pz, zero)
+    total = q.sum(dim=(-2, -1))
     dy = (torch.arange(h, dtype=p.dtype, device=p.device) - c[..., 0, None]) * float(s[0])  # (..., h)
     dx = (torch.arange(w, dtype=p.dtype, device=p.device) - c[..., 1, None]) * float(s[1])  # (..., w)
-    if p.numel() and bool(torch.isfinite(p).all()) and bool(torch.isfinite(c).all()):
-        # fast path (every update): no per-pixel NaN handling; the division by the maximum cancels in the
-        # ratio, so only the cut-off needs it
-        pz = p.clamp_min(0.0)
-        m = pz.amax(dim=(-2, -1))
-        q = torch.where(pz > threshold * m[..., None, None], pz, torch.zeros((), dtype=p.dtype, device=p.device))
-        total = q.sum(dim=(-2, -1))
-        num = (q * torch.hypot(dy[..., :, None], dx[..., None, :])).sum(dim=(-2, -1))
-        ok = (m > 0) & (total > 0)
-        ere = torch.where(ok, num / torch.where(ok, total, torch.ones_like(total)), torch.full_like(total, math.nan))
-        return ere.cpu().numpy().astype(np.float64)
+    num = (q * torch.hypot(dy[..., :, None], dx[..., None, :])).sum(dim=(-2, -1))
+    ok = usable & (m > 0) & (total > 0)
+    ere = torch.where(ok, num / torch.where(ok, total, torch.ones_like(total)), torch.full_like(total, math.nan))
+    return ere.cpu().numpy().astype(np.float64)
     finite = torch.isfinite(p)
     pz = torch.where(finite, p.clamp_min(0.0), torch.zeros((), dtype=p.dtype, device=p.device))
     m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype)

@@ -24,6 +24,7 @@ import torch
 
 from ..codecs.geometry import to_network, to_original
 from ..codecs.heatmaps import decode_strided_logits
+from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
 from ..models.interactive import build_model, resolve_config
@@ -46,7 +47,7 @@ class PreparedImage:
 class Prediction:
     coords: np.ndarray  # (K, 2) float64 (row, col), original pixels
     # (K,) in [0, 1]: the peak sigmoid heatmap value for BCE-trained models; for softmax-trained models the
-    # probability of the predicted pixel under the calibrated 2-D softmax (the paper's "confidence")
+    # maximum of the calibrated 2-D softmax map (the paper's "confidence", as in the reliability diagrams)
     scores: np.ndarray
     clicked: np.ndarray  # (K,) bool: pinned by a click
     logits: torch.Tensor = field(repr=False)  # (K, h/4, w/4) network logits, for heatmaps / uncertainty
@@ -60,8 +61,6 @@ class Prediction:
         """Calibrated per-landmark probability maps (2-D softmax of logits / T), (K, h/4, w/4), each sums to 1."""
         if self.prob is not None:
             return self.prob
-        from ..codecs.uncertainty import softmax_maps
-
         with torch.no_grad():
             return softmax_maps(self.logits.float(), self.temperatures).cpu().numpy()
 
@@ -251,24 +250,20 @@ class Predictor:
         ere, prob = self._ere(logits[0], net_np, shape) if self.compute_ere else (None, None)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
-        if self.heatmap == "softmax":
-            t = 1.0 if self.temperatures is None else torch.as_tensor(self.temperatures, dtype=logits.dtype)
-            t = torch.as_tensor(t, dtype=logits.dtype).expand(self.num_landmarks)
-            lse = torch.logsumexp((logits[0] / t[:, None, None]).flatten(-2), -1)
-            peak = torch.exp(peak / t - lse)  # (1, K): probability of the predicted pixel
+        if self.heatmap == "softmax":  # the calibrated maps' maxima (reusing them when the ERE needed them)
+            p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
+            peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
-                          ere, self.temperatures, prob)
+                          ere, self.temperatures, None if prob is None else prob.cpu().numpy())
 
-    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape) -> np.ndarray:
+    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape):
         """Expected radial error (McCouat & Voiculescu 2022) of each landmark from the calibrated 2-D softmax
-        of its stride-4 logits, in original pixels (rows and columns scaled separately)."""
-        from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
-
+        of its stride-4 logits, in original pixels (rows and columns scaled separately); returns it with the
+        calibrated maps (float32 torch, on the model's device)."""
         grid = tuple(logits.shape[-2:])
-        prob = softmax_maps(logits.float(), self.temperatures)  # float32 torch, on the model's device
+        prob = softmax_maps(logits.float(), self.temperatures)
         pred_grid = to_network(net_coords, self.input_size, grid)
-        ere = expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid))
-        return ere, prob.cpu().numpy()
+        return expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid)), prob
 
 
 def _load_state(model, state, path, schema):

@@ -269,7 +269,7 @@ class Trainer:
         loss.backward()
         self.opt.step()
         return {k: float(v.detach()) for k, v in
-                {"loss": loss, "bce": l_main, "aux": l_aux, "dist": ld, "angle": la}.items()}
+                {"loss": loss, "heatmap": l_main, "aux": l_aux, "dist": ld, "angle": la}.items()}
 
     # ----------------------------------------------------------------- validation
     @torch.no_grad()
@@ -358,7 +358,7 @@ class Trainer:
         if resume:
             self.resume()
         csv_path = self.out / "metrics.csv"
-        fields = ["epoch", "loss", "bce", "aux", "dist", "angle", "lr", "seconds"] + [f"val_mre@{c}" for c in cfg["val_clicks"]] + ["val_metric", "best"]
+        fields = ["epoch", "loss", "heatmap", "aux", "dist", "angle", "lr", "seconds"] + [f"val_mre@{c}" for c in cfg["val_clicks"]] + ["val_metric", "best"]
         if not csv_path.is_file() or not resume:
             with csv_path.open("w", newline="") as f:
                 csv.writer(f).writerow(fields)
