@@ -1,4 +1,4 @@
-"""``napari-landmarks``: demo, predict, train, evaluate, bench, weights.
+"""``napari-landmarks``: demo, predict, train, pack, evaluate, calibrate, bench, weights.
 
 Everything except ``demo`` is headless (no napari / Qt import)."""
 
@@ -18,18 +18,55 @@ class CLIError(Exception):
 def _cmd_train(args):
     from .training.trainer import Trainer, load_config
 
+    from .inference.device import choose_device
+    from .training import distributed
+
     cfg = load_config(args.config)
-    for key in ("root", "device", "out_dir", "num_threads", "epochs", "time_budget_min", "seed"):
+    for key in ("root", "device", "out_dir", "num_threads", "epochs", "time_budget_min", "seed", "pack",
+                "num_workers", "amp", "init_weights"):
         val = getattr(args, key, None)
         if val is not None:
             cfg[key] = val
     if cfg.get("out_dir") in (None, "runs/model"):
         cfg["out_dir"] = str(Path("runs") / cfg["name"])
-    trainer = Trainer(cfg, load_init=not args.resume)
-    print(f"training '{cfg['name']}' on {trainer.device} → {cfg['out_dir']}", file=sys.stderr)
-    trainer.load_data()
-    result = trainer.fit(resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(result))
+    choose_device(cfg["device"])  # a missing device is one line before anything starts
+    if cfg["pack"]:  # a wrong pack is one line before the model is built
+        from .data.pack import check_pack, read_pack
+
+        check_pack(read_pack(cfg["pack"])[0], cfg, source=f"training pack {Path(cfg['pack']).name}")
+    info = distributed.init_from_env(cfg["device"])  # torchrun: join the process group (no-op otherwise)
+    try:
+        trainer = Trainer(cfg, load_init=not args.resume)
+        if info.is_main:
+            where = f"{info.world_size} processes × {trainer.device.type}" if info.enabled else str(trainer.device)
+            print(f"training '{cfg['name']}' on {where} → {cfg['out_dir']}", file=sys.stderr)
+        trainer.load_data()
+        result = trainer.fit(resume=args.resume, progress=not args.no_progress)
+        if info.is_main:
+            print(json.dumps(result))
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def _cmd_pack(args):
+    from .data.pack import write_pack
+    from .schemas import load_schema
+    from .training.trainer import load_config, phantom_cached_sets, raw_dataset_sets
+
+    cfg = load_config(args.config)
+    if args.root:
+        cfg["root"] = args.root
+    schema = load_schema(cfg["schema"])
+    size = tuple(cfg["input_size"])
+    if cfg["dataset"] == "phantom":
+        train_set, val_set = phantom_cached_sets(cfg, size, schema.num_landmarks)
+    else:
+        train_set, val_set = raw_dataset_sets(cfg, size, schema, progress=not args.no_progress)
+    out = Path(args.out or f"{cfg['name']}.pack.npz")
+    header = write_pack(out, cfg, train_set, val_set, quality=args.quality, overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB): {header['counts']['train']} training + "
+          f"{header['counts']['val']} validation images at {size[0]} × {size[1]}, JPEG quality {args.quality}")
     return 0
 
 
@@ -193,13 +230,17 @@ def _cmd_calibrate(args):
     print(f"on the calibration images themselves: ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f}")
     if args.dry_run:
         return 0
+    info = {"dataset": args.dataset, "split": args.split, "num_images": len(samples),
+            "ece_before": round(cm["ece_before"], 5), "ece_after": round(cm["ece_after"], 5)}
     if args.weights:
-        raise CLIError("calibrate stores temperatures in the manifest: use --model NAME (or --dry-run)")
+        from .training.export import store_temperatures_in_file
+
+        store_temperatures_in_file(args.weights, temps, info)
+        print(f"stored {len(temps)} temperatures in {args.weights}")
+        return 0
     from .training.export import store_temperatures
 
-    store_temperatures(predictor.name, temps, {"dataset": args.dataset, "split": args.split,
-                                               "num_images": len(samples), "ece_before": round(cm["ece_before"], 5),
-                                               "ece_after": round(cm["ece_after"], 5)})
+    store_temperatures(predictor.name, temps, info)
     print(f"stored {len(temps)} temperatures for '{predictor.name}' in the manifest")
     return 0
 
@@ -374,8 +415,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-threads", dest="num_threads", type=int, help="torch CPU threads")
     t.add_argument("--time-budget-min", dest="time_budget_min", type=float, help="stop cleanly after N minutes")
     t.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.ckpt")
+    t.add_argument("--pack", help="a training pack (napari-landmarks pack) instead of the raw dataset (--root)")
+    t.add_argument("--num-workers", dest="num_workers", type=int,
+                   help="DataLoader workers for augmentation (default: 0 on CPU, up to 8 per GPU process)")
+    t.add_argument("--amp", choices=["none", "bf16", "auto"], help="mixed precision of the forward passes")
+    t.add_argument("--init-weights", dest="init_weights", help="start from these weights (same architecture)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    pk = sub.add_parser("pack", help="write a config's preprocessed train/val sets as one compressed file",
+                        description="Preprocess the training and validation images of a training config (intensity "
+                                    "normalisation, network size) and write them, JPEG-compressed, with their "
+                                    "landmarks into one file that `train --pack` takes in place of the raw dataset "
+                                    "(e.g. to train on a GPU machine that does not have the dataset).")
+    pk.add_argument("--config", required=True, help="training config YAML (see configs/)")
+    pk.add_argument("--root", help="dataset root (overrides the config and NAPARI_LANDMARKS_DATA)")
+    pk.add_argument("--out", help="output file (default <config name>.pack.npz)")
+    pk.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images (default 95)")
+    pk.add_argument("--overwrite", action="store_true")
+    pk.add_argument("--no-progress", action="store_true")
+    pk.set_defaults(func=_cmd_pack)
 
     e = sub.add_parser("evaluate", help="run the click protocol (MRE per click, NoC, FR, SDR) on a dataset",
                        description="Simulated-click evaluation (Kim et al. 2022): after each click 0..N the MRE of the "
@@ -405,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "disjoint from training and evaluation; stores them with the model.")
     _add_model_args(c)
     _add_dataset_args(c, "calibration images: e.g. 'calib' (AASCE) or 'val' (ISBI), disjoint from evaluation")
-    c.add_argument("--dry-run", action="store_true", help="print the temperatures, do not store them")
+    c.add_argument("--dry-run", action="store_true",
+                   help="print the temperatures, do not store them (in the manifest for --model, in the file for --weights)")
     c.set_defaults(func=_cmd_calibrate)
 
     pr = sub.add_parser("predict", help="detect landmarks in images and write them as JSON or CSV",

@@ -25,6 +25,33 @@ def gaussian_heatmaps(coords: torch.Tensor, size, sigma: float, mask: torch.Tens
     return maps * keep[..., None, None].to(maps.dtype)
 
 
+def render_hints(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, clicked: torch.Tensor, size,
+                 sigma: float) -> torch.Tensor:
+    """The model's hint input: (B, 2K, ⌈H/2⌉, ⌈W/2⌉) — the previous prediction's Gaussians, then the clicks'
+    Gaussians, both **only in clicked channels**, at stride 2 (coordinates and sigma halved; pixel-centre
+    convention). ``size`` and coordinates (B, K, 2) (row, col) are network-input pixels; NaN coordinates give
+    an empty channel. The one implementation used by training, validation and inference.
+
+    Returned channels-last (the layout the model runs in) and drawn only where a channel is clicked, so the
+    mostly empty maps cost no dense rendering and no layout copy.
+    """
+    b, k, _ = click_coords.shape
+    dev = click_coords.device
+    h2, w2 = (int(size[0]) + 1) // 2, (int(size[1]) + 1) // 2
+    clicked = clicked.to(device=dev, dtype=torch.bool)
+    prev = click_coords.new_full(click_coords.shape, float("nan")) if prev_coords is None else prev_coords
+    pos = torch.cat([prev, click_coords], dim=1).to(torch.float32)  # (B, 2K, 2)
+    keep = torch.cat([clicked, clicked], dim=1) & torch.isfinite(pos).all(-1)
+    p2 = torch.where(keep[..., None], (pos + 0.5) / 2.0 - 0.5, torch.full_like(pos, -1e4))
+    ys = torch.arange(h2, dtype=torch.float32, device=dev)
+    xs = torch.arange(w2, dtype=torch.float32, device=dev)
+    s2 = 2 * (sigma / 2.0) ** 2
+    gy = torch.exp(-((ys[None, :, None] - p2[:, None, :, 0]) ** 2) / s2) * keep[:, None, :]  # (B, H/2, 2K)
+    gx = torch.exp(-((xs[None, :, None] - p2[:, None, :, 1]) ** 2) / s2)  # (B, W/2, 2K)
+    # one dense product written in NHWC order: the channels-last layout without a separate copy
+    return (gy[:, :, None, :] * gx[:, None, :, :]).permute(0, 3, 1, 2)
+
+
 def local_soft_argmax(heatmaps: torch.Tensor, window: int = 15, beta: float = 10.0) -> torch.Tensor:
     """Hard argmax of each (H, W) map, then a softmax(beta · values) over a window × window patch around
     it; returns the argmax position plus the expected offset, (B, K, 2) (row, col), differentiable with

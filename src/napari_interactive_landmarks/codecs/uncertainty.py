@@ -201,7 +201,7 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
         p = torch.where(usable[..., None, None], p, zero)
         c = torch.where(usable[..., None], c, zero)
     pz = p.clamp_min(0.0)
-    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype)
+    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype, device=p.device)
     # the paper divides by the maximum and cuts at 5 %; the division cancels in the ratio, so only the cut needs it
     q = torch.where(pz > threshold * m[..., None, None], pz, zero)
     total = q.sum(dim=(-2, -1))
@@ -213,7 +213,7 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
     return ere.cpu().numpy().astype(np.float64)
     finite = torch.isfinite(p)
     pz = torch.where(finite, p.clamp_min(0.0), torch.zeros((), dtype=p.dtype, device=p.device))
-    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype)
+    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype, device=p.device)
     valid = finite.all(-1).all(-1) & (m > 0) & torch.isfinite(c).all(-1)
     rel = pz / torch.where(valid, m, torch.ones_like(m))[..., None, None]
     q = torch.where(rel > threshold, rel, torch.zeros((), dtype=p.dtype, device=p.device))
@@ -277,7 +277,7 @@ def fit_temperatures(
     if L.ndim != 4:
         raise ValueError(f"logits must be (N, K, h, w), got shape {tuple(L.shape)}")
     n, k, h, w = L.shape
-    tg = torch.as_tensor(_np(targets))
+    tg = torch.as_tensor(_np(targets), device="cpu")  # book-keeping on the CPU; logits stay where they are
     if tg.shape != (n, k, 2):
         raise ValueError(f"targets must have shape {(n, k, 2)}, got {tuple(tg.shape)}")
     chunk = max(1, int(chunk))
@@ -290,8 +290,8 @@ def fit_temperatures(
     r = torch.where(valid, r, 0.0)
     c = torch.where(valid, c, 0.0)
 
-    ni = torch.arange(n)[:, None].expand(n, k)
-    ki = torch.arange(k)[None, :].expand(n, k)
+    ni = torch.arange(n, device="cpu")[:, None].expand(n, k)
+    ki = torch.arange(k, device="cpu")[None, :].expand(n, k)
 
     def at(rows, cols):
         return L[ni.to(dev), ki.to(dev), rows.to(dev), cols.to(dev)].double().cpu()
@@ -320,10 +320,10 @@ def fit_temperatures(
         return out
     if per_landmark:
         weight = torch.where(fitted, 1.0 / count_k.clamp_min(1).double(), 0.0)  # (K,)
-        log_t = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+        log_t = torch.zeros(k, dtype=torch.float64, device="cpu", requires_grad=True)
     else:
-        weight = torch.full((k,), 1.0 / float(count_k.sum()), dtype=torch.float64)
-        log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        weight = torch.full((k,), 1.0 / float(count_k.sum()), dtype=torch.float64, device="cpu")
+        log_t = torch.zeros(1, dtype=torch.float64, device="cpu", requires_grad=True)
     wmask = torch.where(valid, weight[None, :], 0.0)  # (N, K) per-pair weight, 0 where ignored
     opt = torch.optim.LBFGS(
         [log_t], lr=1.0, max_iter=int(max_iter), line_search_fn="strong_wolfe",
@@ -343,7 +343,7 @@ def fit_temperatures(
             loss = (nll * wmask[s:e]).sum()
             loss.backward()
             total += float(loss.detach())
-        return torch.tensor(total, dtype=torch.float64)
+        return torch.tensor(total, dtype=torch.float64, device="cpu")
 
     with torch.enable_grad():
         opt.step(closure)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def initial_click_probabilities(max_clicks: int = 12) -> np.ndarray:
@@ -34,3 +35,15 @@ def worst_unclicked(errors: np.ndarray, clicked: np.ndarray) -> int:
     e = np.where(clicked | ~np.isfinite(errors), -np.inf, errors)
     i = int(np.argmax(e))
     return -1 if not np.isfinite(e[i]) else i
+
+
+def worst_unclicked_mask(pred, gt, clicked, errors=None):
+    """(B, K) bool: the one not-yet-clicked landmark with the largest error per image (none where every valid
+    landmark is clicked). ``errors`` (B, K) may be given directly; else the radial error of ``pred`` against
+    ``gt``. NaN errors (no ground truth) never count. All on ``clicked``'s device."""
+    if errors is None:
+        errors = torch.linalg.vector_norm(pred - gt, dim=-1)
+    err = torch.where(clicked | ~torch.isfinite(errors), torch.full_like(errors, -1.0), errors)
+    worst = err.argmax(-1, keepdim=True)
+    has = err.max(-1, keepdim=True).values >= 0
+    return torch.zeros_like(clicked).scatter(-1, worst, has)

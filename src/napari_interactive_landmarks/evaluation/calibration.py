@@ -56,7 +56,7 @@ def collect(predictor, samples, progress=True):
 
 
 def fit(data) -> np.ndarray:
-    return fit_temperatures(data["logits"], torch.as_tensor(data["targets"]), per_landmark=True)
+    return fit_temperatures(data["logits"], torch.as_tensor(data["targets"], device="cpu"), per_landmark=True)
 
 
 def metrics(data, temperatures, error_threshold: float, unit: str = "px", group_size: int = 36) -> dict:

@@ -151,3 +151,47 @@ def failure_rate(mre_per_click, target: float, max_clicks: int | None = None) ->
     if k.size == 0:
         return float("nan")
     return float(100.0 * np.mean(k < 0))
+
+
+# --------------------------------------------------------------------------- does a click help the others?
+
+
+def others_delta(errors, clicked: Sequence[int]) -> np.ndarray:
+    """(α,) for one image: after click ``n`` (1..α), the mean change of the error of the landmarks not clicked
+    so far (clicks 1..n), from step ``n − 1`` to step ``n``. Negative = the click helped the other landmarks;
+    positive = it harmed them. ``errors`` (α + 1, K); NaN where no click was made (candidates ran out) or no
+    other landmark has a finite error."""
+    errors = np.asarray(errors, dtype=np.float64)
+    steps, k = errors.shape
+    out = np.full(steps - 1, np.nan)
+    done = np.zeros(k, bool)
+    for n, idx in enumerate(list(clicked)[: steps - 1], start=1):
+        done[int(idx)] = True
+        d = errors[n, ~done] - errors[n - 1, ~done]
+        d = d[np.isfinite(d)]
+        if d.size:
+            out[n - 1] = float(d.mean())
+    return out
+
+
+def collapsed_onto_click(coords, gt, clicked: Sequence[int], ratio: float = 0.5) -> np.ndarray:
+    """(α,) bool for one image: after click ``n``, did some other, unclicked landmark move onto the click —
+    closer to the clicked position than ``ratio`` × its ground-truth distance from it, having not been that
+    close before the click? (Neighbouring vertebra corners piling up on a correction.) ``coords`` (α + 1, K, 2),
+    ``gt`` (K, 2); False where no click was made."""
+    coords = np.asarray(coords, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    steps, k, _ = coords.shape
+    out = np.zeros(steps - 1, bool)
+    done = np.zeros(k, bool)
+    for n, idx in enumerate(list(clicked)[: steps - 1], start=1):
+        idx = int(idx)
+        done[idx] = True
+        at = gt[idx]
+        limit = ratio * np.linalg.norm(gt - at, axis=-1)
+        now = np.linalg.norm(coords[n] - at, axis=-1)
+        before = np.linalg.norm(coords[n - 1] - at, axis=-1)
+        with np.errstate(invalid="ignore"):
+            hit = (~done) & (now < limit) & (before >= limit)
+        out[n - 1] = bool(np.any(hit))
+    return out

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import failure_rate, mre, noc, radial_errors, sdr
+from .metrics import collapsed_onto_click, failure_rate, mre, noc, others_delta, radial_errors, sdr
 
 __all__ = [
     "ORDERS",
@@ -337,6 +337,7 @@ def evaluate_dataset(
         iterator = tqdm(samples, desc=f"evaluate ({order})", unit="img", file=sys.stderr)
 
     mre_m, mre_h, err_m, err_h, errors_0, ere_0, per_image = [], [], [], [], [], [], []
+    deltas, collapses = [], []  # per image: (α,) change of the unclicked landmarks' error; collapse onto the click
     has_ere = True
     for sample, ss in zip(iterator, seeds):
         tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order, rng=np.random.default_rng(ss))
@@ -350,6 +351,8 @@ def evaluate_dataset(
         mre_m.append(mre(e_model, axis=-1))
         mre_h.append(mre(e_manual, axis=-1))
         errors_0.append(e_model[0])
+        deltas.append(others_delta(e_model, tr.clicked))
+        collapses.append(collapsed_onto_click(tr.coords, tr.gt, tr.clicked))
         if tr.ere is None:
             has_ere = False
         else:
@@ -384,6 +387,7 @@ def evaluate_dataset(
         "noc_manual": {_key(t): _json_float(noc(mre_h_arr, t, max_clicks)) for t in targets},
         "fr_manual": {_key(t): _json_float(failure_rate(mre_h_arr, t, max_clicks)) for t in targets},
     }
+    result.update(_harm_summary(deltas, collapses, [len(tr_c["clicked"]) for tr_c in per_image], max_clicks))
     if sdr_radii is not None:
         radii = list(sdr_radii)
         for key, errs in (("sdr", err_m), ("sdr_manual", err_h)):
@@ -394,6 +398,36 @@ def evaluate_dataset(
     result["errors_0"] = [_json_list(e) for e in errors_0]
     result["ere_0"] = [_json_list(e) for e in ere_0] if (has_ere and samples) else None
     return result
+
+
+def _harm_summary(deltas, collapses, num_clicked, max_clicks) -> dict:
+    """``others_delta`` (α,): mean over images of the change of the unclicked landmarks' mean error caused by
+    click n (in the result's unit; negative = the click helped them); ``harm_rate`` (α,): % of images whose
+    unclicked landmarks got worse on average after click n; ``harm_rate_all``: the same over every click made;
+    ``collapse_rate`` (α,) / ``collapse_rate_all``: % of clicks after which another landmark moved onto the
+    clicked position (closer than half its true distance from it). Clicks not made (candidates ran out) do
+    not count."""
+    if not deltas:
+        return {"others_delta": [], "harm_rate": [], "harm_rate_all": None, "collapse_rate": [],
+                "collapse_rate_all": None}
+    d = np.array(deltas, dtype=np.float64).reshape(len(deltas), max_clicks)
+    made = np.arange(max_clicks)[None, :] < np.asarray(num_clicked)[:, None]
+    col = np.array(collapses, dtype=bool).reshape(len(deltas), max_clicks)
+
+    def pct(mask, among):
+        n = among.sum()
+        return float(100.0 * (mask & among).sum() / n) if n else float("nan")
+
+    fin = np.isfinite(d) & made
+    with np.errstate(invalid="ignore"):
+        harmed = np.where(fin, d > 0, False)
+    return {
+        "others_delta": [_json_float(np.nanmean(d[fin[:, j], j]) if fin[:, j].any() else np.nan) for j in range(max_clicks)],
+        "harm_rate": [_json_float(pct(harmed[:, j], fin[:, j])) for j in range(max_clicks)],
+        "harm_rate_all": _json_float(pct(harmed, fin)),
+        "collapse_rate": [_json_float(pct(col[:, j], made[:, j])) for j in range(max_clicks)],
+        "collapse_rate_all": _json_float(pct(col, made)),
+    }
 
 
 def _fmt(x, width: int = 8, prec: int = 2) -> str:
@@ -420,6 +454,13 @@ def format_report(result: dict) -> str:
                 f"{_fmt(result['fr'][t], 11)} {_fmt(result['fr_manual'][t], 12)}"
             )
         lines.append(f"(NoC_{a}@target: clicks needed, 0 if the automatic prediction meets it; {a} if never)")
+    if result.get("others_delta"):
+        lines += ["", f"{'click':>6} {'others Δ ' + u:>12} {'harm %':>8} {'collapse %':>11}"]
+        for k, (dl, hr, cr) in enumerate(zip(result["others_delta"], result["harm_rate"], result["collapse_rate"]), 1):
+            lines.append(f"{k:>6} {_fmt(dl, 12)} {_fmt(hr, 8, 1)} {_fmt(cr, 11, 1)}")
+        lines.append(f"(others Δ: change of the unclicked landmarks' mean error caused by the click; harm: share of "
+                     f"images where it was > 0 — {_fmt(result['harm_rate_all'], 0, 1).strip()} % of all clicks; "
+                     f"collapse: another landmark moved onto the click)")
     if result.get("sdr"):
         radii = list(result["sdr"])
         lines += ["", "SDR % (model / manual) by clicks", f"{'clicks':>6} " + " ".join(f"{r + ' ' + u:>15}" for r in radii)]

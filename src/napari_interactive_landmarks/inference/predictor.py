@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..codecs.geometry import to_network, to_original
-from ..codecs.heatmaps import decode_strided_logits
+from ..codecs.heatmaps import decode_strided_logits, render_hints
 from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
@@ -97,6 +97,7 @@ class Predictor:
         self.sigma = float(sigma)
         self.name = name
         self.info = info or {}
+        self.card = None  # the ModelCard, when built from one (from_card / from_entry / from_file)
         temps = temperatures if temperatures is not None else self.info.get("temperatures")
         if isinstance(temps, str):
             temps = json.loads(temps)
@@ -112,20 +113,34 @@ class Predictor:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_entry(cls, name: str, entry: dict, weights_path, device=None) -> "Predictor":
+    def from_card(cls, card, weights_path, device=None, schema=None) -> "Predictor":
+        """A model described by a :class:`~napari_interactive_landmarks.model_card.ModelCard` whose weights are in
+        ``weights_path``. ``schema`` (name, path or LandmarkSchema), when given, replaces the card's landmark set
+        and must have as many landmarks as the model predicts."""
         from ..weights import load_weights
 
-        schema = load_schema(entry["schema"])
-        cfg = resolve_config({**entry["config"], "num_landmarks": schema.num_landmarks})
-        if entry["config"].get("num_landmarks") not in (None, schema.num_landmarks):
+        name = card.name
+        schema = load_schema(schema if schema is not None else card.schema)
+        trained_k = card.config.get("num_landmarks")
+        if trained_k not in (None, schema.num_landmarks):
             raise PredictionError(
-                f"weights '{name}' were trained for {entry['config']['num_landmarks']} landmarks, but the landmark "
-                f"set '{schema.name}' has {schema.num_landmarks}")
+                f"weights '{name}' were trained for {trained_k} landmarks, but the landmark set '{schema.name}' has "
+                f"{schema.num_landmarks}: choose the matching model")
+        cfg = resolve_config({**card.config, "num_landmarks": schema.num_landmarks})
         state, _ = load_weights(weights_path)
         model = build_model(cfg)
         _load_state(model, state, weights_path, schema)
-        return cls(model, schema, entry["input_size"], entry.get("sigma", 7.5), name, device, entry,
-                   temperatures=entry.get("temperatures"))
+        pred = cls(model, schema, card.input_size, card.sigma, name, device, card.to_dict(),
+                   temperatures=card.temperatures)
+        pred.card = card
+        return pred
+
+    @classmethod
+    def from_entry(cls, name: str, entry: dict, weights_path, device=None) -> "Predictor":
+        """A manifest entry (the model card in YAML) and its weights file."""
+        from ..model_card import ModelCard
+
+        return cls.from_card(ModelCard.from_mapping(entry, name=name, source=f"model '{name}'"), weights_path, device)
 
     @classmethod
     def from_name(cls, name: str, device=None, download: bool = False) -> "Predictor":
@@ -137,32 +152,33 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path, schema=None, device=None) -> "Predictor":
-        """A self-describing safetensors file (as written by ``napari-landmarks weights register`` or the
-        trainer). ``schema`` (name, path or LandmarkSchema), when given, must match the file's landmark set."""
+        """A self-describing safetensors file: a training run's ``best.safetensors`` or a registered model. Its
+        metadata must hold the whole model card (a missing field is an error naming it). ``schema`` (name, path or
+        LandmarkSchema), when given, must match the file's landmark set, or stands in for a file that names none."""
+        from ..model_card import ModelCard
         from ..weights import load_weights
 
         path = Path(path)
-        state, meta = load_weights(path)
-        if "config" not in meta:
-            raise PredictionError(f"{path.name} has no model config in its metadata; load it by manifest name instead")
-        entry = {k: (json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in meta.items()}
-        file_schema = entry.get("schema")
+        _, meta = load_weights(path)
+        meta = dict(meta)
+        meta.setdefault("name", path.stem)
         if schema is not None:
             want = load_schema(schema)
-            got_k = entry["config"].get("num_landmarks")
-            got_name = file_schema.get("name") if isinstance(file_schema, dict) else file_schema
-            if got_k != want.num_landmarks or (got_name and got_name != want.name):
+            file_schema = meta.get("schema")
+            got_name = None
+            if file_schema:
+                got_name = json.loads(file_schema).get("name") if file_schema[:1] == "{" else file_schema
+            try:
+                got_k = json.loads(meta.get("config") or "{}").get("num_landmarks")
+            except ValueError:
+                got_k = None
+            if (got_k is not None and got_k != want.num_landmarks) or (got_name and got_name != want.name):
                 raise PredictionError(
                     f"{path.name} is for the landmark set '{got_name}' ({got_k} landmarks), not '{want.name}' "
                     f"({want.num_landmarks} landmarks): choose the matching model")
-            entry["schema"] = want.to_dict()
-        elif file_schema is None:
-            raise PredictionError(f"{path.name} does not say which landmark set it is for; pass schema=")
-        entry.setdefault("input_size", [512, 256])
-        entry["input_size"] = [int(v) for v in (entry["input_size"] if not isinstance(entry["input_size"], str) else json.loads(entry["input_size"]))]
-        if "sigma" in entry:
-            entry["sigma"] = float(entry["sigma"])
-        return cls.from_entry(entry.get("name", path.stem), entry, path, device)
+            meta["schema"] = json.dumps(want.to_dict())
+        card = ModelCard.from_metadata(meta, source=path.name)
+        return cls.from_card(card, path, device)
 
     # ------------------------------------------------------------------ inference
     @property
@@ -205,28 +221,21 @@ class Predictor:
         return out
 
     def _hints(self, clicks: dict, previous: np.ndarray | None, shape) -> torch.Tensor:
-        """(1, 2K, h/2, w/2): previous-prediction and click Gaussians, only in clicked channels."""
+        """(1, 2K, h/2, w/2): previous-prediction and click Gaussians, only in clicked channels — drawn by
+        ``render_hints``, the same function that draws them for training."""
         k = self.num_landmarks
-        h2, w2 = (self.input_size[0] + 1) // 2, (self.input_size[1] + 1) // 2
-        # allocated channels-last (the layout the model runs in): no copy afterwards; only clicked channels filled
-        hints = torch.zeros(1, h2, w2, 2 * k).permute(0, 3, 1, 2)
+        click_net = np.full((1, k, 2), np.nan)
+        clicked = np.zeros((1, k), bool)
+        prev_net = None
         if clicks:
             idx = np.array(sorted(clicks))
-            pos = to_network(np.array([clicks[i] for i in idx]), shape, self.input_size)
-            chans = [(k + idx, pos)]
+            click_net[0, idx] = to_network(np.array([clicks[i] for i in idx]), shape, self.input_size)
+            clicked[0, idx] = True
             if previous is not None:
-                prev = to_network(previous[idx], shape, self.input_size)
-                ok = np.isfinite(prev).all(1)
-                chans.append((idx[ok], prev[ok]))
-            ys = torch.arange(h2, dtype=torch.float32)
-            xs = torch.arange(w2, dtype=torch.float32)
-            s2 = self.sigma / 2.0
-            for ch, p in chans:
-                p2 = torch.from_numpy((p + 0.5) / 2.0 - 0.5).float()
-                gy = torch.exp(-((ys[None] - p2[:, :1]) ** 2) / (2 * s2**2))
-                gx = torch.exp(-((xs[None] - p2[:, 1:]) ** 2) / (2 * s2**2))
-                hints[0, torch.as_tensor(ch)] = gy[:, :, None] * gx[:, None, :]
-        return hints.to(self.device)
+                prev_net = to_network(previous, shape, self.input_size)[None]
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        return render_hints(None if prev_net is None else as_t(prev_net), as_t(click_net),
+                            torch.as_tensor(clicked, device=self.device), self.input_size, self.sigma)
 
     @torch.no_grad()
     def predict(self, image, clicks=None, previous=None) -> Prediction:

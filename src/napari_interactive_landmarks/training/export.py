@@ -14,14 +14,11 @@ MAX_SHIPPED_MB = 25.0
 
 
 def metadata_for(name: str, entry: dict) -> dict[str, str]:
-    """What a weights file carries about itself, so ``Predictor.from_file`` needs nothing else."""
-    keys = ("schema", "config", "input_size", "sigma", "normalization", "morphology", "temperatures")
-    meta = {"name": name, "format": "napari-interactive-landmarks/weights/v1"}
-    for k in keys:
-        if entry.get(k) is not None:
-            v = entry[k]
-            meta[k] = v if isinstance(v, str) else json.dumps(v)
-    return meta
+    """What a weights file carries about itself: the whole model card, so ``Predictor.from_file`` needs nothing
+    else (a missing field is an error, see :mod:`..model_card`)."""
+    from ..model_card import ModelCard
+
+    return ModelCard.from_mapping(entry, name=name).to_metadata() | {"name": name}
 
 
 def register_run(name: str, run_dir: Path, description: str = "", extra_metrics: dict | None = None,
@@ -31,7 +28,11 @@ def register_run(name: str, run_dir: Path, description: str = "", extra_metrics:
     if not best.is_file() or not info.is_file():
         raise FileNotFoundError(f"{run_dir} has no best.safetensors + best.yaml (has the run validated yet?)")
     entry = yaml.safe_load(info.read_text())
-    state, _ = load_weights(best)
+    state, meta = load_weights(best)
+    if "config" in meta and "schema" in meta:  # the weights carry their own card (trainers since v2): it wins
+        from ..model_card import ModelCard
+
+        entry = {**entry, **ModelCard.from_metadata(meta, source=str(best)).to_entry()}
     target_dir = Path(target_dir) if target_dir else weights_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
     dest = target_dir / f"{name}.safetensors"
@@ -64,3 +65,17 @@ def store_temperatures(name: str, temperatures, info: dict, manifest_path=None) 
     for key in ("sha256", "size_bytes"):
         entry.pop(key, None)
     return register_model(name, entry, path, manifest_path=manifest_path)
+
+
+def store_temperatures_in_file(path, temperatures, info: dict) -> Path:
+    """Put fitted temperatures into a self-describing weights file's model card (rewritten atomically; the
+    tensors are unchanged). For a file that is not in the manifest (``calibrate --weights FILE``)."""
+    from ..model_card import ModelCard
+
+    path = Path(path)
+    state, meta = load_weights(path)
+    card = ModelCard.from_metadata(meta, source=path.name)
+    card.temperatures = [round(float(t), 5) for t in temperatures]
+    card.calibration = info
+    save_weights(state, path, metadata=card.to_metadata())
+    return path

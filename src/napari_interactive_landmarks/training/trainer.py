@@ -23,13 +23,14 @@ from tqdm import tqdm
 
 from .. import losses
 from ..codecs.geometry import to_original
-from ..codecs.heatmaps import decoding_input, gaussian_heatmaps, local_soft_argmax
+from ..codecs.heatmaps import decoding_input, gaussian_heatmaps, local_soft_argmax, render_hints
 from ..data.augment import AugmentConfig, augment
 from ..data.cache import CachedSet, build_cache, preprocess
-from ..data.clicks import sample_initial_clicks
+from ..data.clicks import sample_initial_clicks, worst_unclicked_mask
 from ..data.datasets import load_dataset
 from ..data.splits import apply_split, load_split
 from ..inference.device import choose_device
+from ..model_card import DEFAULT_NORMALIZATION, ModelCard
 from ..models.interactive import build_model, resolve_config, upsample_logits
 from ..schemas import BUILTIN, load_schema
 
@@ -68,6 +69,9 @@ DEFAULT_CONFIG = {
     "seed": 0,
     "device": "auto",
     "num_threads": None,
+    "num_workers": "auto",        # DataLoader workers for augmentation: auto = 0 on CPU, up to 8 per GPU process
+    "amp": "none",                # mixed precision of the forward passes: none | bf16 | auto (bf16 on CUDA)
+    "pack": None,                 # a training pack (napari-landmarks pack) instead of the raw dataset
     "time_budget_min": None,      # stop cleanly after this many minutes (checkpoint kept, resumable)
     "out_dir": "runs/model",
     "phantom": None,              # dataset: phantom → {num_train, num_val, original_shape}
@@ -93,24 +97,15 @@ def merged_config(user: dict) -> dict:
 
 def to_input(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(B, H, W) uint8 or [0, 1] floats → (B, 1, H, W) in [-1, 1], channels-last."""
-    t = torch.as_tensor(images_u8)
+    t = torch.as_tensor(images_u8, device="cpu") if not torch.is_tensor(images_u8) else images_u8
     if t.dtype == torch.uint8:
         t = t.float() / 255.0
     return (t * 2.0 - 1.0).unsqueeze(1).contiguous(memory_format=torch.channels_last)
 
 
 def make_hints(prev_coords, click_coords, clicked, size, sigma):
-    """(B, 2K, H/2, W/2): previous-prediction maps then click maps, both only in clicked channels, rendered
-    at stride 2 (coordinates and sigma halved). ``size`` and coordinates are network-input pixels."""
-    b, k, _ = click_coords.shape
-    hs = ((size[0] + 1) // 2, (size[1] + 1) // 2)
-    to2 = lambda c: (c + 0.5) / 2.0 - 0.5  # noqa: E731  (pixel-centre convention)
-    if prev_coords is None:
-        prev = click_coords.new_zeros(b, k, *hs)
-    else:
-        prev = gaussian_heatmaps(to2(prev_coords), hs, sigma / 2.0, mask=clicked)
-    clicks = gaussian_heatmaps(to2(click_coords), hs, sigma / 2.0, mask=clicked)
-    return torch.cat([prev, clicks], dim=1)
+    """(B, 2K, H/2, W/2) hint maps (see ``codecs.heatmaps.render_hints``, which the predictor uses too)."""
+    return render_hints(prev_coords, click_coords, clicked, size, sigma)
 
 
 def decode(logits: torch.Tensor, size, heatmap: str = "sigmoid") -> torch.Tensor:
@@ -147,20 +142,63 @@ def phantom_cached_sets(cfg: dict, size, k: int):
     return make(opts["num_train"], cfg["seed"] + 1), make(opts["num_val"], cfg["seed"] + 1000)
 
 
+class AugmentedSamples(torch.utils.data.Dataset):
+    """Training samples augmented on the fly; an item is ``(index, seed)``, so the augmentation of each sample is
+    fixed by the trainer's epoch RNG whatever the number of DataLoader workers (and reproducible on resume)."""
+
+    def __init__(self, data: CachedSet, aug: AugmentConfig, flip_perm):
+        self.data, self.aug, self.flip_perm = data, aug, flip_perm
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, item):
+        i, seed = item
+        img, pts = augment(self.data.images[i].astype(np.float32) / 255.0, self.data.coords[i],
+                           np.random.default_rng(seed), self.aug, self.flip_perm)
+        return torch.from_numpy(img), torch.from_numpy(pts)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """The batch sampler: this epoch's list of batches of ``(index, seed)``, set by the trainer each epoch."""
+
+    def __init__(self):
+        self.batches: list = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
 class Trainer:
     def __init__(self, cfg: dict, load_init: bool = True):
         """``load_init=False`` skips ``init_weights`` (resuming: the checkpoint holds newer weights; the
-        config still records where the run started)."""
+        config still records where the run started). Under ``torchrun`` each process holds one Trainer
+        (see :mod:`.distributed`)."""
+        from .distributed import current
+
         self.cfg = cfg = merged_config(cfg)
+        self.dist = current()
         self.out = Path(cfg["out_dir"])
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if cfg["num_threads"]:
             torch.set_num_threads(int(cfg["num_threads"]))
         self.device = choose_device(cfg["device"])
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if cfg["amp"] not in ("none", "bf16", "auto"):
+            raise ValueError(f"amp must be 'none', 'bf16' or 'auto', not {cfg['amp']!r}")
+        self.amp = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and self.device.type == "cuda")
         self.schema = load_schema(cfg["schema"])
         self.k = self.schema.num_landmarks
         self.size = tuple(cfg["input_size"])
-        self.rng = np.random.default_rng(cfg["seed"])
         torch.manual_seed(cfg["seed"])
         self.aug = AugmentConfig(**cfg["augment"])
         self.flip_perm = self.schema.flip_permutation() if self.schema.allow_flip else None
@@ -172,12 +210,27 @@ class Trainer:
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
         if cfg["init_weights"] and load_init:
             self._init_from(cfg["init_weights"])
+        self.net = self.model  # what the gradient step runs: the model, or its DistributedDataParallel wrapper
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.epoch = 0
         self.best = math.inf
         self.best_epoch = -1
-        self.pairs = torch.zeros(0, 2, dtype=torch.long)
-        self.triplets = torch.zeros(0, 3, dtype=torch.long)
+        self._set_epoch_rngs()
+        self.pairs = torch.zeros(0, 2, dtype=torch.long, device=self.device)
+        self.triplets = torch.zeros(0, 3, dtype=torch.long, device=self.device)
+        self._loader = None
+
+    def _set_epoch_rngs(self):
+        """Random streams derived from (seed, epoch): the order and augmentation of the epoch (the same in every
+        process) and the simulated clicks (one stream per process). Resuming at an epoch replays it exactly."""
+        seed = int(self.cfg["seed"])
+        self.rng = np.random.default_rng([seed, self.epoch])
+        self.click_rng = np.random.default_rng([seed, self.epoch, 1 + self.dist.rank])
 
     def _init_from(self, path):
         from ..weights import load_weights
@@ -189,65 +242,104 @@ class Trainer:
             raise ValueError(f"init_weights {path}: does not match the configured architecture (e.g. {bad[:3]})")
         self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
     # ----------------------------------------------------------------- data
     def load_data(self, train_set: CachedSet | None = None, val_set: CachedSet | None = None):
+        from .distributed import barrier
+
+        if train_set is None and self.cfg["pack"]:
+            from ..data.pack import load_pack_for
+
+            train_set, val_set = load_pack_for(self.cfg["pack"], self.cfg)
         if train_set is None and self.cfg["dataset"] == "phantom":
             train_set, val_set = phantom_cached_sets(self.cfg, self.size, self.k)
         if train_set is None:
-            root = self.cfg["root"] or os.environ.get("NAPARI_LANDMARKS_DATA")
-            if not root:
-                raise ValueError("no dataset root: set 'root' in the config or NAPARI_LANDMARKS_DATA")
-            samples = load_dataset(self.cfg["dataset"], root, self.cfg["data_split"], self.schema.landmarks)
-            split = load_split(self.cfg["split_file"])
-            tr, va = apply_split(samples, split, "train"), apply_split(samples, split, "val")
-            key = f"{self.cfg['dataset']}_{self.cfg['data_split']}"
-            train_set = build_cache(tr, self.size, key + "_train")
-            val_set = build_cache(va, self.size, key + "_val")
+            # the preprocessing cache is built once, by the first process; the others read it
+            if not self.dist.is_main:
+                barrier()
+            train_set, val_set = raw_dataset_sets(self.cfg, self.size, self.schema, progress=self.dist.is_main)
+            if self.dist.is_main:
+                barrier()
         self.train_set, self.val_set = train_set, val_set
         m = self.cfg["morphology"]
         if m.get("weight", 0) > 0 and (m.get("pairs", 0) or m.get("triplets", 0)):
             norm = train_set.coords / np.array(self.size, dtype=np.float32)
             pairs, trip = losses.select_morphology_sets(norm, int(m.get("pairs", 0)), int(m.get("triplets", 0)))
-            self.pairs = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
-            self.triplets = torch.tensor(trip, dtype=torch.long).reshape(-1, 3)
+            self.pairs = torch.tensor(pairs, dtype=torch.long, device=self.device).reshape(-1, 2)
+            self.triplets = torch.tensor(trip, dtype=torch.long, device=self.device).reshape(-1, 3)
+        self._loader = None
+
+    def num_workers(self) -> int:
+        nw = self.cfg["num_workers"]
+        if nw == "auto":
+            if self.device.type != "cuda":
+                return 0  # on a CPU the workers would take the cores the training step needs
+            return max(0, min(8, (os.cpu_count() or 1) // self.dist.world_size - 1))
+        return int(nw)
+
+    def _epoch_batches(self) -> list:
+        """This process's batches of the epoch: a global permutation (identical in every process) cut into
+        global batches of ``batch_size × world_size``, of which each process takes its own ``batch_size``."""
+        n, bs, world, rank = len(self.train_set), int(self.cfg["batch_size"]), self.dist.world_size, self.dist.rank
+        perm = self.rng.permutation(n)
+        seeds = self.rng.integers(0, 2**63 - 1, size=n)
+        gbs = bs * world
+        if n < gbs:  # a tiny set: one step, split as evenly as it goes
+            parts = np.array_split(perm, world)
+            return [[(int(i), int(seeds[i])) for i in parts[rank]]] if len(parts[rank]) else []
+        return [[(int(i), int(seeds[i])) for i in perm[s + rank * bs : s + (rank + 1) * bs]]
+                for s in range(0, n - gbs + 1, gbs)]
+
+    def _make_loader(self):
+        nw = self.num_workers()
+        self._sampler = EpochBatches()
+        self._loader = torch.utils.data.DataLoader(
+            AugmentedSamples(self.train_set, self.aug, self.flip_perm), batch_sampler=self._sampler,
+            num_workers=nw, pin_memory=self.device.type == "cuda", persistent_workers=nw > 0,
+            prefetch_factor=4 if nw > 0 else None)
+
+    def _to_device(self, images, coords):
+        images = images.to(self.device, non_blocking=True)
+        coords = coords.to(self.device, non_blocking=True)
+        return (images * 2.0 - 1.0).unsqueeze(1).contiguous(memory_format=torch.channels_last), coords
+
+    def _batch(self, idx):
+        """One augmented batch from training-set indices, on the device (the DataLoader's path, synchronously)."""
+        ds = AugmentedSamples(self.train_set, self.aug, self.flip_perm)
+        seeds = self.rng.integers(0, 2**63 - 1, size=len(idx))
+        items = [ds[(int(i), int(sd))] for i, sd in zip(idx, seeds)]
+        return self._to_device(torch.stack([a for a, _ in items]), torch.stack([b for _, b in items]))
 
     # ----------------------------------------------------------------- one batch
-    def _batch(self, idx):
-        imgs, pts = [], []
-        for i in idx:
-            img, p = augment(self.train_set.images[i].astype(np.float32) / 255.0, self.train_set.coords[i],
-                             self.rng, self.aug, self.flip_perm)
-            imgs.append(img)
-            pts.append(p)
-        return to_input(torch.from_numpy(np.stack(imgs))).to(self.device), torch.from_numpy(np.stack(pts)).to(self.device)
-
     def train_step(self, images, coords):
         cfg, k, size, sigma = self.cfg, self.k, self.size, float(self.cfg["sigma"])
+        dev = self.device
         b = images.shape[0]
         valid = torch.isfinite(coords).all(-1)
-        clicked = torch.zeros(b, k, dtype=torch.bool, device=self.device)
+        clicked_np = np.zeros((b, k), bool)
+        valid_np = valid.cpu().numpy()
         for j in range(b):
-            idx = sample_initial_clicks(self.rng, k, cfg["max_initial_clicks"], valid[j].cpu().numpy())
-            clicked[j, torch.as_tensor(idx, dtype=torch.long)] = True
+            clicked_np[j, sample_initial_clicks(self.click_rng, k, cfg["max_initial_clicks"], valid_np[j])] = True
+        clicked = torch.from_numpy(clicked_np).to(dev)
         prev = None
-        rounds = int(self.rng.integers(0, cfg["max_iterative_rounds"] + 1))
+        rounds = int(self.click_rng.integers(0, cfg["max_iterative_rounds"] + 1))
         self.model.train()
+        st = int(cfg["loss_stride"])
         if rounds:
             with torch.no_grad():
                 for _ in range(rounds):
-                    out = self.model(images, make_hints(prev, coords, clicked, size, sigma))
-                    prev = decode_strided(out["logits"], size, int(cfg["loss_stride"]), self.heatmap)
-                    err = torch.linalg.vector_norm(prev - coords, dim=-1)
-                    err = torch.where(clicked | ~valid, torch.full_like(err, -1.0), err)
-                    worst = err.argmax(-1)
-                    has = err.max(-1).values >= 0
-                    clicked[torch.arange(b)[has], worst[has]] = True
-        out = self.model(images, make_hints(prev, coords, clicked, size, sigma))
-        st = int(cfg["loss_stride"])
+                    with self._autocast():
+                        out = self.model(images, make_hints(prev, coords, clicked, size, sigma))
+                    prev = decode_strided(out["logits"].float(), size, st, self.heatmap)
+                    clicked = clicked | worst_unclicked_mask(prev, coords, clicked)
+        with self._autocast():
+            out = self.net(images, make_hints(prev, coords, clicked, size, sigma))
         ls = (size[0] // st, size[1] // st)
-        main = upsample_logits(out["logits"], ls)
+        main = upsample_logits(out["logits"].float(), ls)
         grid_coords = (coords + 0.5) / st - 0.5
-        aux = upsample_logits(out["aux"], ls)
+        aux = upsample_logits(out["aux"].float(), ls)
         if self.heatmap == "softmax":
             s_nll = float(cfg["nll_sigma"]) / st
             l_main = losses.heatmap_softmax_nll(main, grid_coords, s_nll)
@@ -258,18 +350,18 @@ class Trainer:
             l_main = losses.heatmap_bce(main, target, fw)
             l_aux = losses.heatmap_bce(aux, target, fw)
         loss = l_main + cfg["aux_weight"] * l_aux
-        ld = la = torch.zeros((), device=self.device)
+        ld = la = torch.zeros((), device=dev)
         w = cfg["morphology"].get("weight", 0)
         if w > 0 and (len(self.pairs) or len(self.triplets)):
             pred_n = losses.soft_coords_normalised(main, window=max(3, 15 // st | 1), heatmap=self.heatmap)
-            true_n = (coords + 0.5) / torch.tensor(size, dtype=coords.dtype, device=coords.device)
-            ld, la = losses.morphology_loss(pred_n, true_n, self.pairs.to(self.device), self.triplets.to(self.device))
+            true_n = (coords + 0.5) / torch.tensor(size, dtype=coords.dtype, device=dev)
+            ld, la = losses.morphology_loss(pred_n, true_n, self.pairs, self.triplets)
             loss = loss + w * (ld + la)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {k: float(v.detach()) for k, v in
-                {"loss": loss, "heatmap": l_main, "aux": l_aux, "dist": ld, "angle": la}.items()}
+        vals = torch.stack([loss.detach(), l_main.detach(), l_aux.detach(), ld.detach(), la.detach()]).float().cpu()
+        return dict(zip(("loss", "heatmap", "aux", "dist", "angle"), vals.tolist()))
 
     # ----------------------------------------------------------------- validation
     @torch.no_grad()
@@ -278,36 +370,34 @@ class Trainer:
         data = data or self.val_set
         clicks = list(clicks if clicks is not None else self.cfg["val_clicks"])
         self.model.eval()
-        size, sigma, k = self.size, float(self.cfg["sigma"]), self.k
+        size, sigma, k, dev = self.size, float(self.cfg["sigma"]), self.k, self.device
         errs = {c: [] for c in clicks}
         for s in range(0, len(data), batch_size):
             sl = slice(s, s + batch_size)
-            images = to_input(torch.from_numpy(data.images[sl])).to(self.device)
-            gt_net = torch.from_numpy(data.coords[sl]).to(self.device)
+            images = to_input(torch.from_numpy(data.images[sl])).to(dev)
+            gt_net = torch.from_numpy(data.coords[sl]).to(dev)
             b = images.shape[0]
-            clicked = torch.zeros(b, k, dtype=torch.bool, device=self.device)
-            valid = torch.isfinite(gt_net).all(-1)
+            clicked = torch.zeros(b, k, dtype=torch.bool, device=dev)
             prev = None
             for n in range(max(clicks) + 1):
-                out = self.model(images, make_hints(prev, gt_net, clicked, size, sigma))
-                pred = decode(out["logits"], size, self.heatmap)
+                with self._autocast():
+                    out = self.model(images, make_hints(prev, gt_net, clicked, size, sigma))
+                pred = decode(out["logits"].float(), size, self.heatmap)
                 pred = torch.where(clicked[..., None], gt_net, pred)  # clicked landmarks are pinned
                 po = np.stack([to_original(pred[j].cpu().numpy(), data.orig_shapes[s + j], size) for j in range(b)])
                 e = np.linalg.norm(po - data.orig_coords[sl], axis=-1)
                 if n in errs:
                     errs[n].append(np.nanmean(e, axis=1))
-                et = torch.from_numpy(e).to(self.device)
-                et = torch.where(clicked | ~valid, torch.full_like(et, -1.0), et)
-                worst = et.argmax(-1)
-                clicked[torch.arange(b), worst] = True
+                # the next click: the worst landmark in original pixels (what the evaluation protocol measures)
+                e_t = torch.from_numpy(e).to(dev)
+                clicked = clicked | worst_unclicked_mask(None, None, clicked, errors=e_t)
                 prev = pred
         return {c: float(np.mean(np.concatenate(v))) for c, v in errs.items()}
 
     # ----------------------------------------------------------------- checkpoints
     def state(self):
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
-                "best": self.best, "best_epoch": self.best_epoch, "rng": json.dumps(self.rng.bit_generator.state),
-                "torch_rng": torch.get_rng_state()}
+                "best": self.best, "best_epoch": self.best_epoch, "torch_rng": torch.get_rng_state()}
 
     def save_checkpoint(self):
         tmp = self.out / "last.ckpt.tmp"
@@ -322,87 +412,121 @@ class Trainer:
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.epoch, self.best, self.best_epoch = st["epoch"], st["best"], st["best_epoch"]
-        self.rng.bit_generator.state = json.loads(st["rng"])
         torch.set_rng_state(st["torch_rng"])
+        self._set_epoch_rngs()
 
-    def export_best(self, metrics: dict):
-        from ..weights import save_weights
-
-        sd = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        save_weights(sd, self.out / "best.safetensors", metadata={"config": json.dumps(self.model_config)})
-        info = self.manifest_entry(metrics)
-        (self.out / "best.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+    def model_card(self, metrics: dict) -> ModelCard:
+        """The whole description of this run's weights (see :mod:`..model_card`)."""
+        return ModelCard(
+            name=str(self.cfg["name"]),
+            # built-in landmark sets by name, a user's own set inline (so the weights stay self-describing)
+            schema=self.schema.name if self.schema.name in BUILTIN else self.schema.to_dict(),
+            config=self.model_config,
+            input_size=tuple(self.size),
+            sigma=float(self.cfg["sigma"]),
+            normalization=dict(DEFAULT_NORMALIZATION),
+            heatmap=self.heatmap,
+            morphology={"pairs": self.pairs.tolist(), "triplets": self.triplets.tolist(),
+                        "weight": self.cfg["morphology"].get("weight", 0)},
+            temperatures=None,
+            training={"dataset": self.cfg["dataset"], "data_split": self.cfg["data_split"],
+                      "split_file": str(self.cfg["split_file"]), "epochs_run": self.epoch,
+                      "best_epoch": self.best_epoch, "seed": self.cfg["seed"], "device": str(self.device),
+                      "world_size": self.dist.world_size, "amp": "bf16" if self.amp else "none",
+                      "pretrained": False, "heatmap_loss": self.cfg["heatmap_loss"],
+                      "loss_stride": int(self.cfg["loss_stride"]), "fg_weight": float(self.cfg["fg_weight"]),
+                      "lr": self.cfg["lr"], "lr_schedule": self.cfg["lr_schedule"], "epochs": self.cfg["epochs"],
+                      "init_weights": Path(self.cfg["init_weights"]).name if self.cfg["init_weights"] else None},
+            metrics=metrics,
+        )
 
     def manifest_entry(self, metrics):
-        return {
-            # built-in landmark sets by name, a user's own set inline (so the weights stay self-describing)
-            "schema": self.schema.name if self.schema.name in BUILTIN else self.schema.to_dict(),
-            "config": self.model_config,
-            "input_size": list(self.size),
-            "normalization": {"intensity": "percentile 0.5-99.5 -> [0, 1]", "input": "x * 2 - 1", "channels": 1},
-            "sigma": float(self.cfg["sigma"]),
-            "morphology": {"pairs": self.pairs.tolist(), "triplets": self.triplets.tolist(),
-                           "weight": self.cfg["morphology"].get("weight", 0)},
-            "temperatures": None,
-            "training": {"dataset": self.cfg["dataset"], "data_split": self.cfg["data_split"],
-                         "split_file": str(self.cfg["split_file"]), "epochs_run": self.epoch,
-                         "best_epoch": self.best_epoch, "seed": self.cfg["seed"], "device": str(self.device),
-                         "pretrained": False, "heatmap_loss": self.cfg["heatmap_loss"],
-                         "init_weights": Path(self.cfg["init_weights"]).name if self.cfg["init_weights"] else None},
-            "metrics": metrics,
-        }
+        return self.model_card(metrics).to_entry()
+
+    def export_best(self, metrics: dict):
+        """``best.safetensors`` carrying the whole model card (usable directly with ``--weights``), and the
+        same card as ``best.yaml`` for reading."""
+        from ..weights import save_weights
+
+        card = self.model_card(metrics)
+        sd = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        save_weights(sd, self.out / "best.safetensors", metadata=card.to_metadata())
+        (self.out / "best.yaml").write_text(yaml.safe_dump(card.to_entry(), sort_keys=False))
 
     # ----------------------------------------------------------------- loop
     def fit(self, resume=False, progress=True):
+        from .distributed import broadcast_from_main, mean_over_ranks
+
         cfg = self.cfg
+        main_proc = self.dist.is_main
+        progress = progress and main_proc
         if resume:
             self.resume()
         csv_path = self.out / "metrics.csv"
         fields = ["epoch", "loss", "heatmap", "aux", "dist", "angle", "lr", "seconds"] + [f"val_mre@{c}" for c in cfg["val_clicks"]] + ["val_metric", "best"]
-        if not csv_path.is_file() or not resume:
+        if main_proc and (not csv_path.is_file() or not resume):
             with csv_path.open("w", newline="") as f:
                 csv.writer(f).writerow(fields)
+        if self._loader is None:
+            self._make_loader()
         t_start = time.time()
-        n = len(self.train_set)
-        bs = int(cfg["batch_size"])
         while self.epoch < cfg["epochs"]:
             if cfg["lr_schedule"] == "cosine":
                 lr = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * self.epoch / cfg["epochs"]))
                 for g in self.opt.param_groups:
                     g["lr"] = lr
             t0 = time.time()
-            perm = self.rng.permutation(n)
+            self._set_epoch_rngs()
+            self._sampler.batches = self._epoch_batches()
             sums, steps = {}, 0
-            bar = tqdm(range(0, n - bs + 1 if n >= bs else 1, bs), desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
-                       disable=not progress, leave=False)
-            for s in bar:
-                images, coords = self._batch(perm[s : s + bs])
-                m = self.train_step(images, coords)
+            bar = tqdm(self._loader, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}", disable=not progress,
+                       leave=False)
+            for images, coords in bar:
+                m = self.train_step(*self._to_device(images, coords))
                 for key, v in m.items():
                     sums[key] = sums.get(key, 0.0) + v
                 steps += 1
                 bar.set_postfix(loss=f"{sums['loss'] / steps:.4f}")
             self.epoch += 1
-            row = {key: v / max(steps, 1) for key, v in sums.items()}
+            row = mean_over_ranks({key: v / max(steps, 1) for key, v in sums.items()}, self.device)
             row.update(epoch=self.epoch, lr=self.opt.param_groups[0]["lr"])
-            val = {}
-            if self.val_set is not None and len(self.val_set) and (self.epoch % cfg["val_every"] == 0 or self.epoch == cfg["epochs"]):
-                val = self.validate()
-                metric = float(np.mean(list(val.values())))
-                row.update({f"val_mre@{c}": v for c, v in val.items()}, val_metric=metric)
-                if metric < self.best:
-                    self.best, self.best_epoch = metric, self.epoch
-                    self.export_best({f"val_mre@{c}_px": round(v, 3) for c, v in val.items()})
-            row.update(seconds=round(time.time() - t0, 1), best=self.best)
-            with csv_path.open("a", newline="") as f:
-                csv.writer(f).writerow([row.get(k, "") for k in fields])
-            msg = f"epoch {self.epoch}: loss {row.get('loss', 0):.4f} " + " ".join(f"val@{c} {v:.2f}" for c, v in val.items()) + f" ({row['seconds']} s)"
-            (tqdm.write if progress else log.info)(msg)
-            self.save_checkpoint()
-            if self.epoch - self.best_epoch > cfg["patience"] and self.best_epoch >= 0:
-                (tqdm.write if progress else log.info)(f"early stopping: no improvement for {cfg['patience']} epochs")
+            val, stop = {}, None
+            if main_proc:
+                if self.val_set is not None and len(self.val_set) and (self.epoch % cfg["val_every"] == 0 or self.epoch == cfg["epochs"]):
+                    val = self.validate()
+                    metric = float(np.mean(list(val.values())))
+                    row.update({f"val_mre@{c}": v for c, v in val.items()}, val_metric=metric)
+                    if metric < self.best:
+                        self.best, self.best_epoch = metric, self.epoch
+                        self.export_best({f"val_mre@{c}_px": round(v, 3) for c, v in val.items()})
+                row.update(seconds=round(time.time() - t0, 1), best=self.best)
+                with csv_path.open("a", newline="") as f:
+                    csv.writer(f).writerow([row.get(k, "") for k in fields])
+                msg = f"epoch {self.epoch}: loss {row.get('loss', 0):.4f} " + " ".join(f"val@{c} {v:.2f}" for c, v in val.items()) + f" ({row['seconds']} s)"
+                (tqdm.write if progress else log.info)(msg)
+                self.save_checkpoint()
+                if self.epoch - self.best_epoch > cfg["patience"] and self.best_epoch >= 0:
+                    stop = f"early stopping: no improvement for {cfg['patience']} epochs"
+                elif cfg["time_budget_min"] and (time.time() - t_start) / 60 > cfg["time_budget_min"]:
+                    stop = "time budget reached; checkpoint saved (resume with --resume)"
+            # every process follows rank 0's book-keeping, so that they all stop at the same epoch
+            self.best, self.best_epoch, stop = broadcast_from_main((self.best, self.best_epoch, stop))
+            if stop:
+                if main_proc:
+                    (tqdm.write if progress else log.info)(stop)
                 break
-            if cfg["time_budget_min"] and (time.time() - t_start) / 60 > cfg["time_budget_min"]:
-                (tqdm.write if progress else log.info)("time budget reached; checkpoint saved (resume with --resume)")
-                break
-        return {"best": self.best, "best_epoch": self.best_epoch, "epochs": self.epoch}
+        return {"best": self.best, "best_epoch": self.best_epoch, "epochs": self.epoch,
+                "world_size": self.dist.world_size, "device": str(self.device),
+                "samples_per_epoch_this_process": sum(len(b) for b in self._sampler.batches)}
+
+
+def raw_dataset_sets(cfg: dict, size, schema, progress=True) -> tuple[CachedSet, CachedSet]:
+    """The train and validation sets of a config from the raw dataset folder, through the preprocessing cache."""
+    root = cfg["root"] or os.environ.get("NAPARI_LANDMARKS_DATA")
+    if not root:
+        raise ValueError("no dataset root: set 'root' in the config, --root, NAPARI_LANDMARKS_DATA, or --pack")
+    samples = load_dataset(cfg["dataset"], root, cfg["data_split"], schema.landmarks)
+    split = load_split(cfg["split_file"])
+    tr, va = apply_split(samples, split, "train"), apply_split(samples, split, "val")
+    key = f"{cfg['dataset']}_{cfg['data_split']}"
+    return build_cache(tr, size, key + "_train", progress=progress), build_cache(va, size, key + "_val", progress=progress)

@@ -1,0 +1,143 @@
+"""The model card: everything needed to use a weights file, written whole by the trainer and read back strictly.
+
+One :class:`ModelCard` travels with every weights file the project writes — in the safetensors metadata (one
+JSON string per field) and, for shipped models, as the entry in ``weights_manifest.yaml``. ``Predictor`` is
+built from a card only, so a run's ``best.safetensors`` is as usable as a shipped model
+(``--weights runs/x/best.safetensors`` in predict / evaluate / bench / calibrate / the widget).
+
+A card that lacks a field the predictor needs is refused with a :class:`ModelCardError` naming the field —
+there are no silent defaults (a 512 × 416 model must never run at some assumed 512 × 256).
+
+Format versions: ``v1`` files (the first shipped models) carry no ``heatmap`` field; their logits were trained
+with BCE unless their config says ``heatmap: softmax``, which is what the model builder assumes too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+FORMAT_V1 = "napari-interactive-landmarks/weights/v1"
+FORMAT = "napari-interactive-landmarks/weights/v2"
+HEATMAP_KINDS = ("sigmoid", "softmax")
+# what every card must have to run a model
+REQUIRED = ("schema", "config", "input_size", "sigma", "normalization")
+DEFAULT_NORMALIZATION = {"intensity": "percentile 0.5-99.5 -> [0, 1]", "input": "x * 2 - 1", "channels": 1}
+
+
+class ModelCardError(ValueError):
+    """A weights file or manifest entry lacks, or has a malformed, model-card field."""
+
+
+@dataclass
+class ModelCard:
+    name: str
+    schema: str | dict  # built-in landmark-set name, or a user's own set inline
+    config: dict  # the resolved architecture config (num_landmarks, heatmap, …)
+    input_size: tuple[int, int]  # (H, W) network input
+    sigma: float  # hint / target Gaussian sigma, network pixels
+    normalization: dict
+    heatmap: str = "sigmoid"  # how the logits were trained: "sigmoid" (BCE) or "softmax" (2-D softmax + NLL)
+    morphology: dict = field(default_factory=dict)  # {"pairs": [[i, j]…], "triplets": [[a, v, b]…], "weight"}
+    temperatures: list | None = None  # per-landmark temperature scaling, when fitted
+    training: dict = field(default_factory=dict)  # dataset, split file, epochs, seed, device, loss, …
+    metrics: dict = field(default_factory=dict)
+    calibration: dict | None = None
+
+    def __post_init__(self):
+        src = self.name or "model card"
+        if not isinstance(self.config, Mapping) or not self.config:
+            raise ModelCardError(f"{src}: 'config' must be a non-empty mapping")
+        self.config = dict(self.config)
+        try:
+            h, w = (int(v) for v in self.input_size)
+        except (TypeError, ValueError):
+            raise ModelCardError(f"{src}: 'input_size' must be [H, W], got {self.input_size!r}") from None
+        if h <= 0 or w <= 0:
+            raise ModelCardError(f"{src}: 'input_size' must be positive, got {self.input_size!r}")
+        self.input_size = (h, w)
+        try:
+            self.sigma = float(self.sigma)
+        except (TypeError, ValueError):
+            raise ModelCardError(f"{src}: 'sigma' must be a number, got {self.sigma!r}") from None
+        if self.heatmap not in HEATMAP_KINDS:
+            raise ModelCardError(f"{src}: 'heatmap' must be one of {HEATMAP_KINDS}, got {self.heatmap!r}")
+        cfg_heatmap = self.config.get("heatmap")
+        if cfg_heatmap not in (None, self.heatmap):
+            raise ModelCardError(f"{src}: 'heatmap' is {self.heatmap!r} but the config says {cfg_heatmap!r}")
+        self.config["heatmap"] = self.heatmap
+        if not isinstance(self.schema, (str, Mapping)):
+            raise ModelCardError(f"{src}: 'schema' must be a landmark-set name or an inline landmark set")
+        if self.temperatures is not None:
+            self.temperatures = [float(t) for t in self.temperatures]
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_landmarks(self) -> int | None:
+        return self.config.get("num_landmarks")
+
+    @property
+    def schema_name(self) -> str | None:
+        return self.schema.get("name") if isinstance(self.schema, Mapping) else self.schema
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def from_mapping(cls, data: Mapping, name: str | None = None, source: str | None = None) -> "ModelCard":
+        """From a manifest entry or decoded metadata; extra keys (file, sha256, …) are ignored.
+        ``source`` names the file or entry in error messages."""
+        src = source or name or data.get("name") or "model card"
+        missing = [k for k in REQUIRED if data.get(k) is None]
+        if missing:
+            raise ModelCardError(
+                f"{src} lacks the model-card field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: "
+                "it cannot be used without knowing "
+                + ", ".join({"schema": "which landmark set it predicts", "config": "its architecture",
+                             "input_size": "its input size", "sigma": "its hint sigma",
+                             "normalization": "its intensity normalisation"}[k] for k in missing)
+                + " (weights written by `napari-landmarks train` or `weights register` carry them all)")
+        heatmap = data.get("heatmap")
+        if heatmap is None:
+            if data.get("format") not in (None, FORMAT_V1):
+                raise ModelCardError(f"{src} lacks the model-card field 'heatmap' (how its logits were trained)")
+            heatmap = (data.get("config") or {}).get("heatmap") or "sigmoid"  # v1: BCE unless the config says so
+        known = {f.name for f in fields(cls)}
+        kw = {k: data[k] for k in known if k in data and data[k] is not None}
+        kw.update(name=str(name or data.get("name") or "model"), heatmap=heatmap)
+        return cls(**kw)
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], source: str = "weights file") -> "ModelCard":
+        """From safetensors metadata (every value a string; structured ones JSON-encoded)."""
+        decoded = {}
+        for k, v in meta.items():
+            if isinstance(v, str) and v[:1] in "[{" or k in ("temperatures", "input_size", "sigma"):
+                try:
+                    v = json.loads(v)
+                except (TypeError, ValueError):
+                    raise ModelCardError(f"{source}: model-card field {k!r} is not valid JSON") from None
+            decoded[k] = v
+        return cls.from_mapping(decoded, source=source)
+
+    # ------------------------------------------------------------------ writing
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    def to_entry(self) -> dict:
+        """The manifest form (without file / sha256 / url, which belong to the stored file)."""
+        d = self.to_dict()
+        d.pop("name")
+        if d.get("calibration") is None:
+            d.pop("calibration")
+        return d
+
+    def to_metadata(self) -> dict[str, str]:
+        """Safetensors metadata: the whole card, one string per field."""
+        meta = {"format": FORMAT}
+        for k, v in self.to_dict().items():
+            if v is None:
+                continue
+            meta[k] = v if isinstance(v, str) else json.dumps(v)
+        return meta
