@@ -136,9 +136,10 @@ class _Broken(torch.nn.Module):
         self.inner = model
         self.num_landmarks = model.num_landmarks
         self.heatmap = getattr(model, "heatmap", "sigmoid")
+        self.hint_sigma = model.hint_sigma
 
-    def forward(self, x, hints):
-        out = dict(self.inner(x, hints))
+    def forward(self, x, hints=None, **interaction):
+        out = dict(self.inner(x, hints, **interaction))
         lg = out["logits"].clone()
         lg[:, 0] = float("nan")
         lg[:, 1] = -20.0

@@ -374,3 +374,23 @@ def test_torchrun_trains_with_two_processes_on_cpu(tmp_path):
     from napari_interactive_landmarks.weights import load_weights
 
     assert ModelCard.from_metadata(load_weights(out / "best.safetensors")[1]).training["world_size"] == 2
+
+
+def test_a_weights_file_alone_can_be_registered(tiny_run, tmp_path):
+    """A run's best.safetensors brought back from a GPU machine without its best.yaml is enough to ship it."""
+    from napari_interactive_landmarks.inference import Predictor
+    from napari_interactive_landmarks.training.export import register_run
+    from napari_interactive_landmarks.weights import get_entry, verify_file
+
+    _, out, _ = tiny_run
+    run = tmp_path / "returned"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes((out / "best.safetensors").read_bytes())
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("models: {}\n")
+    register_run("returned", run, target_dir=tmp_path / "w", manifest_path=manifest)
+    entry = get_entry("returned", manifest)
+    assert entry["input_size"] == [128, 64] and entry["training"]["best_epoch"] >= 1
+    path = verify_file(tmp_path / "w" / entry["file"], entry["sha256"])
+    p = Predictor.from_entry("returned", entry, path)
+    assert p.num_landmarks == 16

@@ -109,6 +109,9 @@ def write_pack(path, cfg: dict, train_set: CachedSet, val_set: CachedSet, qualit
     os.close(fd)
     try:
         np.savez(tmp, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's owner-only one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -106,6 +106,10 @@ class Predictor:
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
         self.heatmap = getattr(model, "heatmap", "sigmoid")
+        if getattr(model, "hint_sigma", None) is None:
+            model.hint_sigma = self.sigma  # the model draws its click maps with the card's sigma
+        elif abs(model.hint_sigma - self.sigma) > 1e-9:
+            raise PredictionError(f"model '{name}' draws its click maps with sigma {model.hint_sigma}, not {self.sigma}")
         if model.num_landmarks != schema.num_landmarks:
             raise PredictionError(
                 f"model '{name}' predicts {model.num_landmarks} landmarks but its landmark set '{schema.name}' has "
@@ -126,7 +130,7 @@ class Predictor:
             raise PredictionError(
                 f"weights '{name}' were trained for {trained_k} landmarks, but the landmark set '{schema.name}' has "
                 f"{schema.num_landmarks}: choose the matching model")
-        cfg = resolve_config({**card.config, "num_landmarks": schema.num_landmarks})
+        cfg = resolve_config({**card.config, "num_landmarks": schema.num_landmarks, "hint_sigma": card.sigma})
         state, _ = load_weights(weights_path)
         model = build_model(cfg)
         _load_state(model, state, weights_path, schema)
@@ -220,9 +224,9 @@ class Predictor:
             out[i] = (r, c)
         return out
 
-    def _hints(self, clicks: dict, previous: np.ndarray | None, shape) -> torch.Tensor:
-        """(1, 2K, h/2, w/2): previous-prediction and click Gaussians, only in clicked channels — drawn by
-        ``render_hints``, the same function that draws them for training."""
+    def _interaction(self, clicks: dict, previous: np.ndarray | None, shape):
+        """The model's interaction inputs in network pixels: (clicks (1, K, 2), clicked (1, K), previous
+        (1, K, 2) or None), on the model's device."""
         k = self.num_landmarks
         click_net = np.full((1, k, 2), np.nan)
         clicked = np.zeros((1, k), bool)
@@ -234,8 +238,13 @@ class Predictor:
             if previous is not None:
                 prev_net = to_network(previous, shape, self.input_size)[None]
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
-        return render_hints(None if prev_net is None else as_t(prev_net), as_t(click_net),
-                            torch.as_tensor(clicked, device=self.device), self.input_size, self.sigma)
+        return (as_t(click_net), torch.as_tensor(clicked, device=self.device),
+                None if prev_net is None else as_t(prev_net))
+
+    def _hints(self, clicks: dict, previous: np.ndarray | None, shape) -> torch.Tensor:
+        """(1, 2K, h/2, w/2): the hint maps the model draws for these clicks (for benchmarks and tests)."""
+        c, m, p = self._interaction(clicks, previous, shape)
+        return render_hints(p, c, m, self.input_size, self.sigma)
 
     @torch.no_grad()
     def predict(self, image, clicks=None, previous=None) -> Prediction:
@@ -247,7 +256,8 @@ class Predictor:
             if previous.shape != (self.num_landmarks, 2):
                 raise PredictionError(
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
-        out = self.model(prepared.tensor, self._hints(clicks, previous, shape))
+        click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
+        out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
         logits = out["logits"].float()
         net, peak = decode_strided_logits(logits, self.input_size, heatmap=self.heatmap)
         net_np = net[0].cpu().numpy().astype(np.float64)

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..codecs.heatmaps import render_hints
+
 from .hrnet import HRNet, conv_bn
 from .ocr import OCRHead
 
@@ -55,6 +57,9 @@ DEFAULTS = {
     # how the logits were trained, and so how they are decoded: "sigmoid" = per-pixel BCE on Gaussian targets
     # (Kim et al.); "softmax" = 2-D softmax + NLL (McCouat & Voiculescu), decoded from the logits themselves
     "heatmap": "sigmoid",
+    # sigma (network-input pixels) of the Gaussians the model draws for its clicks and previous prediction; set
+    # from the model card's sigma when a model is built for training or inference (not a parameter)
+    "hint_sigma": None,
 }
 
 
@@ -121,6 +126,7 @@ class InteractiveKeypointModel(nn.Module):
         k = cfg["num_landmarks"]
         self.num_landmarks = k
         self.heatmap = cfg["heatmap"]  # how the logits decode (see DEFAULTS)
+        self.hint_sigma = None if cfg["hint_sigma"] is None else float(cfg["hint_sigma"])
         self.backbone = HRNet(in_channels=cfg["in_channels"], **cfg["backbone"])
         c = self.backbone.out_channels
         self.hint_fusion = HintFusion(k, self.backbone.stem_channels, cfg["hint_scale_init"]) if cfg["hint_fusion"] else None
@@ -129,10 +135,22 @@ class InteractiveKeypointModel(nn.Module):
             self.gate = InteractionGate(self.backbone.layer1_channels, k, c, cfg["gating_channels"], cfg["gating"])
         self.head = OCRHead(c, k, **cfg["ocr"])
 
-    def forward(self, image, hints=None):
-        """image (B, 1, H, W) in [-1, 1]; hints (B, 2K, H/2, W/2) or None → dict(logits, aux) at stride 4."""
+    def forward(self, image, hints=None, *, clicks=None, clicked=None, previous=None):
+        """image (B, 1, H, W) in [-1, 1] → dict(logits, aux) at stride 4.
+
+        The interaction enters as coordinates: ``clicks`` (B, K, 2) (row, col) in network-input pixels with
+        ``clicked`` (B, K) bool saying which are real, and ``previous`` (B, K, 2) the previous prediction (used
+        only in clicked channels). The model draws its own hint maps from them (``render_hints``, sigma
+        ``config['hint_sigma']``) — one implementation for training, validation and inference. ``hints``
+        (B, 2K, H/2, W/2) ready-drawn maps may be passed instead; neither = no interaction."""
         b, _, h, w = image.shape
         k = self.num_landmarks
+        if hints is None and clicks is not None:
+            if self.hint_sigma is None:
+                raise ValueError("this model was built without 'hint_sigma': it cannot draw its click maps")
+            if clicked is None:
+                clicked = torch.isfinite(clicks).all(-1)
+            hints = render_hints(previous, clicks, clicked, (h, w), self.hint_sigma)
         if hints is None:
             hints = image.new_zeros(b, 2 * k, (h + 1) // 2, (w + 1) // 2)
         stem_hint = self.hint_fusion(hints) if self.hint_fusion is not None else None

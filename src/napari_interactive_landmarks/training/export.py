@@ -24,14 +24,16 @@ def metadata_for(name: str, entry: dict) -> dict[str, str]:
 def register_run(name: str, run_dir: Path, description: str = "", extra_metrics: dict | None = None,
                  target_dir: Path | None = None, manifest_path=None) -> dict:
     run_dir = Path(run_dir)
-    best, info = run_dir / "best.safetensors", run_dir / "best.yaml"
-    if not best.is_file() or not info.is_file():
-        raise FileNotFoundError(f"{run_dir} has no best.safetensors + best.yaml (has the run validated yet?)")
-    entry = yaml.safe_load(info.read_text())
-    state, meta = load_weights(best)
-    if "config" in meta and "schema" in meta:  # the weights carry their own card (trainers since v2): it wins
-        from ..model_card import ModelCard
+    from ..model_card import FORMAT_V1, ModelCard
 
+    best, info = run_dir / "best.safetensors", run_dir / "best.yaml"
+    if not best.is_file():
+        raise FileNotFoundError(f"{run_dir} has no best.safetensors (has the run validated yet?)")
+    state, meta = load_weights(best)
+    entry = yaml.safe_load(info.read_text()) if info.is_file() else {}
+    if meta.get("format", FORMAT_V1) != FORMAT_V1 or not entry:
+        # the weights carry their whole card (trainers since weights/v2; e.g. a file brought back from a GPU
+        # machine without its best.yaml): the card in the file wins, and a missing field is an error
         entry = {**entry, **ModelCard.from_metadata(meta, source=str(best)).to_entry()}
     target_dir = Path(target_dir) if target_dir else weights_dir()
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import logging
 import math
 import os
@@ -205,7 +204,8 @@ class Trainer:
         if cfg["heatmap_loss"] not in ("bce", "softmax_nll"):
             raise ValueError(f"heatmap_loss must be 'bce' or 'softmax_nll', not {cfg['heatmap_loss']!r}")
         self.heatmap = "softmax" if cfg["heatmap_loss"] == "softmax_nll" else "sigmoid"
-        self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap})
+        self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap,
+                                            "hint_sigma": float(cfg["sigma"])})
         # channels-last is ≈ 1.5× faster for these convolutions on CPU (oneDNN) and neutral on GPU
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
         if cfg["init_weights"] and load_init:
@@ -331,11 +331,11 @@ class Trainer:
             with torch.no_grad():
                 for _ in range(rounds):
                     with self._autocast():
-                        out = self.model(images, make_hints(prev, coords, clicked, size, sigma))
+                        out = self.model(images, clicks=coords, clicked=clicked, previous=prev)
                     prev = decode_strided(out["logits"].float(), size, st, self.heatmap)
                     clicked = clicked | worst_unclicked_mask(prev, coords, clicked)
         with self._autocast():
-            out = self.net(images, make_hints(prev, coords, clicked, size, sigma))
+            out = self.net(images, clicks=coords, clicked=clicked, previous=prev)
         ls = (size[0] // st, size[1] // st)
         main = upsample_logits(out["logits"].float(), ls)
         grid_coords = (coords + 0.5) / st - 0.5
@@ -370,7 +370,7 @@ class Trainer:
         data = data or self.val_set
         clicks = list(clicks if clicks is not None else self.cfg["val_clicks"])
         self.model.eval()
-        size, sigma, k, dev = self.size, float(self.cfg["sigma"]), self.k, self.device
+        size, k, dev = self.size, self.k, self.device
         errs = {c: [] for c in clicks}
         for s in range(0, len(data), batch_size):
             sl = slice(s, s + batch_size)
@@ -381,7 +381,7 @@ class Trainer:
             prev = None
             for n in range(max(clicks) + 1):
                 with self._autocast():
-                    out = self.model(images, make_hints(prev, gt_net, clicked, size, sigma))
+                    out = self.model(images, clicks=gt_net, clicked=clicked, previous=prev)
                 pred = decode(out["logits"].float(), size, self.heatmap)
                 pred = torch.where(clicked[..., None], gt_net, pred)  # clicked landmarks are pinned
                 po = np.stack([to_original(pred[j].cpu().numpy(), data.orig_shapes[s + j], size) for j in range(b)])
