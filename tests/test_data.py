@@ -150,3 +150,42 @@ def test_loaders_refuse_missing_folders(tmp_path):
         load_aasce(tmp_path, "validation")
     with pytest.raises(DatasetError, match="ISBI"):
         load_isbi2015(tmp_path, "TrainingData")
+
+
+def test_one_clicker_for_training_and_evaluation():
+    """The batched choice (training, validation) and the per-image choice (evaluation) pick the same landmark."""
+    import torch
+
+    from napari_interactive_landmarks.data.clicks import Clicker
+
+    rng = np.random.default_rng(0)
+    err = rng.uniform(0, 50, size=(6, 10))
+    err[0, 3] = np.nan  # no ground truth: never clicked
+    err[1] = np.nan  # nothing left to click
+    clicked = rng.random((6, 10)) < 0.3
+    ere = rng.uniform(0, 20, size=(6, 10))
+    ere[2, :5] = np.nan
+    for order in ("worst", "ere"):
+        c = Clicker(order)
+        mask = c.choose_batch(torch.tensor(err), torch.tensor(clicked), torch.tensor(ere)).numpy()
+        for b in range(6):
+            i = c.choose(err[b], clicked[b], ere[b])
+            assert (i is None and not mask[b].any()) or (mask[b].sum() == 1 and mask[b, i]), (order, b)
+    assert Clicker("worst").choose(err[0], clicked[0]) != 3
+    assert Clicker("worst").choose(err[1], clicked[1]) is None
+    picks = {Clicker("random", rng=s).choose(err[3], clicked[3]) for s in range(40)}
+    assert picks == set(np.flatnonzero(~clicked[3] & np.isfinite(err[3])))
+    with pytest.raises(ValueError, match="order"):
+        Clicker("best")
+
+
+def test_a_noisy_simulated_user_places_points_near_the_ground_truth_inside_the_image():
+    from napari_interactive_landmarks.data.clicks import Clicker
+
+    exact = Clicker("worst")
+    assert exact.position((10.0, 20.0)) == (10.0, 20.0)
+    noisy = Clicker("worst", noise_px=5.0, rng=0)
+    pts = np.array([noisy.position((50.0, 60.0), (100, 100)) for _ in range(2000)])
+    assert np.allclose(pts.mean(0), (50, 60), atol=0.5) and np.allclose(pts.std(0), 5.0, rtol=0.1)
+    edge = np.array([noisy.position((0.0, 99.0), (100, 100)) for _ in range(200)])
+    assert edge.min() >= -0.5 and edge.max() <= 99.5

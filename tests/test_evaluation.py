@@ -250,3 +250,12 @@ def test_missing_gt_is_json_null():
     r = evaluate_dataset(pred, samples, max_clicks=1, progress=False)
     assert r["errors_0"][0][3] is None
     json.dumps(r, allow_nan=False)
+
+
+def test_click_noise_moves_the_clicked_points_off_the_ground_truth_for_model_and_manual_alike():
+    pred, samples = make(n=3)
+    exact = evaluate_dataset(pred, samples, max_clicks=2, progress=False)
+    noisy = evaluate_dataset(pred, samples, max_clicks=2, progress=False, click_noise_px=3.0)
+    assert noisy["click_noise_px"] == 3.0 and exact["click_noise_px"] == 0.0
+    assert noisy["mre_model"][0] == exact["mre_model"][0]  # no click yet
+    assert noisy["mre_model"][2] != exact["mre_model"][2] and noisy["mre_manual"][2] != exact["mre_manual"][2]

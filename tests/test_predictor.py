@@ -194,3 +194,23 @@ def test_model_without_temperatures_uses_t_equal_one(predictor, phantom):
     with pytest.raises(PredictionError, match="temperatures"):
         Predictor(predictor.model, predictor.schema, predictor.input_size, predictor.sigma, "t", "cpu",
                   temperatures=np.ones(5))
+
+
+@pytest.mark.parametrize("name", ["phantom-spine", "aasce-spine"])
+def test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps(name):
+    """The interaction now enters the model as coordinates; the shipped weights must give the predictions they
+    gave before (reference computed with the earlier code, tests/data/reference_predictions.json)."""
+    import json
+    from pathlib import Path
+
+    from napari_interactive_landmarks.data.phantom import make_phantom
+
+    ref = json.loads((Path(__file__).parent / "data" / "reference_predictions.json").read_text())
+    p = Predictor.from_name(name, device="cpu")
+    img, _ = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)
+    auto = p.predict(img)
+    clicks = {int(k): tuple(v) for k, v in ref["clicks"].items()}
+    clicked = p.predict(img, clicks=clicks, previous=auto.coords)
+    np.testing.assert_allclose(auto.coords, ref[name]["auto"], atol=0.02)
+    np.testing.assert_allclose(clicked.coords, ref[name]["clicked"], atol=0.02)
+    np.testing.assert_allclose(clicked.ere, ref[name]["ere"], rtol=1e-3, atol=0.02)

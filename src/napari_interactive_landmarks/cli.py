@@ -132,7 +132,7 @@ def _cmd_evaluate(args):
     cobb = CobbCollector() if args.dataset == "aasce" and predictor.num_landmarks == 68 else None
     result = evaluate_dataset(predictor, samples, max_clicks=args.clicks, order=args.order, targets=targets,
                               sdr_radii=radii, unit=unit, seed=args.seed, progress=not args.no_progress,
-                              on_trace=cobb)
+                              on_trace=cobb, click_noise_px=args.click_noise)
     result.update(model=predictor.name, dataset=args.dataset, split=args.split)
     if cobb is not None:
         result.update(cobb.summary())
@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clicks", type=int, default=10)
     e.add_argument("--order", choices=["worst", "ere", "random"], default="worst",
                    help="which landmark the next simulated click fixes (worst = oracle, as in the paper)")
+    e.add_argument("--click-noise", dest="click_noise", type=float, default=0.0, metavar="PX",
+                   help="a simulated user's placement error: Gaussian, this std per axis in original pixels (default 0: "
+                        "clicks exactly at the ground truth); the manual-revision baseline gets the same noise")
     e.add_argument("--unit", choices=["px", "mm"], help="default: mm when every image has a pixel spacing")
     e.add_argument("--targets", type=float, nargs="+", help="NoC/FR MRE targets (default 20 30 40 px or 1.5 2 2.5 3 mm)")
     e.add_argument("--sdr", type=float, nargs="+", help="SDR radii in mm (default 2 2.5 3 4 with mm)")

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.clicks import Clicker
 from .metrics import collapsed_onto_click, failure_rate, mre, noc, others_delta, radial_errors, sdr
 
 __all__ = [
@@ -100,18 +101,6 @@ def _as_rng(rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def _select(order: str, candidates: np.ndarray, errors: np.ndarray, ere, rng) -> int:
-    """Pick one landmark index from ``candidates`` (sorted, non-empty)."""
-    if order == "worst":
-        key = errors[candidates]
-    elif order == "ere":
-        key = np.asarray(ere, dtype=np.float64)[candidates]
-    else:  # random
-        return int(candidates[rng.integers(candidates.size)])
-    key = np.where(np.isfinite(key), key, -np.inf)
-    return int(candidates[int(np.argmax(key))])
-
-
 def _coords_of(pred, k: int) -> np.ndarray:
     c = np.array(pred.coords, dtype=np.float64)
     if c.shape != (k, 2):
@@ -138,6 +127,8 @@ def manual_revision(
     ere=None,
     click_sequence: Sequence[int] | None = None,
     rng=None,
+    click_noise_px: float = 0.0,
+    image_shape=None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Manual-revision baseline: replace one landmark per click by its ground truth, no re-run.
 
@@ -159,7 +150,7 @@ def manual_revision(
     k = gt.shape[0]
     if order == "ere" and click_sequence is None and ere is None:
         raise ValueError("manual_revision(order='ere') needs the step-0 ERE (ere=...)")
-    rng = _as_rng(rng)
+    clicker = Clicker(order, noise_px=click_noise_px, rng=_as_rng(rng))
     clickable = np.all(np.isfinite(gt), axis=1)
     done = np.zeros(k, dtype=bool)
     errs = radial_errors(cur, gt)
@@ -169,10 +160,9 @@ def manual_revision(
         if seq is not None:
             idx = int(seq[step - 1]) if step - 1 < len(seq) else None
         else:
-            cand = np.flatnonzero(clickable & ~done)
-            idx = _select(order, cand, errs, ere, rng) if cand.size else None
+            idx = clicker.choose(errs, done, ere, clickable)
         if idx is not None:
-            cur[idx] = gt[idx]
+            cur[idx] = clicker.position(gt[idx], image_shape)
             done[idx] = True
             clicked.append(idx)
             errs = radial_errors(cur, gt)
@@ -181,7 +171,8 @@ def manual_revision(
     return np.stack(coords_steps), np.stack(err_steps), clicked
 
 
-def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "worst", rng=None) -> ImageTrace:
+def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "worst", rng=None,
+                       click_noise_px: float = 0.0) -> ImageTrace:
     """Run the simulated-click protocol on one sample (see the module docstring).
 
     ``predictor`` follows the inference interface (``num_landmarks``, ``prepare(image)``,
@@ -195,13 +186,15 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     max_clicks = int(max_clicks)
     if max_clicks < 0:
         raise ValueError(f"max_clicks must be >= 0, got {max_clicks}")
-    rng = _as_rng(rng)
+    clicker = Clicker(order, noise_px=click_noise_px, rng=_as_rng(rng))
     gt = np.asarray(sample.coords, dtype=np.float64)
     k = int(predictor.num_landmarks)
     if gt.shape != (k, 2):
         raise ValueError(f"sample {sample.name!r}: ground truth shape {gt.shape} != ({k}, 2)")
 
-    prepared = predictor.prepare(sample.load_image())
+    image = sample.load_image()
+    prepared = predictor.prepare(image)
+    image_shape = getattr(prepared, "original_shape", None) or getattr(sample, "image_shape", None)
     pred = predictor.predict(prepared, clicks={}, previous=None)
     cur = _coords_of(pred, k)
     cur_ere = _optional(pred, "ere", k)
@@ -222,14 +215,13 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     clicked: list[int] = []
 
     for _ in range(max_clicks):
-        cand = np.flatnonzero(clickable & ~done)
-        if cand.size:
-            if order == "ere" and cur_ere is None:
-                raise ValueError("order='ere': the predictor stopped returning pred.ere after a click")
-            idx = _select(order, cand, errs, cur_ere, rng)
+        if order == "ere" and cur_ere is None and (clickable & ~done).any():
+            raise ValueError("order='ere': the predictor stopped returning pred.ere after a click")
+        idx = clicker.choose(errs, done, cur_ere, clickable)
+        if idx is not None:
             done[idx] = True
             clicked.append(idx)
-            clicks[idx] = (float(gt[idx, 0]), float(gt[idx, 1]))
+            clicks[idx] = clicker.position(gt[idx], image_shape)
             pred = predictor.predict(prepared, clicks=dict(clicks), previous=cur.copy())
             cur = _coords_of(pred, k)
             cur_ere = _optional(pred, "ere", k)
@@ -250,6 +242,9 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         order,
         ere=ere0,
         click_sequence=clicked if order == "random" else None,
+        rng=np.random.default_rng(clicker.rng.integers(2**63)) if click_noise_px > 0 else None,
+        click_noise_px=click_noise_px,
+        image_shape=image_shape,
     )
     return ImageTrace(
         name=str(sample.name),
@@ -300,6 +295,7 @@ def evaluate_dataset(
     seed: int = 0,
     progress: bool = True,
     on_trace=None,
+    click_noise_px: float = 0.0,
 ) -> dict:
     """Run :func:`run_click_protocol` on every sample and aggregate (JSON-ready dict).
 
@@ -340,7 +336,8 @@ def evaluate_dataset(
     deltas, collapses = [], []  # per image: (α,) change of the unclicked landmarks' error; collapse onto the click
     has_ere = True
     for sample, ss in zip(iterator, seeds):
-        tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order, rng=np.random.default_rng(ss))
+        tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order, rng=np.random.default_rng(ss),
+                                click_noise_px=click_noise_px)
         if on_trace is not None:
             on_trace(sample, tr)
         spacing = sample.spacing if unit == "mm" else None
@@ -380,6 +377,7 @@ def evaluate_dataset(
         "order": order,
         "num_images": len(samples),
         "max_clicks": int(max_clicks),
+        "click_noise_px": float(click_noise_px),
         "mre_model": curve(mre_m_arr),
         "mre_manual": curve(mre_h_arr),
         "noc": {_key(t): _json_float(noc(mre_m_arr, t, max_clicks)) for t in targets},
