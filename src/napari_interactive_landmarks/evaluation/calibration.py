@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import torch
 
-from ..codecs.geometry import to_network
 from ..measurements.core import _jsonable as jsonable
 from ..codecs.uncertainty import (
     auroc,
@@ -20,7 +19,6 @@ from ..codecs.uncertainty import (
     expected_radial_error,
     fit_temperatures,
     good_erroneous_table,
-    grid_scale,
     hottest_points,
     max_confidence,
     softmax_maps,
@@ -44,9 +42,10 @@ def collect(predictor, samples, progress=True):
             lg = pred.logits.float().cpu()
             grid = tuple(lg.shape[-2:])
             logits.append(lg)
-            targets.append(to_network(s.coords, img.shape[:2], grid))
-            preds.append(to_network(pred.coords, img.shape[:2], grid))
-            scales.append(grid_scale(img.shape[:2], grid))
+            codec = predictor.codec
+            targets.append(codec.original_to_grid(s.coords, img.shape[:2], grid))
+            preds.append(codec.original_to_grid(pred.coords, img.shape[:2], grid))
+            scales.append(codec.grid_scale(img.shape[:2], grid))
             spacing.append(np.nan if s.spacing is None else float(np.mean(s.spacing)))
             errs.append(np.linalg.norm(pred.coords - s.coords, axis=1))
     finally:

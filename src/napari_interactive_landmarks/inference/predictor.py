@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codecs.geometry import to_network, to_original
-from ..codecs.heatmaps import decode_strided_logits, render_hints
-from ..codecs.uncertainty import expected_radial_error, grid_scale, softmax_maps
+from ..codecs.codec import LandmarkCodec
+from ..codecs.uncertainty import expected_radial_error, softmax_maps
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
 from ..models.interactive import build_model, resolve_config
@@ -106,6 +105,7 @@ class Predictor:
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
         self.heatmap = getattr(model, "heatmap", "sigmoid")
+        self.codec = LandmarkCodec(self.input_size, self.sigma, self.heatmap)  # every coordinate conversion
         if getattr(model, "hint_sigma", None) is None:
             model.hint_sigma = self.sigma  # the model draws its click maps with the card's sigma
         elif abs(model.hint_sigma - self.sigma) > 1e-9:
@@ -233,10 +233,10 @@ class Predictor:
         prev_net = None
         if clicks:
             idx = np.array(sorted(clicks))
-            click_net[0, idx] = to_network(np.array([clicks[i] for i in idx]), shape, self.input_size)
+            click_net[0, idx] = self.codec.to_network(np.array([clicks[i] for i in idx]), shape)
             clicked[0, idx] = True
             if previous is not None:
-                prev_net = to_network(previous, shape, self.input_size)[None]
+                prev_net = self.codec.to_network(previous, shape)[None]
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         return (as_t(click_net), torch.as_tensor(clicked, device=self.device),
                 None if prev_net is None else as_t(prev_net))
@@ -244,7 +244,7 @@ class Predictor:
     def _hints(self, clicks: dict, previous: np.ndarray | None, shape) -> torch.Tensor:
         """(1, 2K, h/2, w/2): the hint maps the model draws for these clicks (for benchmarks and tests)."""
         c, m, p = self._interaction(clicks, previous, shape)
-        return render_hints(p, c, m, self.input_size, self.sigma)
+        return self.codec.hints(p, c, m)
 
     @torch.no_grad()
     def predict(self, image, clicks=None, previous=None) -> Prediction:
@@ -259,9 +259,9 @@ class Predictor:
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
         out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
         logits = out["logits"].float()
-        net, peak = decode_strided_logits(logits, self.input_size, heatmap=self.heatmap)
+        net, peak = self.codec.decode(logits)
         net_np = net[0].cpu().numpy().astype(np.float64)
-        coords = to_original(net_np, shape, self.input_size)
+        coords = self.codec.to_original(net_np, shape)
         clicked = np.zeros(self.num_landmarks, bool)
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
@@ -281,8 +281,8 @@ class Predictor:
         calibrated maps (float32 torch, on the model's device)."""
         grid = tuple(logits.shape[-2:])
         prob = softmax_maps(logits.float(), self.temperatures)
-        pred_grid = to_network(net_coords, self.input_size, grid)
-        return expected_radial_error(prob, pred_grid, scale=grid_scale(shape, grid)), prob
+        pred_grid = self.codec.network_to_grid(net_coords, grid)
+        return expected_radial_error(prob, pred_grid, scale=self.codec.grid_scale(shape, grid)), prob
 
 
 def _load_state(model, state, path, schema):

@@ -132,10 +132,7 @@ class LandmarkSession:
 
     def uncertainty_geometry(self):
         """(scale, translate) in original pixels that place the uncertainty map's cells over the image."""
-        h, w = self.image_shape
-        gh, gw = self._state.umap.shape
-        sy, sx = h / gh, w / gw
-        return (sy, sx), (0.5 * sy - 0.5, 0.5 * sx - 0.5)
+        return self.predictor.codec.grid_placement(self.image_shape, self._state.umap.shape)
 
     def suggest_next(self) -> int | None:
         """The landmark to check next: the highest ERE among unpinned points (None when all are pinned or

@@ -21,8 +21,8 @@ import yaml
 from tqdm import tqdm
 
 from .. import losses
-from ..codecs.geometry import to_original
-from ..codecs.heatmaps import decoding_input, gaussian_heatmaps, local_soft_argmax, render_hints
+from ..codecs.codec import LandmarkCodec
+from ..codecs.heatmaps import render_hints
 from ..data.augment import AugmentConfig, augment
 from ..data.cache import CachedSet, build_cache, preprocess
 from ..data.clicks import sample_initial_clicks, worst_unclicked_mask
@@ -105,22 +105,6 @@ def to_input(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
 def make_hints(prev_coords, click_coords, clicked, size, sigma):
     """(B, 2K, H/2, W/2) hint maps (see ``codecs.heatmaps.render_hints``, which the predictor uses too)."""
     return render_hints(prev_coords, click_coords, clicked, size, sigma)
-
-
-def decode(logits: torch.Tensor, size, heatmap: str = "sigmoid") -> torch.Tensor:
-    """Stride-4 logits → full-resolution bilinear upsampling → local soft-argmax (network pixels)."""
-    x, beta = decoding_input(upsample_logits(logits, size), heatmap)
-    return local_soft_argmax(x, beta=beta)
-
-
-def decode_strided(logits: torch.Tensor, size, stride: int, heatmap: str = "sigmoid") -> torch.Tensor:
-    """Cheaper decoding at ``stride`` (for simulated clicks during training); network pixels."""
-    if stride == 1:
-        return decode(logits, size, heatmap)
-    hs = (size[0] // stride, size[1] // stride)
-    x, beta = decoding_input(upsample_logits(logits, hs), heatmap)
-    c = local_soft_argmax(x, window=max(3, 15 // stride | 1), beta=beta)
-    return (c + 0.5) * stride - 0.5
 
 
 def phantom_cached_sets(cfg: dict, size, k: int):
@@ -206,6 +190,7 @@ class Trainer:
         self.heatmap = "softmax" if cfg["heatmap_loss"] == "softmax_nll" else "sigmoid"
         self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap,
                                             "hint_sigma": float(cfg["sigma"])})
+        self.codec = LandmarkCodec(self.size, float(cfg["sigma"]), self.heatmap)
         # channels-last is ≈ 1.5× faster for these convolutions on CPU (oneDNN) and neutral on GPU
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
         if cfg["init_weights"] and load_init:
@@ -314,7 +299,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- one batch
     def train_step(self, images, coords):
-        cfg, k, size, sigma = self.cfg, self.k, self.size, float(self.cfg["sigma"])
+        cfg, k, size = self.cfg, self.k, self.size
         dev = self.device
         b = images.shape[0]
         valid = torch.isfinite(coords).all(-1)
@@ -332,20 +317,20 @@ class Trainer:
                 for _ in range(rounds):
                     with self._autocast():
                         out = self.model(images, clicks=coords, clicked=clicked, previous=prev)
-                    prev = decode_strided(out["logits"].float(), size, st, self.heatmap)
+                    prev = self.codec.decode(out["logits"].float())[0]  # decoded as at inference
                     clicked = clicked | worst_unclicked_mask(prev, coords, clicked)
         with self._autocast():
             out = self.net(images, clicks=coords, clicked=clicked, previous=prev)
         ls = (size[0] // st, size[1] // st)
         main = upsample_logits(out["logits"].float(), ls)
-        grid_coords = (coords + 0.5) / st - 0.5
+        grid_coords = self.codec.to_grid(coords, st)
         aux = upsample_logits(out["aux"].float(), ls)
         if self.heatmap == "softmax":
             s_nll = float(cfg["nll_sigma"]) / st
             l_main = losses.heatmap_softmax_nll(main, grid_coords, s_nll)
             l_aux = losses.heatmap_softmax_nll(aux, grid_coords, s_nll)
         else:
-            target = gaussian_heatmaps(grid_coords, ls, sigma / st)
+            target = self.codec.targets(coords, st)
             fw = float(cfg["fg_weight"])
             l_main = losses.heatmap_bce(main, target, fw)
             l_aux = losses.heatmap_bce(aux, target, fw)
@@ -370,7 +355,7 @@ class Trainer:
         data = data or self.val_set
         clicks = list(clicks if clicks is not None else self.cfg["val_clicks"])
         self.model.eval()
-        size, k, dev = self.size, self.k, self.device
+        k, dev = self.k, self.device
         errs = {c: [] for c in clicks}
         for s in range(0, len(data), batch_size):
             sl = slice(s, s + batch_size)
@@ -382,9 +367,9 @@ class Trainer:
             for n in range(max(clicks) + 1):
                 with self._autocast():
                     out = self.model(images, clicks=gt_net, clicked=clicked, previous=prev)
-                pred = decode(out["logits"].float(), size, self.heatmap)
+                pred = self.codec.decode(out["logits"].float())[0]
                 pred = torch.where(clicked[..., None], gt_net, pred)  # clicked landmarks are pinned
-                po = np.stack([to_original(pred[j].cpu().numpy(), data.orig_shapes[s + j], size) for j in range(b)])
+                po = np.stack([self.codec.to_original(pred[j].cpu().numpy(), data.orig_shapes[s + j]) for j in range(b)])
                 e = np.linalg.norm(po - data.orig_coords[sl], axis=-1)
                 if n in errs:
                     errs[n].append(np.nanmean(e, axis=1))

@@ -1,0 +1,95 @@
+"""One codec per model: how landmark coordinates become the network's targets and hint maps, how its logits become
+coordinates again, and every conversion between original-image pixels, network-input pixels and the grids of
+the network's maps. The trainer, the losses' targets, the predictor, the calibration data and the session's
+display geometry all go through a model's :class:`LandmarkCodec` (built from its model card), so training,
+inference and evaluation cannot drift apart.
+
+Conventions (pixel centres): pixel i covers [i − 0.5, i + 0.5]; a grid at stride s maps network pixel p to
+(p + 0.5) / s − 0.5; rows and columns are scaled separately. Coordinates are (row, col) everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import geometry
+from .heatmaps import decode_strided_logits, decoding_input, gaussian_heatmaps, local_soft_argmax, render_hints
+
+
+@dataclass(frozen=True)
+class LandmarkCodec:
+    input_size: tuple[int, int]  # (H, W) of the network input
+    sigma: float  # Gaussian sigma of targets and hint maps, network pixels
+    heatmap: str = "sigmoid"  # how the logits were trained: sigmoid (BCE) or softmax (2-D softmax + NLL)
+    logit_stride: int = 4  # the network's output stride
+    window: int = 15  # local soft-argmax window, network pixels
+
+    @classmethod
+    def from_card(cls, card) -> "LandmarkCodec":
+        return cls(tuple(card.input_size), float(card.sigma), card.heatmap)
+
+    # ------------------------------------------------------------------ pixel conversions
+    def to_network(self, coords, orig_shape) -> np.ndarray:
+        """Original-image (row, col) → network-input pixels."""
+        return geometry.to_network(coords, orig_shape, self.input_size)
+
+    def to_original(self, coords, orig_shape) -> np.ndarray:
+        """Network-input (row, col) → original-image pixels."""
+        return geometry.to_original(coords, orig_shape, self.input_size)
+
+    @staticmethod
+    def to_grid(coords, stride: float):
+        """Network pixels → the pixels of a map at ``stride`` (numpy or torch)."""
+        return (coords + 0.5) / stride - 0.5
+
+    @staticmethod
+    def from_grid(coords, stride: float):
+        """Pixels of a map at ``stride`` → network pixels (numpy or torch)."""
+        return (coords + 0.5) * stride - 0.5
+
+    def logit_grid(self) -> tuple[int, int]:
+        return (self.input_size[0] // self.logit_stride, self.input_size[1] // self.logit_stride)
+
+    def network_to_grid(self, coords, grid) -> np.ndarray:
+        """Network-input pixels → the pixels of a map of shape ``grid`` covering the whole input."""
+        return geometry.to_network(coords, self.input_size, grid)
+
+    def original_to_grid(self, coords, orig_shape, grid) -> np.ndarray:
+        """Original-image pixels → the pixels of a map of shape ``grid`` that covers the whole image."""
+        return geometry.to_network(coords, orig_shape, grid)
+
+    @staticmethod
+    def grid_scale(orig_shape, grid) -> tuple[float, float]:
+        """Original pixels per grid pixel, (rows, cols): turns grid distances into original-pixel distances."""
+        return orig_shape[0] / grid[0], orig_shape[1] / grid[1]
+
+    def grid_placement(self, orig_shape, grid):
+        """(scale, translate) that place a map of shape ``grid`` covering the image over its original pixels
+        (for display: cell (i, j) is centred at translate + (i, j) · scale)."""
+        sy, sx = self.grid_scale(orig_shape, grid)
+        return (sy, sx), (0.5 * sy - 0.5, 0.5 * sx - 0.5)
+
+    # ------------------------------------------------------------------ encoding
+    def hints(self, previous, clicks, clicked):
+        """The model's hint maps (network pixels in, stride-2 maps out; see ``render_hints``)."""
+        return render_hints(previous, clicks, clicked, self.input_size, self.sigma)
+
+    def targets(self, coords_net, stride: int):
+        """Gaussian target maps at ``stride`` for network-pixel coordinates (B, K, 2) (the BCE targets)."""
+        size = (self.input_size[0] // stride, self.input_size[1] // stride)
+        return gaussian_heatmaps(self.to_grid(coords_net, stride), size, self.sigma / stride)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, logits: torch.Tensor):
+        """Stride-``logit_stride`` logits (B, K, h, w) → (coordinates (B, K, 2) in network pixels, peak (B, K)):
+        the local soft-argmax of the full-resolution maps, interpolating only a patch around each peak."""
+        return decode_strided_logits(logits, self.input_size, window=self.window, heatmap=self.heatmap)
+
+    def decode_maps(self, maps_logits: torch.Tensor, stride: int) -> torch.Tensor:
+        """Coordinates (network pixels) from logits already at ``stride`` (e.g. the upsampled training maps)."""
+        x, beta = decoding_input(maps_logits, self.heatmap)
+        c = local_soft_argmax(x, window=max(3, self.window // stride | 1), beta=beta)
+        return self.from_grid(c, stride)
