@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_interactive_landmarks.codecs.uncertainty import auroc, binned_correlation, spearman
+from napari_interactive_landmarks.evaluation.calibration_stats import auroc, binned_correlation, spearman
 
 
 def main(paths):

@@ -6,18 +6,20 @@ import pytest
 import torch
 
 from napari_interactive_landmarks.codecs.uncertainty import (
+    expected_radial_error,
+    grid_scale,
+    hottest_points,
+    max_confidence,
+    softmax_maps,
+)
+from napari_interactive_landmarks.evaluation.calibration_stats import (
     auroc,
     binned_correlation,
     calibration_bins,
     correct_within,
     expected_calibration_error,
-    expected_radial_error,
     fit_temperatures,
     good_erroneous_table,
-    grid_scale,
-    hottest_points,
-    max_confidence,
-    softmax_maps,
     spearman,
     threshold_at_tpr,
 )

@@ -11,17 +11,14 @@ import numpy as np
 import torch
 
 from ..measurements.core import _jsonable as jsonable
-from ..codecs.uncertainty import (
+from ..codecs.uncertainty import expected_radial_error, hottest_points, max_confidence, softmax_maps
+from .calibration_stats import (
     auroc,
     binned_correlation,
     calibration_bins,
     correct_within,
-    expected_radial_error,
     fit_temperatures,
     good_erroneous_table,
-    hottest_points,
-    max_confidence,
-    softmax_maps,
     spearman,
     threshold_at_tpr,
 )

@@ -78,7 +78,7 @@ def _reliability_panel(ax, bins: Mapping, label: str) -> None:
 def plot_reliability(bins_before: Mapping, bins_after: Mapping | None, path, title: str | None = None,
                      *, dpi: int = 150) -> Path:
     """Reliability diagrams before and after temperature scaling, side by side (one panel when
-    ``bins_after`` is None).  ``bins_*`` are :func:`~...codecs.uncertainty.calibration_bins` dicts.
+    ``bins_after`` is None).  ``bins_*`` are :func:`~.calibration_stats.calibration_bins` dicts.
     Bars: per-bin accuracy; hatched: the gap to the bin's mean confidence (red = over-confident,
     green = under-confident); numbers: bin counts.  Writes ``path`` and returns it."""
     panels = [("before scaling", bins_before)] + ([("after scaling", bins_after)] if bins_after is not None else [])
@@ -93,7 +93,7 @@ def plot_reliability(bins_before: Mapping, bins_after: Mapping | None, path, tit
 def plot_ere_vs_error(bin_ere, bin_err, r: float, path, title: str | None = None, *, unit: str = "px",
                       dpi: int = 150) -> Path:
     """The paper's Fig. 5: mean ERE (x) vs mean true radial error (y) per group of landmarks
-    (from :func:`~...codecs.uncertainty.binned_correlation`), with the identity line and the
+    (from :func:`~.calibration_stats.binned_correlation`), with the identity line and the
     Pearson correlation ``r`` of the group means.  Writes ``path`` and returns it."""
     x = np.asarray(bin_ere, dtype=np.float64)
     y = np.asarray(bin_err, dtype=np.float64)
