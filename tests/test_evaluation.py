@@ -28,6 +28,23 @@ class FakePrediction:
     scores: np.ndarray
     ere: np.ndarray | None = None
 
+    def uncertainty_map(self, include=None):
+        return np.zeros((2, 2), np.float32)
+
+
+@dataclass
+class FakePrepared:
+    name: str
+    original_shape: tuple = (100, 100)
+
+
+class FakeSchema:
+    def __init__(self, k):
+        self.num_landmarks = k
+
+    def index(self, key):
+        return int(key)
+
 
 @dataclass
 class FakeSample:
@@ -51,12 +68,19 @@ class FakePredictor:
         self.prepare_calls = 0
         self.predict_calls = []
 
+        self.schema = FakeSchema(self.num_landmarks)  # what the LandmarkSession needs of a predictor
+
     def prepare(self, image):
         self.prepare_calls += 1
-        return image["name"]
+        return FakePrepared(image["name"])
+
+    def _check_clicks(self, updates, shape):
+        return {int(i): (float(r), float(c)) for i, (r, c) in updates.items()}
 
     def predict(self, prepared, clicks, previous=None):
+        clicks = dict(clicks or {})
         self.predict_calls.append((dict(clicks), None if previous is None else previous.copy()))
+        prepared = getattr(prepared, "name", prepared)
         coords = self.gts[prepared] + self.offsets[prepared] * 0.5 ** len(clicks)
         for i, (r, c) in clicks.items():
             coords[i] = (r, c)

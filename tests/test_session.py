@@ -126,3 +126,20 @@ def test_every_shipped_model_runs_a_whole_session(name):
     assert np.isnan(s.scores[5]) and s.ere[3] == 0.0 and s.ere[5] == 0.0
     s.undo()
     assert not s.pinned[5] and tuple(s.coords[3]) == (350.0, 250.0)
+
+
+def test_the_model_is_given_where_it_had_put_a_corrected_point_as_its_previous_prediction(session):
+    """As in training (and the evaluation protocol): with a new click, the 'previous prediction' of that landmark
+    is the model's own earlier position, not the user's; earlier corrections are previous at their place."""
+    auto = session.coords
+    session.pin({4: (100.0, 40.0)})
+    req = session.request()
+    np.testing.assert_allclose(req.previous[4], auto[4])  # where the model had it
+    assert req.clicks[4] == (100.0, 40.0)
+    session.apply(session.compute(req))
+    session.pin({9: (150.0, 90.0)})
+    req = session.request()
+    assert tuple(req.previous[4]) == (100.0, 40.0)  # an earlier correction: at the user's position
+    np.testing.assert_allclose(req.previous[9], session.last_prediction.coords[9])
+    session.undo()  # back to before the second pin: the basis comes back with the state
+    np.testing.assert_allclose(session.request().previous, session.coords)

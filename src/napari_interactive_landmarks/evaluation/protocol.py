@@ -108,6 +108,16 @@ def _coords_of(pred, k: int) -> np.ndarray:
     return c
 
 
+def _session_state(session, k: int):
+    """(coords, ERE or None, scores or None) of a session after an update, shape-checked against the model's
+    raw prediction (a person's points: ERE 0, score NaN)."""
+    pred = session.last_prediction
+    _coords_of(pred, k)
+    _optional(pred, "ere", k)
+    _optional(pred, "scores", k)
+    return session.coords.astype(np.float64), session.ere, session.scores.astype(np.float64)
+
+
 def _optional(pred, attr: str, k: int) -> np.ndarray | None:
     v = getattr(pred, attr, None)
     if v is None:
@@ -192,13 +202,14 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     if gt.shape != (k, 2):
         raise ValueError(f"sample {sample.name!r}: ground truth shape {gt.shape} != ({k}, 2)")
 
-    image = sample.load_image()
-    prepared = predictor.prepare(image)
-    image_shape = getattr(prepared, "original_shape", None) or getattr(sample, "image_shape", None)
-    pred = predictor.predict(prepared, clicks={}, previous=None)
-    cur = _coords_of(pred, k)
-    cur_ere = _optional(pred, "ere", k)
-    cur_scores = _optional(pred, "scores", k)
+    from ..inference.session import LandmarkSession
+
+    # the user's path: the session prepares the image once, pins every correction, re-runs the model with all
+    # of them as clicks and the current points as 'previous', and merges the result into the unpinned points
+    session = LandmarkSession(predictor, sample.load_image())
+    image_shape = session.image_shape or getattr(sample, "image_shape", None)
+    session.detect()
+    cur, cur_ere, cur_scores = _session_state(session, k)
     if order == "ere" and cur_ere is None:
         raise ValueError(
             "order='ere' needs a predictor that returns an expected radial error (pred.ere); "
@@ -211,7 +222,6 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     score_steps = [cur_scores] if cur_scores is not None else None
     clickable = np.all(np.isfinite(gt), axis=1)
     done = np.zeros(k, dtype=bool)
-    clicks: dict[int, tuple[float, float]] = {}
     clicked: list[int] = []
 
     for _ in range(max_clicks):
@@ -221,11 +231,8 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         if idx is not None:
             done[idx] = True
             clicked.append(idx)
-            clicks[idx] = clicker.position(gt[idx], image_shape)
-            pred = predictor.predict(prepared, clicks=dict(clicks), previous=cur.copy())
-            cur = _coords_of(pred, k)
-            cur_ere = _optional(pred, "ere", k)
-            cur_scores = _optional(pred, "scores", k)
+            session.correct(idx, clicker.position(gt[idx], image_shape))
+            cur, cur_ere, cur_scores = _session_state(session, k)
             errs = radial_errors(cur, gt)
         coords_steps.append(cur)
         err_steps.append(errs)

@@ -29,6 +29,10 @@ class _State:
     scores: np.ndarray
     ere: np.ndarray | None = None  # (K,) expected radial error, original px; 0 for pinned points
     umap: np.ndarray | None = None  # (h/4, w/4) combined uncertainty map of the unpinned landmarks (float16)
+    # the points as the model last left them (before the user's edits since): the 'previous prediction' the
+    # model is given with the next clicks — for a point just corrected, where the model had put it, which is
+    # what it saw in training (None: the current coordinates)
+    basis: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -185,14 +189,16 @@ class LandmarkSession:
 
     # ------------------------------------------------------------------ async building blocks
     def request(self) -> InferenceRequest:
-        """What to run now: every pinned point as a click, the current coordinates as 'previous'."""
+        """What to run now: every pinned point as a click, and as 'previous' the points as the model last left
+        them (a point corrected since keeps, as its previous, where the model had put it — as in training)."""
         if self._prepared is None:
             raise SessionError("no image: call set_image() first")
         if self._state is None:
             return InferenceRequest(self.generation, {}, None)
         idx = np.flatnonzero(self._state.pinned)
         clicks = {int(i): (float(self._state.coords[i, 0]), float(self._state.coords[i, 1])) for i in idx}
-        return InferenceRequest(self.generation, clicks, self._state.coords.copy())
+        basis = self._state.basis if self._state.basis is not None else self._state.coords
+        return InferenceRequest(self.generation, clicks, basis.copy())
 
     def compute(self, req: InferenceRequest) -> tuple[InferenceRequest, Prediction]:
         """Run the network for ``req`` (thread-safe; one inference at a time)."""
@@ -209,7 +215,8 @@ class LandmarkSession:
         self.last_prediction = pred
         if self._state is None:  # first detection
             free = np.ones(self.num_landmarks, bool)
-            st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free))
+            st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free),
+                        basis=pred.coords.copy())
             self._auto = st
             self._state = st
             return True
@@ -219,7 +226,8 @@ class LandmarkSession:
         coords[free] = pred.coords[free]
         scores[free] = pred.scores[free]
         scores[~free] = np.nan  # a person's point has no model score
-        self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free))
+        self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free),
+                             basis=coords.copy())
         return True
 
     @staticmethod
@@ -241,7 +249,7 @@ class LandmarkSession:
             coords[i] = (r, c)
             pinned[i] = True
             scores[i] = np.nan
-        self._state = _State(coords, pinned, scores)
+        self._state = _State(coords, pinned, scores, basis=self._state.basis)
 
     def unpin_only(self, index) -> None:
         self._need_state()
@@ -254,7 +262,7 @@ class LandmarkSession:
         self._push_undo()
         pinned = self._state.pinned.copy()
         pinned[i] = False
-        self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy())
+        self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy(), basis=self._state.basis)
 
     # ------------------------------------------------------------------ synchronous API (console, scripts)
     def _run(self) -> Prediction:
