@@ -394,3 +394,40 @@ def test_a_weights_file_alone_can_be_registered(tiny_run, tmp_path):
     path = verify_file(tmp_path / "w" / entry["file"], entry["sha256"])
     p = Predictor.from_entry("returned", entry, path)
     assert p.num_landmarks == 16
+
+
+def test_dataloader_workers_give_the_same_batches_as_the_main_process(tiny_run, tmp_path):
+    """Augmentation runs in DataLoader workers on a GPU machine; each sample's augmentation is fixed by the
+    epoch's seeds, so the batches do not depend on the number of workers."""
+    from napari_interactive_landmarks.training.trainer import Trainer
+
+    trainer, _, _ = tiny_run
+    batches = []
+    for workers in (0, 2):
+        t = Trainer({**trainer.cfg, "out_dir": str(tmp_path / f"w{workers}"), "num_workers": workers})
+        t.load_data(trainer.train_set, trainer.val_set)
+        t._make_loader()
+        t._set_epoch_rngs()
+        t._sampler.batches = t._epoch_batches()
+        batches.append([(im.clone(), c.clone()) for im, c in t._loader])
+    assert len(batches[0]) == len(batches[1]) == len(trainer.train_set) // int(trainer.cfg["batch_size"])
+    for (ia, ca), (ib, cb) in zip(*batches):
+        assert torch.equal(ia, ib) and torch.equal(ca, cb)
+
+
+def test_a_bf16_training_step_runs_and_keeps_fp32_losses(tiny_run, tmp_path):
+    """bf16 autocast of the forward passes (for GPUs; CPU autocast runs the same code here)."""
+    from napari_interactive_landmarks.training.trainer import Trainer
+
+    trainer, _, _ = tiny_run
+    t = Trainer({**trainer.cfg, "out_dir": str(tmp_path / "bf16"), "amp": "bf16", "max_iterative_rounds": 2})
+    t.load_data(trainer.train_set, trainer.val_set)
+    t.click_rng = FixedRounds(2, 2)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    m = t.train_step(*t._batch(np.arange(4)))
+    assert all(np.isfinite(v) for v in m.values()) and m["loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())  # autocast, not a bf16 model
+    assert np.isfinite(t.validate(clicks=[0, 1])[1])
+    with pytest.raises(ValueError, match="amp"):
+        Trainer({**trainer.cfg, "out_dir": str(tmp_path / "x"), "amp": "fp8"})

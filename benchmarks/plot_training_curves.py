@@ -1,0 +1,60 @@
+"""Training curves from runs' metrics.csv: validation MRE at each click count it records (val_mre@0, @2, …) per
+epoch, one colour per run, solid = 0 clicks, dashed = the larger click count.
+
+    python benchmarks/plot_training_curves.py runs/aasce-spine-gpu/metrics.csv runs/aasce-spine-gpu-bf16/metrics.csv \
+        --out docs/images/aasce-spine-training.png --title "aasce-spine on one H100"
+"""
+
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read(path):
+    rows = list(csv.DictReader(Path(path).open()))
+    cols = [c for c in (rows[0] if rows else {}) if c.startswith("val_mre@")]
+    out = {}
+    for c in cols:
+        pts = [(int(r["epoch"]), float(r[c])) for r in rows if r.get(c) not in (None, "")]
+        out[int(c.split("@")[1])] = pts
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("metrics", nargs="+", help="metrics.csv files (the run's folder name labels the curve)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--title", default="validation MRE per epoch")
+    ap.add_argument("--unit", default="px")
+    args = ap.parse_args()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for n, path in enumerate(args.metrics):
+        label = Path(path).parent.name or Path(path).stem
+        colour = f"C{n}"
+        for j, (clicks, pts) in enumerate(sorted(read(path).items())):
+            if not pts:
+                continue
+            ep, v = zip(*pts)
+            ax.plot(ep, v, color=colour, linestyle="-" if j == 0 else "--", marker=".",
+                    label=f"{label}: {clicks} click{'s' if clicks != 1 else ''}")
+            best = min(range(len(v)), key=v.__getitem__)
+            ax.annotate(f"{v[best]:.1f}", (ep[best], v[best]), textcoords="offset points", xytext=(0, -12),
+                        ha="center", fontsize=7, color=colour)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation MRE ({args.unit})")
+    ax.set_title(args.title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
