@@ -27,14 +27,15 @@ def read(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("metrics", nargs="+", help="metrics.csv files (the run's folder name labels the curve)")
+    ap.add_argument("metrics", nargs="+", help="runs/<name>/metrics.csv or <name>.metrics.csv files (<name> labels the curve)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--title", default="validation MRE per epoch")
     ap.add_argument("--unit", default="px")
     args = ap.parse_args()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     for n, path in enumerate(args.metrics):
-        label = Path(path).parent.name or Path(path).stem
+        path = Path(path)  # runs/<name>/metrics.csv, or <name>.metrics.csv as gpu_train.sh collect returns it
+        label = path.parent.name if path.name == "metrics.csv" else path.name.removesuffix(".csv").removesuffix(".metrics")
         colour = f"C{n}"
         for j, (clicks, pts) in enumerate(sorted(read(path).items())):
             if not pts:
