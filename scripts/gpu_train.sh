@@ -9,6 +9,7 @@
 #   bash scripts/gpu_train.sh collect                            each run's best.safetensors + metrics.csv → $OUT
 #
 # Runs write to runs/<config name>/ (train.log, metrics.csv, last.ckpt, best.safetensors with its model card).
+# GPU_TRAIN_DEVICE=cpu runs the same steps on a CPU (a smoke test of this script).
 set -euo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 cmd="${1:-status}"; shift || true
@@ -33,7 +34,7 @@ PY
       mkdir -p "runs/$name"
       resume=""; [ -f "runs/$name/last.ckpt" ] && resume="--resume"
       setsid nohup python3 -m napari_interactive_landmarks.cli train --config "$cfg" --pack "$pack" \
-        --out-dir "runs/$name" --device cuda --no-progress $resume >> "runs/$name/train.log" 2>&1 < /dev/null &
+        --out-dir "runs/$name" --device "${GPU_TRAIN_DEVICE:-cuda}" --no-progress $resume >> "runs/$name/train.log" 2>&1 < /dev/null &
       echo "started $name (pid $!) ${resume:+(resumed)}"
     done
     ;;
