@@ -391,6 +391,9 @@ def save_weights(state_dict, path, *, metadata: dict[str, str] | None = None, dt
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's owner-only one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
