@@ -31,9 +31,9 @@ def _cmd_train(args):
         cfg["out_dir"] = str(Path("runs") / cfg["name"])
     choose_device(cfg["device"])  # a missing device is one line before anything starts
     if cfg["pack"]:  # a wrong pack is one line before the model is built
-        from .data.pack import check_pack, read_pack
+        from .data.pack import check_pack, read_pack_header
 
-        check_pack(read_pack(cfg["pack"])[0], cfg, source=f"training pack {Path(cfg['pack']).name}")
+        check_pack(read_pack_header(cfg["pack"]), cfg, source=f"training pack {Path(cfg['pack']).name}")
     info = distributed.init_from_env(cfg["device"])  # torchrun: join the process group (no-op otherwise)
     try:
         trainer = Trainer(cfg, load_init=not args.resume)

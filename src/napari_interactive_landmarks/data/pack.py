@@ -119,8 +119,7 @@ def write_pack(path, cfg: dict, train_set: CachedSet, val_set: CachedSet, qualit
     return header
 
 
-def read_pack(path) -> tuple[dict, CachedSet, CachedSet]:
-    """(header, train set, validation set); images decoded back to uint8 at the network size."""
+def _open(path):
     path = Path(path)
     if not path.is_file():
         raise PackError(f"training pack not found: {path}")
@@ -132,6 +131,17 @@ def read_pack(path) -> tuple[dict, CachedSet, CachedSet]:
     if header.get("format") != PACK_FORMAT:
         raise PackError(f"{path} is not a training pack of this version (format {header.get('format')!r}, "
                         f"expected {PACK_FORMAT!r})")
+    return z, header
+
+
+def read_pack_header(path) -> dict:
+    """The header alone (no image is decoded): to check a pack against a config before anything starts."""
+    return _open(path)[1]
+
+
+def read_pack(path) -> tuple[dict, CachedSet, CachedSet]:
+    """(header, train set, validation set); images decoded back to uint8 at the network size."""
+    z, header = _open(path)
     sets = []
     for part in PARTS:
         blob, off = z[f"{part}_jpeg"], z[f"{part}_offsets"]
