@@ -143,3 +143,20 @@ def test_the_model_is_given_where_it_had_put_a_corrected_point_as_its_previous_p
     np.testing.assert_allclose(req.previous[9], session.last_prediction.coords[9])
     session.undo()  # back to before the second pin: the basis comes back with the state
     np.testing.assert_allclose(session.request().previous, session.coords)
+
+
+def test_the_session_announces_every_change_so_views_can_follow(session):
+    seen = []
+    stop = session.subscribe(seen.append)
+    session.correct(4, (100.0, 40.0))  # pinned by hand, then the model's result merged
+    session.unpin(4)
+    session.undo()
+    session.redo()
+    session.reset()
+    assert seen == ["pinned", "result", "unpinned", "result", "undo", "redo", "reset"]
+    stale = session.request()
+    session.pin({2: (60.0, 30.0)})
+    assert session.apply(session.compute(stale)) is False and seen[-1] == "pinned"  # a dropped result: silent
+    stop()
+    session.undo()
+    assert seen[-1] == "pinned"  # unsubscribed

@@ -83,8 +83,22 @@ class LandmarkSession:
         self.generation = 0
         self._dirty = False
         self.last_prediction: Prediction | None = None
+        self._listeners: list = []
         if image is not None:
             self.set_image(image, spacing=spacing, image_path=image_path)
+
+    # ------------------------------------------------------------------ change events
+    def subscribe(self, callback):
+        """Call ``callback(change)`` after every change of the points (on the thread that made it), with
+        ``change`` one of ``"image"``, ``"result"`` (a model result merged), ``"pinned"`` (points placed by
+        hand, no inference yet), ``"unpinned"``, ``"undo"``, ``"redo"``, ``"reset"``, ``"loaded"``. Returns a
+        function that unsubscribes. A view (the napari layers) listens instead of re-syncing after each call."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _changed(self, change: str) -> None:
+        for cb in list(self._listeners):
+            cb(change)
 
     # ------------------------------------------------------------------ state
     @property
@@ -186,6 +200,7 @@ class LandmarkSession:
         self._redo.clear()
         self.generation += 1
         self._dirty = False
+        self._changed("image")
 
     # ------------------------------------------------------------------ async building blocks
     def request(self) -> InferenceRequest:
@@ -219,6 +234,7 @@ class LandmarkSession:
                         basis=pred.coords.copy())
             self._auto = st
             self._state = st
+            self._changed("result")
             return True
         free = ~self._state.pinned
         coords = self._state.coords.copy()
@@ -228,6 +244,7 @@ class LandmarkSession:
         scores[~free] = np.nan  # a person's point has no model score
         self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free),
                              basis=coords.copy())
+        self._changed("result")
         return True
 
     @staticmethod
@@ -250,6 +267,7 @@ class LandmarkSession:
             pinned[i] = True
             scores[i] = np.nan
         self._state = _State(coords, pinned, scores, basis=self._state.basis)
+        self._changed("pinned")
 
     def unpin_only(self, index) -> None:
         self._need_state()
@@ -263,6 +281,7 @@ class LandmarkSession:
         pinned = self._state.pinned.copy()
         pinned[i] = False
         self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy(), basis=self._state.basis)
+        self._changed("unpinned")
 
     # ------------------------------------------------------------------ synchronous API (console, scripts)
     def _run(self) -> Prediction:
@@ -299,6 +318,7 @@ class LandmarkSession:
         self._need_state()
         self._push_undo()
         self._state = self._auto
+        self._changed("reset")
         return self.coords
 
     def undo(self) -> bool:
@@ -308,6 +328,7 @@ class LandmarkSession:
         self._state = self._undo.pop()
         self.generation += 1
         self._dirty = True
+        self._changed("undo")
         return True
 
     def redo(self) -> bool:
@@ -317,6 +338,7 @@ class LandmarkSession:
         self._state = self._redo.pop()
         self.generation += 1
         self._dirty = True
+        self._changed("redo")
         return True
 
     # ------------------------------------------------------------------ output
@@ -390,4 +412,5 @@ class LandmarkSession:
             self._auto = self._state
         self.generation += 1
         self._dirty = False
+        self._changed("loaded")
         return self.coords

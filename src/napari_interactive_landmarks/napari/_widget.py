@@ -92,6 +92,7 @@ class LandmarkWidget(QWidget):
         self._inflight = False
         self._pending = False
         self._pending_pins: dict = {}
+        self._unsubscribe = None  # from the current session's change events
         self._load_generation = 0
         self.timings: list[dict] = []  # drag release → layer updated (for the benchmark)
         self._release_t: float | None = None
@@ -339,7 +340,10 @@ class LandmarkWidget(QWidget):
             self._set_busy(False)
             if gen != self._load_generation:
                 return
+            if self._unsubscribe is not None:
+                self._unsubscribe()
             self.predictor, self.session = result
+            self._unsubscribe = self.session.subscribe(self._on_session_changed)
             self.image_layer = layer
             self._forget_points_layer(remove=True)
             on_ready()
@@ -360,20 +364,18 @@ class LandmarkWidget(QWidget):
 
         self._ensure_session(go)
 
+    # the session announces every change it makes; the layers follow in _on_session_changed
     def undo(self):
         if self.session and self.session.undo():
-            self._pending_pins.clear()
-            self._sync_layer()
+            self._pending_pins.clear()  # a drag not yet sent belonged to the state undone
 
     def redo(self):
         if self.session and self.session.redo():
             self._pending_pins.clear()
-            self._sync_layer()
 
     def reset(self):
         if self.session and self.session.detected:
             self.session.reset()
-            self._sync_layer()
 
     def unpin_selected(self):
         if not (self.session and self.session.detected and self.points_layer is not None):
@@ -386,7 +388,6 @@ class LandmarkWidget(QWidget):
             return
         for i in idx:
             self.session.unpin_only(i)
-        self._sync_layer()
         self._schedule(text="Re-running without the unpinned points…")
 
     # ------------------------------------------------------------------ inference scheduling
@@ -427,9 +428,8 @@ class LandmarkWidget(QWidget):
     def _on_result(self, result):
         self._inflight = False
         self._set_busy(False)
-        applied = self.session.apply(result)
+        applied = self.session.apply(result)  # the layers follow through _on_session_changed
         if applied:
-            self._sync_layer()
             n = int(self.session.pinned.sum())
             self.status.setText(f"{self.session.num_landmarks} landmarks · {n} corrected by hand")
             if self._release_t is not None:
@@ -669,6 +669,16 @@ class LandmarkWidget(QWidget):
         else:
             self.skeleton_layer.data = vectors
 
+    def _on_session_changed(self, change: str):
+        """The session changed its points: bring the layers up to date. A hand-placed point ('pinned', from a
+        drag) is already where the layer shows it; the model's answer follows as 'result'."""
+        if change == "image":
+            return
+        if change == "pinned":
+            self._update_buttons()
+            return
+        self._sync_layer()
+
     def _on_points_data(self, event):
         action = _action(event)
         lyr = self.points_layer
@@ -732,7 +742,6 @@ class LandmarkWidget(QWidget):
             except (ValueError, SessionError, OSError) as exc:
                 show_error(f"Cannot load {Path(path).name}: {exc}")
                 return
-            self._sync_layer()
             self.status.setText(f"Loaded {Path(path).name}.")
 
         self._ensure_session(go)
@@ -771,37 +780,24 @@ class ViewerSession:
             raise SessionError("press Detect in the widget first (or call detect() once a model is loaded)")
         return self._w.session
 
+    # the viewer follows the session's change events: the console calls the session directly
     def detect(self):
-        s = self._need()
-        s.detect()
-        self._w._sync_layer()
-        return s.coords
+        return self._need().detect()
 
     def correct(self, index, position):
-        s = self._need()
-        s.correct(index, position)
-        self._w._sync_layer()
-        return s.coords
+        return self._need().correct(index, position)
 
     def unpin(self, index):
-        s = self._need()
-        s.unpin(index)
-        self._w._sync_layer()
-        return s.coords
+        return self._need().unpin(index)
 
     def undo(self):
-        ok = self._need().undo()
-        self._w._sync_layer()
-        return ok
+        return self._need().undo()
 
     def redo(self):
-        ok = self._need().redo()
-        self._w._sync_layer()
-        return ok
+        return self._need().redo()
 
     def reset(self):
-        self._need().reset()
-        self._w._sync_layer()
+        return self._need().reset()
 
     def points(self):
         return self._need().points()
