@@ -160,3 +160,20 @@ def test_the_session_announces_every_change_so_views_can_follow(session):
     stop()
     session.undo()
     assert seen[-1] == "pinned"  # unsubscribed
+
+
+def test_edits_made_while_the_model_runs_are_merged_into_one_follow_up_run(session):
+    """The session, not the GUI, schedules: one inference at a time; a result made stale by edits is dropped
+    and one run on the newest state follows, with every edit as a click."""
+    first = session.begin()
+    assert first is not None and session.running
+    assert session.begin() is None  # already running: asked for again later
+    session.pin({2: (60.0, 30.0)})
+    session.pin({7: (120.0, 40.0)})
+    follow = session.finish(session.compute(first))  # stale: dropped, one follow-up for the newest state
+    assert follow is not None and set(follow.clicks) == {2, 7}
+    assert session.finish(session.compute(follow)) is None and not session.running
+    assert tuple(session.coords[2]) == (60.0, 30.0) and set(np.flatnonzero(session.last_prediction.clicked)) == {2, 7}
+    assert session.begin() is not None
+    session.cancel()  # e.g. the worker failed: the session is free again
+    assert not session.running and session.begin() is not None

@@ -84,6 +84,8 @@ class LandmarkSession:
         self._dirty = False
         self.last_prediction: Prediction | None = None
         self._listeners: list = []
+        self._running = False  # an inference handed out by begin() has not come back through finish()
+        self._rerun = False  # something asked for an inference while one was running
         if image is not None:
             self.set_image(image, spacing=spacing, image_path=image_path)
 
@@ -221,6 +223,36 @@ class LandmarkSession:
             pred = self.predictor.predict(self._prepared, clicks=req.clicks or None,
                                           previous=req.previous if req.clicks else None)
         return req, pred
+
+    # ------------------------------------------------------------------ one inference at a time (GUIs)
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def begin(self) -> InferenceRequest | None:
+        """Ask for an inference on the newest state. Returns the request to ``compute`` (in any thread) and then
+        hand to :meth:`finish`; or None when one is running already — :meth:`finish` will then return a request
+        for the newest state. Edits made meanwhile (``pin``, ``unpin_only``, undo…) are thereby merged into
+        one follow-up run, and the stale result is dropped."""
+        if self._running:
+            self._rerun = True
+            return None
+        req = self.request()
+        self._running = True
+        return req
+
+    def finish(self, result: tuple[InferenceRequest, Prediction]) -> InferenceRequest | None:
+        """Merge the result of the request :meth:`begin` handed out. Returns the next request to run when the
+        state changed while it ran (the result was stale and dropped) or another run was asked for; else None."""
+        self._running = False
+        applied = self.apply(result)
+        rerun, self._rerun = self._rerun or not applied, False
+        return self.begin() if rerun else None
+
+    def cancel(self) -> None:
+        """Give back the request :meth:`begin` handed out without a result (it failed, or a newer edit will ask
+        again)."""
+        self._running = self._rerun = False
 
     def apply(self, result: tuple[InferenceRequest, Prediction]) -> bool:
         """Merge a result into the unpinned points. Returns False (and changes nothing) when stale."""

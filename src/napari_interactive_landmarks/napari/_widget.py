@@ -89,8 +89,6 @@ class LandmarkWidget(QWidget):
         self.measurements: dict = {}
         self.image_layer: Image | None = None
         self._busy = 0
-        self._inflight = False
-        self._pending = False
         self._pending_pins: dict = {}
         self._unsubscribe = None  # from the current session's change events
         self._load_generation = 0
@@ -398,6 +396,10 @@ class LandmarkWidget(QWidget):
         else:
             self._debounce.start()
 
+    @property
+    def _inflight(self) -> bool:
+        return self.session is not None and self.session.running
+
     def _flush_pins(self):
         if self._pending_pins and self.session is not None:
             pins, self._pending_pins = self._pending_pins, {}
@@ -410,14 +412,14 @@ class LandmarkWidget(QWidget):
             self._update_buttons()
         self._start_inference()
 
-    def _start_inference(self):
+    def _start_inference(self, req=None):
+        """Run the session's next inference in a worker (the session decides: one at a time, edits made while it
+        runs merged into one follow-up run)."""
         if self.session is None:
             return
-        if self._inflight:
-            self._pending = True  # run again with the newest state when this one returns
-            return
-        req = self.session.request()
-        self._inflight = True
+        req = req or self.session.begin()
+        if req is None:
+            return  # one is running; the session hands out the follow-up when it returns
         self._set_busy(True)
         worker = create_worker(self.session.compute, req, _start_thread=False)
         worker.returned.connect(self._on_result)
@@ -426,24 +428,23 @@ class LandmarkWidget(QWidget):
         self._worker = worker
 
     def _on_result(self, result):
-        self._inflight = False
         self._set_busy(False)
-        applied = self.session.apply(result)  # the layers follow through _on_session_changed
-        if applied:
+        applied_before = self.session.generation == result[0].generation
+        nxt = self.session.finish(result)  # the layers follow through _on_session_changed
+        if applied_before:
             n = int(self.session.pinned.sum())
             self.status.setText(f"{self.session.num_landmarks} landmarks · {n} corrected by hand")
             if self._release_t is not None:
                 self.timings.append({"release_to_layer_ms": (time.perf_counter() - self._release_t) * 1000})
                 self._release_t = None
-        if self._pending or not applied:
-            self._pending = False
-            if not applied and not self._pending_pins:
-                self._start_inference()  # the state changed meanwhile: run on the newest state
-            elif self._pending:
-                self._start_inference()
+        if nxt is not None and self._pending_pins:
+            self.session.cancel()  # a drag is still being debounced: its flush asks for the run
+        elif nxt is not None:
+            self._start_inference(nxt)
 
     def _on_error(self, exc):
-        self._inflight = False
+        if self.session is not None:
+            self.session.cancel()
         self._set_busy(False, f"Inference failed: {exc}")
         show_error(f"Inference failed: {exc}")
 
