@@ -200,7 +200,6 @@ def test_model_without_temperatures_uses_t_equal_one(predictor, phantom):
 def test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps(name):
     """The interaction now enters the model as coordinates; the shipped weights must give the predictions they
     gave before (reference computed with the earlier code, tests/data/reference_predictions.json)."""
-    import json
     from pathlib import Path
 
     from napari_interactive_landmarks.data.phantom import make_phantom

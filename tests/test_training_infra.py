@@ -104,7 +104,6 @@ def test_training_and_inference_draw_the_same_click_maps(tiny_run):
     from napari_interactive_landmarks.codecs.geometry import to_network
     from napari_interactive_landmarks.inference import Predictor
     from napari_interactive_landmarks.schemas import load_schema
-    from napari_interactive_landmarks.training.trainer import make_hints
 
     trainer, _, _ = tiny_run
     shape, size, sigma = (1000, 517), trainer.size, float(trainer.cfg["sigma"])
@@ -121,8 +120,8 @@ def test_training_and_inference_draw_the_same_click_maps(tiny_run):
     for i, pos in clicks.items():
         click_net[0, i] = to_network(np.array([pos]), shape, size)[0]
         clicked[0, i] = True
-    trained = make_hints(torch.tensor(to_network(previous, shape, size)[None], dtype=torch.float32),
-                         torch.tensor(click_net, dtype=torch.float32), torch.tensor(clicked), size, sigma)
+    trained = trainer.codec.hints(torch.tensor(to_network(previous, shape, size)[None], dtype=torch.float32),
+                                  torch.tensor(click_net, dtype=torch.float32), torch.tensor(clicked))
     assert served.shape == trained.shape == (1, 2 * k, (size[0] + 1) // 2, (size[1] + 1) // 2)
     torch.testing.assert_close(served, trained, rtol=0, atol=1e-6)
     on = served[0].flatten(1).amax(1) > 0

@@ -385,19 +385,11 @@ def save_weights(state_dict, path, *, metadata: dict[str, str] | None = None, dt
     meta = None
     if metadata:
         meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    from .io.files import replaced_atomically
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replaced_atomically(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's owner-only one
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import geometry
-from .heatmaps import decode_strided_logits, decoding_input, gaussian_heatmaps, local_soft_argmax, render_hints
+from .heatmaps import decode_strided_logits, gaussian_heatmaps, render_hints
+from .uncertainty import grid_scale
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,7 @@ class LandmarkCodec:
     input_size: tuple[int, int]  # (H, W) of the network input
     sigma: float  # Gaussian sigma of targets and hint maps, network pixels
     heatmap: str = "sigmoid"  # how the logits were trained: sigmoid (BCE) or softmax (2-D softmax + NLL)
-    logit_stride: int = 4  # the network's output stride
     window: int = 15  # local soft-argmax window, network pixels
-
-    @classmethod
-    def from_card(cls, card) -> "LandmarkCodec":
-        return cls(tuple(card.input_size), float(card.sigma), card.heatmap)
 
     # ------------------------------------------------------------------ pixel conversions
     def to_network(self, coords, orig_shape) -> np.ndarray:
@@ -45,14 +41,6 @@ class LandmarkCodec:
         """Network pixels → the pixels of a map at ``stride`` (numpy or torch)."""
         return (coords + 0.5) / stride - 0.5
 
-    @staticmethod
-    def from_grid(coords, stride: float):
-        """Pixels of a map at ``stride`` → network pixels (numpy or torch)."""
-        return (coords + 0.5) * stride - 0.5
-
-    def logit_grid(self) -> tuple[int, int]:
-        return (self.input_size[0] // self.logit_stride, self.input_size[1] // self.logit_stride)
-
     def network_to_grid(self, coords, grid) -> np.ndarray:
         """Network-input pixels → the pixels of a map of shape ``grid`` covering the whole input."""
         return geometry.to_network(coords, self.input_size, grid)
@@ -61,10 +49,7 @@ class LandmarkCodec:
         """Original-image pixels → the pixels of a map of shape ``grid`` that covers the whole image."""
         return geometry.to_network(coords, orig_shape, grid)
 
-    @staticmethod
-    def grid_scale(orig_shape, grid) -> tuple[float, float]:
-        """Original pixels per grid pixel, (rows, cols): turns grid distances into original-pixel distances."""
-        return orig_shape[0] / grid[0], orig_shape[1] / grid[1]
+    grid_scale = staticmethod(grid_scale)  # original pixels per grid pixel, (rows, cols)
 
     def grid_placement(self, orig_shape, grid):
         """(scale, translate) that place a map of shape ``grid`` covering the image over its original pixels
@@ -84,12 +69,6 @@ class LandmarkCodec:
 
     # ------------------------------------------------------------------ decoding
     def decode(self, logits: torch.Tensor):
-        """Stride-``logit_stride`` logits (B, K, h, w) → (coordinates (B, K, 2) in network pixels, peak (B, K)):
+        """Stride-4 logits (B, K, h, w) → (coordinates (B, K, 2) in network pixels, peak (B, K)):
         the local soft-argmax of the full-resolution maps, interpolating only a patch around each peak."""
         return decode_strided_logits(logits, self.input_size, window=self.window, heatmap=self.heatmap)
-
-    def decode_maps(self, maps_logits: torch.Tensor, stride: int) -> torch.Tensor:
-        """Coordinates (network pixels) from logits already at ``stride`` (e.g. the upsampled training maps)."""
-        x, beta = decoding_input(maps_logits, self.heatmap)
-        c = local_soft_argmax(x, window=max(3, self.window // stride | 1), beta=beta)
-        return self.from_grid(c, stride)

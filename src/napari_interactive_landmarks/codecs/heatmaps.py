@@ -32,8 +32,8 @@ def render_hints(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, c
     convention). ``size`` and coordinates (B, K, 2) (row, col) are network-input pixels; NaN coordinates give
     an empty channel. The one implementation used by training, validation and inference.
 
-    Returned channels-last (the layout the model runs in) and drawn only where a channel is clicked, so the
-    mostly empty maps cost no dense rendering and no layout copy.
+    Drawn as one separable product written directly in the channels-last layout the model runs in (no dense
+    NCHW rendering, no layout copy); unclicked channels are zero.
     """
     b, k, _ = click_coords.shape
     dev = click_coords.device

@@ -91,7 +91,7 @@ class Clicker:
 
         cand = ~clicked & torch.isfinite(errors)
         if self.order == "random":
-            key = torch.rand(errors.shape, generator=None, device=errors.device)
+            key = torch.rand(errors.shape, device=errors.device)
         elif self.order == "ere":
             if ere is None:
                 raise ValueError("order='ere' needs the predicted expected radial error (ere=...)")
@@ -108,14 +108,3 @@ def worst_unclicked(errors: np.ndarray, clicked: np.ndarray) -> int:
     """Index of the not-yet-clicked landmark with the largest error (NaN errors never chosen); -1 if none."""
     i = Clicker("worst").choose(errors, clicked)
     return -1 if i is None else i
-
-
-def worst_unclicked_mask(pred, gt, clicked, errors=None):
-    """(B, K) bool: the one not-yet-clicked landmark with the largest error per image (none where every valid
-    landmark is clicked). ``errors`` (B, K) may be given directly; else the radial error of ``pred`` against
-    ``gt``. NaN errors (no ground truth) never count. All on ``clicked``'s device."""
-    import torch
-
-    if errors is None:
-        errors = torch.linalg.vector_norm(pred - gt, dim=-1)
-    return Clicker("worst").choose_batch(errors, clicked)

@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..io.files import replaced_atomically
 from .cache import PREPROC_VERSION, CachedSet
 
 PACK_FORMAT = "napari-interactive-landmarks/training-pack/v1"
@@ -104,18 +103,8 @@ def write_pack(path, cfg: dict, train_set: CachedSet, val_set: CachedSet, qualit
             f"{part}_orig_coords": np.asarray(data.orig_coords, np.float64),
             f"{part}_spacing": np.asarray(data.spacing, np.float64),
         })
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with replaced_atomically(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not mkstemp's owner-only one
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return header
 
 

@@ -205,7 +205,8 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     from ..inference.session import LandmarkSession
 
     # the user's path: the session prepares the image once, pins every correction, re-runs the model with all
-    # of them as clicks and the current points as 'previous', and merges the result into the unpinned points
+    # of them as clicks and the points as the model last left them as 'previous', and merges the result into
+    # the unpinned points
     session = LandmarkSession(predictor, sample.load_image())
     image_shape = session.image_shape or getattr(sample, "image_shape", None)
     session.detect()

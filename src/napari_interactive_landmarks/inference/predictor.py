@@ -117,14 +117,13 @@ class Predictor:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_card(cls, card, weights_path, device=None, schema=None) -> "Predictor":
+    def from_card(cls, card, weights_path, device=None) -> "Predictor":
         """A model described by a :class:`~napari_interactive_landmarks.model_card.ModelCard` whose weights are in
-        ``weights_path``. ``schema`` (name, path or LandmarkSchema), when given, replaces the card's landmark set
-        and must have as many landmarks as the model predicts."""
+        ``weights_path``."""
         from ..weights import load_weights
 
         name = card.name
-        schema = load_schema(schema if schema is not None else card.schema)
+        schema = load_schema(card.schema)
         trained_k = card.config.get("num_landmarks")
         if trained_k not in (None, schema.num_landmarks):
             raise PredictionError(

@@ -3,7 +3,6 @@ self-describing metadata, and an entry in weights_manifest.yaml (sha256, config,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -18,7 +17,7 @@ def metadata_for(name: str, entry: dict) -> dict[str, str]:
     else (a missing field is an error, see :mod:`..model_card`)."""
     from ..model_card import ModelCard
 
-    return ModelCard.from_mapping(entry, name=name).to_metadata() | {"name": name}
+    return ModelCard.from_mapping(entry, name=name).to_metadata()
 
 
 def register_run(name: str, run_dir: Path, description: str = "", extra_metrics: dict | None = None,
@@ -55,15 +54,14 @@ def store_temperatures(name: str, temperatures, info: dict, manifest_path=None) 
     file is rewritten, so its sha256 in the manifest is updated too)."""
     from ..weights import get_entry, load_manifest, resolve_weights
 
+    from ..model_card import ModelCard
+
     manifest = load_manifest(manifest_path)
     entry = dict(get_entry(name, manifest))
     path = resolve_weights(name, manifest=manifest)
-    state, meta = load_weights(path)
-    entry["temperatures"] = [round(float(t), 5) for t in temperatures]
-    entry["calibration"] = info
-    meta = dict(meta)
-    meta["temperatures"] = json.dumps(entry["temperatures"])
-    save_weights(state, path, metadata=meta)
+    card = _with_temperatures(ModelCard.from_mapping(entry, name=name), temperatures, info)
+    entry.update(temperatures=card.temperatures, calibration=info)
+    _rewrite_card(path, card)
     for key in ("sha256", "size_bytes"):
         entry.pop(key, None)
     return register_model(name, entry, path, manifest_path=manifest_path)
@@ -75,9 +73,18 @@ def store_temperatures_in_file(path, temperatures, info: dict) -> Path:
     from ..model_card import ModelCard
 
     path = Path(path)
-    state, meta = load_weights(path)
-    card = ModelCard.from_metadata(meta, source=path.name)
+    card = ModelCard.from_metadata(load_weights(path)[1], source=path.name)
+    _rewrite_card(path, _with_temperatures(card, temperatures, info))
+    return path
+
+
+def _with_temperatures(card, temperatures, info: dict):
     card.temperatures = [round(float(t), 5) for t in temperatures]
     card.calibration = info
+    return card
+
+
+def _rewrite_card(path, card) -> None:
+    """Write ``card`` as the metadata of the weights file at ``path`` (atomically; tensors unchanged)."""
+    state, _ = load_weights(path)
     save_weights(state, path, metadata=card.to_metadata())
-    return path

@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from .. import losses
 from ..codecs.codec import LandmarkCodec
-from ..codecs.heatmaps import render_hints
 from ..data.augment import AugmentConfig, augment
 from ..data.cache import CachedSet, build_cache, preprocess
-from ..data.clicks import sample_initial_clicks, worst_unclicked_mask
+from ..data.clicks import Clicker, sample_initial_clicks
 from ..data.datasets import load_dataset
 from ..data.splits import apply_split, load_split
 from ..inference.device import choose_device
@@ -92,19 +91,6 @@ def merged_config(user: dict) -> dict:
     cfg = copy.deepcopy(DEFAULT_CONFIG)
     cfg.update(user)
     return cfg
-
-
-def to_input(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(B, H, W) uint8 or [0, 1] floats → (B, 1, H, W) in [-1, 1], channels-last."""
-    t = torch.as_tensor(images_u8, device="cpu") if not torch.is_tensor(images_u8) else images_u8
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    return (t * 2.0 - 1.0).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-
-
-def make_hints(prev_coords, click_coords, clicked, size, sigma):
-    """(B, 2K, H/2, W/2) hint maps (see ``codecs.heatmaps.render_hints``, which the predictor uses too)."""
-    return render_hints(prev_coords, click_coords, clicked, size, sigma)
 
 
 def phantom_cached_sets(cfg: dict, size, k: int):
@@ -191,6 +177,7 @@ class Trainer:
         self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap,
                                             "hint_sigma": float(cfg["sigma"])})
         self.codec = LandmarkCodec(self.size, float(cfg["sigma"]), self.heatmap)
+        self.clicker = Clicker("worst")  # the simulated user of the click rounds and of validation
         # channels-last is ≈ 1.5× faster for these convolutions on CPU (oneDNN) and neutral on GPU
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
         if cfg["init_weights"] and load_init:
@@ -286,6 +273,7 @@ class Trainer:
             prefetch_factor=4 if nw > 0 else None)
 
     def _to_device(self, images, coords):
+        """(B, H, W) images in [0, 1] and (B, K, 2) coordinates → the model's input on the device."""
         images = images.to(self.device, non_blocking=True)
         coords = coords.to(self.device, non_blocking=True)
         return (images * 2.0 - 1.0).unsqueeze(1).contiguous(memory_format=torch.channels_last), coords
@@ -318,7 +306,8 @@ class Trainer:
                     with self._autocast():
                         out = self.model(images, clicks=coords, clicked=clicked, previous=prev)
                     prev = self.codec.decode(out["logits"].float())[0]  # decoded as at inference
-                    clicked = clicked | worst_unclicked_mask(prev, coords, clicked)
+                    clicked = clicked | self.clicker.choose_batch(torch.linalg.vector_norm(prev - coords, dim=-1),
+                                                                  clicked)
         with self._autocast():
             out = self.net(images, clicks=coords, clicked=clicked, previous=prev)
         ls = (size[0] // st, size[1] // st)
@@ -359,8 +348,8 @@ class Trainer:
         errs = {c: [] for c in clicks}
         for s in range(0, len(data), batch_size):
             sl = slice(s, s + batch_size)
-            images = to_input(torch.from_numpy(data.images[sl])).to(dev)
-            gt_net = torch.from_numpy(data.coords[sl]).to(dev)
+            images, gt_net = self._to_device(torch.from_numpy(data.images[sl]).float() / 255.0,
+                                             torch.from_numpy(data.coords[sl]))
             b = images.shape[0]
             clicked = torch.zeros(b, k, dtype=torch.bool, device=dev)
             prev = None
@@ -374,8 +363,7 @@ class Trainer:
                 if n in errs:
                     errs[n].append(np.nanmean(e, axis=1))
                 # the next click: the worst landmark in original pixels (what the evaluation protocol measures)
-                e_t = torch.from_numpy(e).to(dev)
-                clicked = clicked | worst_unclicked_mask(None, None, clicked, errors=e_t)
+                clicked = clicked | self.clicker.choose_batch(torch.from_numpy(e).to(dev), clicked)
                 prev = pred
         return {c: float(np.mean(np.concatenate(v))) for c, v in errs.items()}
 
@@ -424,9 +412,6 @@ class Trainer:
                       "init_weights": Path(self.cfg["init_weights"]).name if self.cfg["init_weights"] else None},
             metrics=metrics,
         )
-
-    def manifest_entry(self, metrics):
-        return self.model_card(metrics).to_entry()
 
     def export_best(self, metrics: dict):
         """``best.safetensors`` carrying the whole model card (usable directly with ``--weights``), and the
