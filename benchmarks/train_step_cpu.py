@@ -2,6 +2,8 @@
 steps for each number of iterative click rounds. Prints one line per rounds value.
 
     python benchmarks/train_step_cpu.py --config configs/aasce-spine.yaml --threads 2 --steps 8
+    python benchmarks/train_step_cpu.py --hints      # hint maps: the old dense NCHW drawing + layout copy vs now
+    python benchmarks/train_step_cpu.py --profile    # torch.profiler table of one step with 2 click rounds
 """
 
 import argparse
@@ -30,12 +32,45 @@ class FixedRounds:
         return getattr(self.g, name)
 
 
+def time_hints(t, b, runs):
+    """Median ms to draw one batch's hint maps in the model's channels-last layout: the way before (every channel
+    rendered densely in NCHW, then copied to channels-last) and now (``render_hints``)."""
+    from napari_interactive_landmarks.codecs.heatmaps import gaussian_heatmaps, render_hints
+
+    g = torch.Generator().manual_seed(0)
+    k, size, sigma = t.k, t.size, t.codec.sigma
+    coords = torch.rand(b, k, 2, generator=g) * torch.tensor(size, dtype=torch.float32)
+    prev = coords + torch.randn(b, k, 2, generator=g) * 5
+    clicked = torch.rand(b, k, generator=g) < 0.15
+    hs = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+
+    def before():
+        to2 = (lambda c: (c + 0.5) / 2.0 - 0.5)  # noqa: E731
+        maps = torch.cat([gaussian_heatmaps(to2(prev), hs, sigma / 2.0, mask=clicked),
+                          gaussian_heatmaps(to2(coords), hs, sigma / 2.0, mask=clicked)], dim=1)
+        return maps.contiguous(memory_format=torch.channels_last)
+
+    def now():
+        return render_hints(prev, coords, clicked, size, sigma)
+
+    torch.testing.assert_close(before(), now())
+    for name, fn in (("before (dense NCHW + channels-last copy)", before), ("now (render_hints)", now)):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        print(f"hint maps, batch {b} x {2 * k} x {hs[0]} x {hs[1]}, {name}: median {1000 * statistics.median(times):.1f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/aasce-spine.yaml")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--hints", action="store_true", help="time the hint maps of one batch, old way vs now")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step (2 rounds)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -53,6 +88,17 @@ def main():
     t.load_data(data, data)
     bs = int(cfg["batch_size"])
     t.train_step(*t._batch(np.arange(bs)))  # warm-up (allocator, oneDNN primitives)
+    if args.hints:
+        return time_hints(t, bs, args.steps)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        t.click_rng = FixedRounds(2, int(cfg["max_iterative_rounds"]))
+        batch = t._batch(np.arange(bs))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t.train_step(*batch)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        return
     for r in args.rounds:
         t.click_rng = t.rng = FixedRounds(r, int(cfg["max_iterative_rounds"]))  # (older trainers drew clicks from t.rng)
         times = []
