@@ -1,6 +1,9 @@
-"""Headless inference: :class:`Predictor` (weights → coordinates) and device choice."""
+"""Headless inference: :class:`Predictor` (weights → coordinates), :class:`LandmarkSession` (one image's
+interactive state) and device choice."""
 
 from .device import choose_device
 from .predictor import Prediction, PredictionError, PreparedImage, Predictor
+from .session import LandmarkSession, SessionError
 
-__all__ = ["Predictor", "Prediction", "PredictionError", "PreparedImage", "choose_device"]
+__all__ = ["Predictor", "Prediction", "PredictionError", "PreparedImage", "LandmarkSession", "SessionError",
+           "choose_device"]
