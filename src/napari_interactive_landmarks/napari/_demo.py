@@ -18,9 +18,7 @@ def wait_until_idle(widget, timeout: float = 300.0) -> None:
     t0 = time.time()
     while True:
         QApplication.processEvents()
-        idle = (widget._busy == 0 and not widget._inflight and not widget._pending_pins
-                and not widget._debounce.isActive())
-        if idle and widget.session is not None and widget.session.detected:
+        if widget.idle and widget.session is not None and widget.session.detected:
             return
         if time.time() - t0 > timeout:
             raise TimeoutError(f"the model did not finish within {timeout:.0f} s")

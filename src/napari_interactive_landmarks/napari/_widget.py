@@ -1,21 +1,31 @@
 """The dock widget: pick an image and a model, Detect, then drag wrong points — the model re-runs in a
-background thread on each release and moves the other unpinned points. The widget adapts the headless
-:class:`~napari_interactive_landmarks.inference.session.LandmarkSession`; in napari's console the same
-methods are reachable as ``landmarks`` (``landmarks.detect()``, ``landmarks.correct(5, (812, 301))``,
-``landmarks.undo()``, ``landmarks.points()``, ``landmarks.save("x.json")``).
+background thread on each release and moves the other unpinned points.
+
+Three parts, each with one job:
+
+* the headless :class:`~napari_interactive_landmarks.inference.session.LandmarkSession` owns the points, the
+  edits, undo/redo and the scheduling of inference (one run at a time, edits made meanwhile merged into one
+  follow-up) and announces every change;
+* :class:`~napari_interactive_landmarks.napari._layer_sync.LandmarkLayers` (the layer-sync adapter) listens to
+  the session and writes the layers, and turns drags in the Points layer into ``session.pin``;
+* :class:`LandmarkWidget` (this panel) holds the buttons, the tables and the message line, listens to the
+  session for them, and runs what the session hands out in a worker thread.
+
+In napari's console the same methods are reachable as ``landmarks`` (``landmarks.detect()``,
+``landmarks.correct(5, (812, 301))``, ``landmarks.undo()``, ``landmarks.points()``, ``landmarks.save("x.json")``).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from contextlib import nullcontext as _nullcontext
 from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -35,12 +45,16 @@ from qtpy.QtWidgets import (
 )
 
 from ..inference.session import LandmarkSession, SessionError
-from ._layers import META_KEY, layer_to_landmarks, points_layer_kwargs, skeleton_shapes
+from ._layer_sync import LandmarkLayers
+from ._layers import META_KEY
 
 WEIGHTS_FILE_ITEM = "Weights file…"
-# Edits arriving in one event-loop pass are merged; edits made while an inference runs are merged into a
-# single follow-up run on the newest state (no fixed delay on a lone drag release).
+# the run after a drag is started from the event loop's next pass, so that edits arriving in one pass are
+# merged; edits made while an inference runs are merged by the session into a single follow-up run
 DEBOUNCE_MS = 0
+# a model whose input aspect ratio differs from the image's by more than this factor is probably the wrong
+# landmark set for the image (a spine AP film is ~2.7:1 tall, the spine model's input 2:1; a cephalogram ~1:1.2)
+ASPECT_MISMATCH = 1.6
 
 SHORTCUTS = [
     ("Shift-D", "detect", "Detect (or refine with the pinned points)"),
@@ -50,19 +64,7 @@ SHORTCUTS = [
     ("Alt-R", "reset", "Reset to the automatic prediction"),
     ("Alt-N", "go_to_suggested", "Go to the suggested next point (highest uncertainty)"),
 ]
-
-
-def _action(event) -> str:
-    a = getattr(event, "action", None)
-    return str(getattr(a, "value", a))
-
-
-def _as_vectors(lines) -> np.ndarray:
-    """Line segments [(p, q), ...] → napari Vectors data (N, 2, 2): start point and projection q − p."""
-    if not len(lines):
-        return np.zeros((0, 2, 2))
-    seg = np.asarray(lines, dtype=float).reshape(-1, 2, 2)
-    return np.stack([seg[:, 0], seg[:, 1] - seg[:, 0]], axis=1)
+_MESSAGE_STYLE = {"info": "", "warning": "color: #ffb74d;", "error": "color: #ff5252; font-weight: bold;"}
 
 
 def simulate_drag(layer: Points, point: int, position) -> None:
@@ -76,33 +78,79 @@ def simulate_drag(layer: Points, point: int, position) -> None:
     layer.events.data(value=layer.data, action="changed", data_indices=(point,), vertex_indices=((),))
 
 
+def _never_raises(fn, *args):
+    """Run ``fn(*args)`` in a worker and hand back ``(result, None)`` or ``(None, exception)``: a failure is
+    a value the panel reports in its message line, never an exception for napari's error relay (which sends
+    it to ``sys.excepthook`` and, in a script without ``napari.run()``, aborts the process)."""
+    try:
+        return fn(*args), None
+    except Exception as exc:  # noqa: BLE001 — every failure is reported to the user
+        return None, exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (MemoryError, RuntimeError)) and type(exc).__name__ not in text:
+        text = f"{type(exc).__name__}: {text}" if not isinstance(exc, SessionError) else text
+    return text
+
+
+def _model_aspect(entry: dict) -> float | None:
+    size = entry.get("input_size") if isinstance(entry, dict) else None
+    try:
+        return float(size[0]) / float(size[1])
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+def _is_synthetic(entry: dict) -> bool:
+    return str(((entry or {}).get("training") or {}).get("dataset", "")).lower() == "phantom"
+
+
+def choose_model_for_image(manifest: dict, shape, synthetic: bool) -> str | None:
+    """The shipped model that fits an image: the phantom model for the synthetic sample only; for a real
+    film the model whose input aspect ratio (rows / cols) is closest to the image's."""
+    if not manifest:
+        return None
+    if synthetic:
+        for name, entry in manifest.items():
+            if _is_synthetic(entry):
+                return name
+    real = {n: e for n, e in manifest.items() if not _is_synthetic(e) and _model_aspect(e)}
+    if not real or shape is None:
+        return next(iter(real or manifest), None)
+    aspect = float(shape[0]) / max(float(shape[1]), 1.0)
+    return min(real, key=lambda n: abs(math.log(aspect / _model_aspect(real[n]))))
+
+
 class LandmarkWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.session: LandmarkSession | None = None
         self.predictor = None
-        self.points_layer: Points | None = None
-        self.skeleton_layer = None
-        self.measurement_layer = None
-        self.uncertainty_layer = None
-        self.measurements: dict = {}
+        self.layers: LandmarkLayers | None = None
         self.image_layer: Image | None = None
+        self._manifest: dict = {}
         self._busy = 0
-        self._pending_pins: dict = {}
         self._unsubscribe = None  # from the current session's change events
         self._load_generation = 0
+        self._model_chosen_by_user = False  # once the user picks a model, images no longer choose one
+        self._auto_picking = False
+        self._pending_warning: str | None = None
+        self._fitted = False
         self.timings: list[dict] = []  # drag release → layer updated (for the benchmark)
         self._release_t: float | None = None
+        self.messages: list[tuple[str, str]] = []  # (level, text) of every message shown, newest last
         self._build_ui()
-        self._refresh_image_choices()
         self._refresh_model_choices()
+        self._refresh_image_choices()
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_image_choices)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(self._flush_pins)
+        self._debounce.timeout.connect(self._start_inference)
         self._bind_keys()
         self.console = ViewerSession(self)
         try:
@@ -110,17 +158,44 @@ class LandmarkWidget(QWidget):
         except Exception:  # the console is optional (napari-console may be absent)
             pass
 
+    # ------------------------------------------------------------------ the layers (the adapter's)
+    @property
+    def points_layer(self):
+        return None if self.layers is None else self.layers.points
+
+    @property
+    def skeleton_layer(self):
+        return None if self.layers is None else self.layers.outline
+
+    @property
+    def measurement_layer(self):
+        return None if self.layers is None else self.layers.measurement_lines
+
+    @property
+    def uncertainty_layer(self):
+        return None if self.layers is None else self.layers.uncertainty
+
+    @property
+    def labels_layer(self):
+        return None if self.layers is None else self.layers.labels
+
+    @property
+    def measurements(self) -> dict:
+        return {} if self.layers is None else self.layers.measurements
+
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
-        self.setMaximumWidth(380)
+        self.setMaximumWidth(420)
         lay = QVBoxLayout(self)
         grid = QGridLayout()
         grid.addWidget(QLabel("Image"), 0, 0)
         self.image_combo = QComboBox()
+        self.image_combo.currentTextChanged.connect(self._on_image_chosen)
         grid.addWidget(self.image_combo, 0, 1)
         grid.addWidget(QLabel("Model"), 1, 0)
         self.model_combo = QComboBox()
         self.model_combo.activated.connect(self._on_model_chosen)
+        self.model_combo.currentIndexChanged.connect(self._on_model_index_changed)
         grid.addWidget(self.model_combo, 1, 1)
         lay.addLayout(grid)
         self.detect_btn = QPushButton("Detect")
@@ -145,6 +220,15 @@ class LandmarkWidget(QWidget):
         row2.addWidget(self.save_btn)
         row2.addWidget(self.load_btn)
         lay.addLayout(row2)
+        # the message line: progress, results and every error, in one place
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(False)
+        lay.addWidget(self.progress)
+        self.status = QLabel("Open a radiograph, choose a model, press Detect.")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(self.status)
         self.ere_box = QGroupBox("Check next (expected radial error)")
         el = QVBoxLayout(self.ere_box)
         self.suggest_label = QLabel("")
@@ -169,6 +253,10 @@ class LandmarkWidget(QWidget):
         el.addWidget(self.show_uncertainty)
         lay.addWidget(self.ere_box)
         self._ere_rows: list[int] = []
+        self.show_labels = QCheckBox("Show labels (vertebra names / landmark abbreviations)")
+        self.show_labels.setChecked(True)
+        self.show_labels.toggled.connect(self._toggle_labels)
+        lay.addWidget(self.show_labels)
         self.meas_box = QGroupBox("Measurements")
         ml = QVBoxLayout(self.meas_box)
         self.meas_table = QTableWidget(0, 2)
@@ -176,24 +264,28 @@ class LandmarkWidget(QWidget):
         self.meas_table.horizontalHeader().setStretchLastSection(True)
         self.meas_table.verticalHeader().setVisible(False)
         self.meas_table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.meas_table.setWordWrap(True)  # whole reasons, wrapped (and in the tooltip)
         ml.addWidget(self.meas_table)
         lay.addWidget(self.meas_box)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(False)
-        lay.addWidget(self.progress)
-        self.status = QLabel("Open a radiograph, choose a model, press Detect.")
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
         box = QGroupBox("Shortcuts")
         bl = QVBoxLayout(box)
         keys = QLabel("<br>".join(f"<b>{k}</b> — {d}" for k, _, d in SHORTCUTS)
-                      + "<br>Drag a point to correct it (it is pinned: the model never moves it).")
+                      + "<br>Drag a point to correct it (it is pinned: the model never moves it). "
+                        "Hover a point for its full name.")
         keys.setWordWrap(True)
         bl.addWidget(keys)
         lay.addWidget(box)
         lay.addStretch(1)
         self._update_buttons()
+
+    def say(self, text: str, level: str = "info") -> None:
+        """The message line: one place for progress, results, warnings and errors."""
+        self.messages.append((level, str(text)))
+        self.status.setStyleSheet(_MESSAGE_STYLE.get(level, ""))
+        self.status.setText(str(text))
+
+    def _notify(self, level: str, text: str) -> None:  # the adapter's voice
+        self.say(text, level)
 
     def _update_buttons(self):
         has = self.session is not None and self.session.detected
@@ -206,32 +298,45 @@ class LandmarkWidget(QWidget):
         self._busy = max(0, self._busy + (1 if on else -1))
         self.progress.setVisible(self._busy > 0)
         if text:
-            self.status.setText(text)
+            self.say(text)
 
     def _refresh_image_choices(self, event=None):
         current = self.image_combo.currentText()
-        names = [lyr.name for lyr in self.viewer.layers if isinstance(lyr, Image)]
+        names = [lyr.name for lyr in self.viewer.layers if isinstance(lyr, Image) and not self._owned(lyr)]
+        self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
-        if self.points_layer is not None and self.points_layer not in self.viewer.layers:
-            self._forget_points_layer()
+        self.image_combo.blockSignals(False)
+        if self.image_combo.currentText() != current:
+            self._on_image_chosen(self.image_combo.currentText())
+        if self.layers is not None and self.layers.points is not None and self.layers.points not in self.viewer.layers:
+            self._drop_layers(remove=False)
+
+    def _owned(self, layer) -> bool:
+        return self.layers is not None and layer is self.layers.uncertainty
 
     def _refresh_model_choices(self):
         from ..weights import load_manifest
 
+        self._auto_picking = True
         self.model_combo.clear()
         try:
-            manifest = load_manifest()
+            self._manifest = load_manifest()
         except Exception as exc:  # a broken manifest must not break the widget
-            manifest = {}
-            show_warning(f"weights manifest unreadable: {exc}")
-        for name, entry in manifest.items():
+            self._manifest = {}
+            self.say(f"The weights manifest is unreadable: {exc}", "warning")
+        for name, entry in self._manifest.items():
             self.model_combo.addItem(name)
             self.model_combo.setItemData(self.model_combo.count() - 1, entry.get("description", ""), 3)  # tooltip
         self.model_combo.addItem(WEIGHTS_FILE_ITEM)
         self._weights_file = None
+        self._auto_picking = False
+
+    def _on_model_index_changed(self, index):
+        if not self._auto_picking:  # set by the user, a script or the demo: images no longer choose
+            self._model_chosen_by_user = True
 
     def _on_model_chosen(self, index):
         if self.model_combo.itemText(index) == WEIGHTS_FILE_ITEM:
@@ -239,6 +344,27 @@ class LandmarkWidget(QWidget):
             if path:
                 self._weights_file = path
                 self.model_combo.setItemText(index, f"{Path(path).name} (file)")
+
+    def _on_image_chosen(self, name: str):
+        """Pick the model that fits the image, unless the user chose one: the phantom model only for the
+        synthetic sample, otherwise the shipped model whose input shape is closest to the image's."""
+        if self._model_chosen_by_user or not name:
+            return
+        layer = self._current_image_layer()
+        if layer is None:
+            return
+        shape = tuple(np.shape(layer.data[0] if layer.multiscale else layer.data))[:2]
+        pick = choose_model_for_image(self._manifest, shape, self._synthetic(layer))
+        if pick is not None and self.model_combo.findText(pick) >= 0:
+            self._auto_picking = True
+            try:
+                self.model_combo.setCurrentText(pick)
+            finally:
+                self._auto_picking = False
+
+    @staticmethod
+    def _synthetic(layer) -> bool:
+        return bool(((layer.metadata or {}).get(META_KEY) or {}).get("synthetic"))
 
     def _bind_keys(self):
         for key, method, _ in SHORTCUTS:
@@ -268,7 +394,7 @@ class LandmarkWidget(QWidget):
 
     def _image_array(self, layer: Image) -> np.ndarray:
         data = layer.data
-        if isinstance(data, (list, tuple)):  # multiscale: full resolution
+        if layer.multiscale:  # full resolution
             data = data[0]
         arr = np.asarray(data)
         if layer.rgb:
@@ -286,26 +412,72 @@ class LandmarkWidget(QWidget):
         sc = tuple(float(s) for s in layer.scale[-2:])
         return None if sc == (1.0, 1.0) else sc
 
+    def _confirm(self, title: str, text: str) -> bool:
+        ans = QMessageBox.question(self, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return ans == QMessageBox.Yes
+
     def _confirm_discard(self, what: str) -> bool:
         if self.session is None or not self.session.dirty:
             return True
-        ans = QMessageBox.question(self, "Unsaved corrections",
-                                   f"There are unsaved landmark corrections. {what} anyway?",
-                                   QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return ans == QMessageBox.Yes
+        return self._confirm("Unsaved corrections", f"There are unsaved landmark corrections. {what} anyway?")
+
+    def _mismatch_warning(self, name: str, layer: Image) -> str | None:
+        """Why the model's landmark set looks wrong for the image (None when it looks right)."""
+        entry = self._manifest.get(name) or {}
+        shape = tuple(np.shape(layer.data[0] if layer.multiscale else layer.data))[:2]
+        if _is_synthetic(entry) and not self._synthetic(layer):
+            return (f"'{name}' is the toy model for the synthetic phantom, not for real films: its points on "
+                    f"'{layer.name}' mean nothing. Choose a model for this kind of film.")
+        aspect, want = shape[0] / max(shape[1], 1), _model_aspect(entry)
+        if want and abs(math.log(aspect / want)) > math.log(ASPECT_MISMATCH):
+            kind = "tall" if aspect > 1 else "wide"
+            return (f"'{layer.name}' is {shape[0]} × {shape[1]} ({kind}); '{name}' expects "
+                    f"{entry.get('schema', 'its landmark set')} images of about {want:.1f}:1 (rows:cols). "
+                    "Check that the model fits this film.")
+        return None
+
+    def _plan(self):
+        """(layer, model name, weights path, need_model, need_image) for the current choices, or a message."""
+        layer = self._current_image_layer()
+        if layer is None:
+            return "No image layer: open a radiograph first (File › Open, or drag and drop)."
+        name, path = self.selected_model()
+        if name == WEIGHTS_FILE_ITEM or not name:
+            return "Choose a model first (or a weights file)."
+        need_model = self.predictor is None or self.predictor.name != name
+        need_image = need_model or self.session is None or self.image_layer is not layer
+        return layer, name, path, need_model, need_image
+
+    def _build_session(self, layer, name, path, need_model, image):
+        from ..inference import Predictor
+
+        pred = self.predictor
+        if need_model:
+            pred = Predictor.from_file(path) if path else Predictor.from_name(name)
+        meta = (layer.metadata or {}).get(META_KEY, {}) or {}
+        session = LandmarkSession(pred, image, spacing=self._spacing(layer),
+                                  image_path=meta.get("image_path") or getattr(layer.source, "path", None))
+        return pred, session
+
+    def _adopt(self, layer, pred, session):
+        """Make a freshly built session the current one: the adapter draws it, the panel listens."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._drop_layers(remove=True)
+        self.predictor, self.session, self.image_layer = pred, session, layer
+        self.layers = LandmarkLayers(self.viewer, session, layer, on_edit=self._on_edit, notify=self._notify,
+                                     show_uncertainty=self.show_uncertainty.isChecked(),
+                                     show_labels=self.show_labels.isChecked())
+        self._unsubscribe = session.subscribe(self._on_session_changed)  # after the adapter: its state is fresh
+        self._fitted = False
 
     def _ensure_session(self, on_ready):
         """Load the model (worker) and prepare the image if needed, then call on_ready()."""
-        layer = self._current_image_layer()
-        if layer is None:
-            show_warning("No image layer: open a radiograph first (File › Open, or drag and drop).")
+        plan = self._plan()
+        if isinstance(plan, str):
+            self.say(plan, "warning")
             return
-        name, path = self.selected_model()
-        if name == WEIGHTS_FILE_ITEM or not name:
-            show_warning("Choose a model first (or a weights file).")
-            return
-        need_model = self.predictor is None or self.predictor.name != name
-        need_image = need_model or self.session is None or self.image_layer is not layer
+        layer, name, path, need_model, need_image = plan
         if (need_model or need_image) and self.session is not None and self.session.detected:
             if not self._confirm_discard("Start over on a new image/model"):
                 return
@@ -315,226 +487,184 @@ class LandmarkWidget(QWidget):
         try:
             image = self._image_array(layer)
         except SessionError as exc:
-            show_error(str(exc))
+            self.say(str(exc), "error")
             return
-
-        def load():
-            from ..inference import Predictor
-
-            pred = self.predictor
-            if need_model:
-                pred = Predictor.from_file(path) if path else Predictor.from_name(name)
-            session = LandmarkSession(pred, image, spacing=self._spacing(layer),
-                                      image_path=((layer.metadata or {}).get(META_KEY, {}) or {}).get("image_path")
-                                      or getattr(layer.source, "path", None))
-            return pred, session
-
         self._load_generation += 1
         gen = self._load_generation
         self._set_busy(True, f"Loading model '{name}'…" if need_model else "Preparing the image…")
-        worker = create_worker(load, _start_thread=False)
 
-        def done(result):
+        def done(out):
             self._set_busy(False)
+            result, exc = out
             if gen != self._load_generation:
                 return
-            if self._unsubscribe is not None:
-                self._unsubscribe()
-            self.predictor, self.session = result
-            self._unsubscribe = self.session.subscribe(self._on_session_changed)
-            self.image_layer = layer
-            self._forget_points_layer(remove=True)
+            if exc is not None:
+                self.say(f"Could not start: {_describe(exc)}", "error")
+                return
+            self._adopt(layer, *result)
+            warning = self._mismatch_warning(name, layer)
             on_ready()
+            if warning:
+                self._pending_warning = warning
 
-        def failed(exc):
-            self._set_busy(False, f"Could not start: {exc}")
-            show_error(f"Could not start: {exc}")
+        self._pending_warning = None
+        self._run_worker(self._build_session, (layer, name, path, need_model, image), done)
 
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
+    def ensure_session_now(self) -> LandmarkSession:
+        """The console's path: build the session for the current image and model on this thread (blocking)."""
+        plan = self._plan()
+        if isinstance(plan, str):
+            raise SessionError(plan)
+        layer, name, path, need_model, need_image = plan
+        if need_model or need_image:
+            self._adopt(layer, *self._build_session(layer, name, path, need_model, self._image_array(layer)))
+            warning = self._mismatch_warning(name, layer)
+            if warning:
+                self.say(warning, "warning")
+        return self.session
+
+    def _run_worker(self, fn, args, on_done):
+        worker = create_worker(_never_raises, fn, *args, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(on_done)
         worker.start()
         self._worker = worker
 
     # ------------------------------------------------------------------ actions
     def detect(self):
         def go():
-            self._schedule(immediate=True, text="Detecting…")
+            self.say("Detecting…")
+            self._start_inference()
 
         self._ensure_session(go)
 
-    # the session announces every change it makes; the layers follow in _on_session_changed
+    # the session announces every change it makes; the adapter and the panel follow
     def undo(self):
-        if self.session and self.session.undo():
-            self._pending_pins.clear()  # a drag not yet sent belonged to the state undone
+        if self.session:
+            self.session.undo()
 
     def redo(self):
-        if self.session and self.session.redo():
-            self._pending_pins.clear()
+        if self.session:
+            self.session.redo()
 
     def reset(self):
         if self.session and self.session.detected:
             self.session.reset()
 
     def unpin_selected(self):
-        if not (self.session and self.session.detected and self.points_layer is not None):
+        if not (self.session and self.session.detected and self.layers is not None):
             return
-        feats = self.points_layer.features
-        sel = sorted(self.points_layer.selected_data)
-        idx = [int(feats["index"].iloc[i]) for i in sel if bool(feats["pinned"].iloc[i])]
+        idx = self.layers.selected_landmarks(pinned_only=True)
         if not idx:
-            show_info("Select one or more corrected (pinned) points to unpin.")
+            self.say("Select one or more corrected (pinned) points to unpin.")
             return
         for i in idx:
             self.session.unpin_only(i)
-        self._schedule(text="Re-running without the unpinned points…")
+        self.say("Re-running without the unpinned points…")
+        self._debounce.start()
+
+    def go_to(self, index: int):
+        if self.session and self.session.detected and self.layers is not None:
+            self.layers.go_to(index)
+
+    def go_to_suggested(self):
+        if self.session and self.session.detected:
+            nxt = self.session.suggest_next()
+            if nxt is not None:
+                self.go_to(nxt)
+
+    def _toggle_uncertainty(self, on):
+        if self.layers is not None:
+            self.layers.set_uncertainty_visible(on)
+
+    def _toggle_labels(self, on):
+        if self.layers is not None:
+            self.layers.set_labels_visible(on)
 
     # ------------------------------------------------------------------ inference scheduling
-    def _schedule(self, immediate=False, text="Updating…"):
-        self.status.setText(text)
-        if immediate:
-            self._start_inference()
-        else:
-            self._debounce.start()
+    def _on_edit(self, moved: dict):
+        """A drag was pinned in the session (by the adapter): re-run on the event loop's next pass."""
+        self._release_t = time.perf_counter()
+        self.say(f"Correcting {len(moved)} point(s)…")
+        self._debounce.start()
 
     @property
     def _inflight(self) -> bool:
         return self.session is not None and self.session.running
 
-    def _flush_pins(self):
-        if self._pending_pins and self.session is not None:
-            pins, self._pending_pins = self._pending_pins, {}
-            try:
-                self.session.pin(pins)
-            except (ValueError, SessionError) as exc:
-                show_warning(str(exc))
-                self._sync_layer()
-                return
-            self._update_buttons()
-        self._start_inference()
+    @property
+    def idle(self) -> bool:
+        """No model load, pending re-run or inference."""
+        return self._busy == 0 and not self._inflight and not self._debounce.isActive()
 
     def _start_inference(self, req=None):
         """Run the session's next inference in a worker (the session decides: one at a time, edits made while it
         runs merged into one follow-up run)."""
         if self.session is None:
             return
-        req = req or self.session.begin()
+        try:
+            req = req or self.session.begin()
+        except SessionError as exc:
+            self.say(str(exc), "error")
+            return
         if req is None:
             return  # one is running; the session hands out the follow-up when it returns
         self._set_busy(True)
-        worker = create_worker(self.session.compute, req, _start_thread=False)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(self._on_error)
-        worker.start()
-        self._worker = worker
+        session = self.session
+        self._run_worker(session.compute, (req,), lambda out: self._on_result(session, out))
 
-    def _on_result(self, result):
+    def _on_result(self, session, out):
         self._set_busy(False)
-        applied_before = self.session.generation == result[0].generation
-        nxt = self.session.finish(result)  # the layers follow through _on_session_changed
+        result, exc = out
+        if session is not self.session:
+            return  # a result for a session the user has since left
+        if exc is None:
+            try:
+                self._check_finite(result[1])
+            except SessionError as bad:
+                exc = bad
+        if exc is not None:
+            session.cancel()
+            self._release_t = None
+            self.say(f"Inference failed: {_describe(exc)}. Your corrected points are unchanged.", "error")
+            return
+        applied_before = session.generation == result[0].generation
+        nxt = session.finish(result)  # the layers follow through the session's change event
         if applied_before:
-            n = int(self.session.pinned.sum())
-            self.status.setText(f"{self.session.num_landmarks} landmarks · {n} corrected by hand")
             if self._release_t is not None:
                 self.timings.append({"release_to_layer_ms": (time.perf_counter() - self._release_t) * 1000})
                 self._release_t = None
-        if nxt is not None and self._pending_pins:
-            self.session.cancel()  # a drag is still being debounced: its flush asks for the run
-        elif nxt is not None:
+            if not self._fitted and self.image_layer in self.viewer.layers:
+                self._fitted = True
+                self.viewer.reset_view()  # the film fills the canvas (the layers all lie on it)
+            warning, self._pending_warning = getattr(self, "_pending_warning", None), None
+            if warning:
+                self.say(warning, "warning")
+            else:
+                n = int(session.pinned.sum())
+                self.say(f"{session.num_landmarks} landmarks · {n} corrected by hand")
+        if nxt is not None:
             self._start_inference(nxt)
 
-    def _on_error(self, exc):
-        if self.session is not None:
-            self.session.cancel()
-        self._set_busy(False, f"Inference failed: {exc}")
-        show_error(f"Inference failed: {exc}")
+    @staticmethod
+    def _check_finite(pred):
+        bad = ~np.isfinite(np.asarray(pred.coords, float)).all(1)
+        if bad.any():
+            raise SessionError(f"the model returned no valid position for {int(bad.sum())} landmark(s) "
+                               "(non-finite coordinates); the image or the weights may be corrupt")
 
-    # ------------------------------------------------------------------ layers
-    def _forget_points_layer(self, remove=False):
-        for attr in ("points_layer", "skeleton_layer", "measurement_layer", "uncertainty_layer"):
-            lyr = getattr(self, attr)
-            if lyr is not None:
-                if attr == "points_layer":
-                    try:
-                        lyr.events.data.disconnect(self._on_points_data)
-                    except Exception:
-                        pass
-                if remove and lyr in self.viewer.layers:
-                    self.viewer.layers.remove(lyr)
-            setattr(self, attr, None)
-
-    def _layer_kwargs(self):
-        s = self.session
-        return points_layer_kwargs(
-            s.coords, list(s.schema.landmarks), pinned=s.pinned, scores=s.scores, landmark_set=s.schema.name,
-            model=s.predictor.name, image_path=s.image_path, image_shape=list(s.image_shape),
-            spacing=None if s.spacing is None else list(np.broadcast_to(s.spacing, 2)),
-            name=f"landmarks ({s.predictor.name})")
-
-    def _sync_layer(self):
-        """Write the session's state into the Points layer (and skeleton) without triggering ourselves."""
-        s = self.session
-        if s is None or not s.detected:
+    # ------------------------------------------------------------------ the panel follows the session
+    def _on_session_changed(self, change: str):
+        if change == "image":
             return
-        data, kwargs = self._layer_kwargs()
-        ere = s.ere
-        idx = kwargs["features"]["index"].to_numpy()
-        if ere is not None:  # per-point ERE goes into the same features write (one layer update per result)
-            kwargs["features"]["ere"] = ere[idx]
-            kwargs["feature_defaults"] = {**kwargs["feature_defaults"], "ere": np.nan}
-        cue = self._ere_cue(ere, idx)
-        scale = self.image_layer.scale[-2:] if self.image_layer is not None else (1, 1)
-        translate = self.image_layer.translate[-2:] if self.image_layer is not None else (0, 0)
-        if self.points_layer is None or self.points_layer not in self.viewer.layers:
-            kwargs.update(scale=scale, translate=translate)
-            if cue is not None:
-                kwargs.update(border_width=cue[0], border_color=cue[1])
-            self.points_layer = self.viewer.add_points(data, **kwargs)
-            self.points_layer.events.data.connect(self._on_points_data)
-            self.points_layer.mode = "select"
-        else:
-            lyr = self.points_layer
-            # every property below would refresh the layer (re-slice, re-render 68 labels) on its own: hold the
-            # refreshes and do one at the end (napari's own batching; plain sequential updates without it)
-            # (only when the point count is unchanged: after a refused add/delete the view indices must be
-            # recomputed before the labels are, so that restore goes the plain way)
-            batch = getattr(lyr, "_block_refresh", None) if len(lyr.data) == len(data) else None
-            with lyr.events.data.blocker(self._on_points_data), (batch() if batch else _nullcontext()):
-                selected = set(lyr.selected_data)
-                lyr.data = data
-                lyr.features = kwargs["features"]
-                lyr.size = kwargs["size"]
-                if cue is not None:
-                    lyr.border_width = cue[0]
-                    lyr.border_color = cue[1]
-                lyr.selected_data = {i for i in selected if i < len(data)}
-                lyr.refresh_colors(update_color_mapping=False)
-            if batch:
-                lyr.refresh()
-        self._sync_skeleton(scale, translate)
-        self._sync_measurements(scale, translate)
-        self._sync_uncertainty(scale, translate)
         self._update_buttons()
+        if change == "pinned":
+            return  # the model's answer follows as "result"
+        if self.session.detected:
+            self._fill_ere_panel()
+            self._fill_measurements()
 
-    # ------------------------------------------------------------------ uncertainty
-    def _ere_cue(self, ere, idx):
-        """(border widths, border colours) for the points in layer order: red and thicker for the most
-        uncertain unpinned points (top 20 % by ERE, or the highest when few are left); None without ERE."""
-        if ere is None:
-            return None
-        s = self.session
-        e_pts = ere[idx]
-        free = ~s.pinned[idx]
-        top = np.zeros(len(idx), bool)
-        if free.any() and np.isfinite(e_pts[free]).any():
-            cut = np.nanpercentile(np.where(free, e_pts, np.nan), 80) if free.sum() > 4 else np.nanmax(e_pts[free])
-            top = free & (e_pts >= cut)
-        colors = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(idx), 1))
-        colors[top] = [1.0, 0.32, 0.32, 1.0]
-        return np.where(top, 0.3, 0.1), colors
-
-    def _sync_uncertainty(self, scale, translate):
-        """Uncertainty map layer, the ERE-sorted list and the suggested next correction (the ERE cue on the
-        points is written with the points, in ``_sync_layer``)."""
+    def _fill_ere_panel(self):
+        """The ERE-sorted list and the suggested next correction (the cue on the points is the adapter's)."""
         s = self.session
         ere = s.ere
         self.ere_box.setVisible(ere is not None)
@@ -542,8 +672,9 @@ class LandmarkWidget(QWidget):
             return
         unit, factor = ("mm", float(np.mean(s.spacing))) if s.spacing is not None else ("px", 1.0)
         nxt = s.suggest_next()
+        pinned = s.pinned
         # list: unpinned landmarks by decreasing ERE; rows are reused (text and style set in place)
-        order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not s.pinned[i]]
+        order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not pinned[i]]
         self._ere_rows = order
         t = self.ere_table
         t.setUpdatesEnabled(False)
@@ -572,147 +703,51 @@ class LandmarkWidget(QWidget):
             self.suggest_label.setText(
                 f"Suggested next: <b>{s.schema.landmarks[nxt]}</b> (ERE {ere[nxt] * factor:.1f} {unit})"
                 + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated error</i>"))
-        # the map
-        umap = s.uncertainty_map
-        if umap is None:
-            return
-        (sy, sx), (ty, tx) = s.uncertainty_geometry()
-        u_scale = (sy * float(scale[0]), sx * float(scale[1]))
-        u_translate = (float(translate[0]) + ty * float(scale[0]), float(translate[1]) + tx * float(scale[1]))
-        lyr = self.uncertainty_layer
-        if lyr is None or lyr not in self.viewer.layers:
-            self.uncertainty_layer = self.viewer.add_image(
-                umap, name=f"uncertainty ({s.predictor.name})", colormap="inferno", blending="additive",
-                opacity=0.55, contrast_limits=(0.0, 1.0), scale=u_scale, translate=u_translate,
-                visible=self.show_uncertainty.isChecked(), interpolation2d="linear")
-            # under the outlines and points
-            self.viewer.layers.move(self.viewer.layers.index(self.uncertainty_layer),
-                                    self.viewer.layers.index(self.image_layer) + 1 if self.image_layer in self.viewer.layers else 0)
-            self.viewer.layers.selection.active = self.points_layer
-        else:
-            # placement changes only with the image: setting it anyway would recompute the viewer's extent twice
-            if not np.allclose(lyr.scale[-2:], u_scale) or not np.allclose(lyr.translate[-2:], u_translate):
-                lyr.scale = u_scale
-                lyr.translate = u_translate
-            lyr.data = umap
 
-    def _toggle_uncertainty(self, on):
-        if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
-            self.uncertainty_layer.visible = bool(on)
-
-    def go_to(self, index: int):
-        """Centre the view on a landmark and select its point."""
-        if not (self.session and self.session.detected and self.points_layer is not None):
-            return
-        feats = self.points_layer.features
-        point = int(list(feats["index"]).index(int(index)))
-        world = self.points_layer.data_to_world(self.points_layer.data[point])
-        self.viewer.camera.center = tuple(world)
-        self.points_layer.selected_data = {point}
-        self.viewer.layers.selection.active = self.points_layer
-
-    def go_to_suggested(self):
-        if self.session and self.session.detected:
-            nxt = self.session.suggest_next()
-            if nxt is not None:
-                self.go_to(nxt)
-
-    def _sync_measurements(self, scale, translate):
-        """Recompute the clinical measurements, fill the panel and draw the lines they are measured between."""
+    def _fill_measurements(self):
+        """The measurements table: value, or the whole reason it is unavailable; doubt shown, never hidden."""
         from ..measurements.core import format_value
 
-        self.measurements = self.session.measurements()
+        ms = self.measurements
         t = self.meas_table
-        t.setRowCount(len(self.measurements))
-        lines = []
-        for row, m in enumerate(self.measurements.values()):
-            name = QTableWidgetItem(m.name)
-            name.setToolTip(m.definition)
-            val = QTableWidgetItem(format_value(m.value, m.unit) if m.available else f"unavailable: {m.reason}")
-            val.setToolTip(m.definition if m.available else f"unavailable: {m.reason}")
-            t.setItem(row, 0, name)
-            t.setItem(row, 1, val)
-            if m.available:
-                lines += [np.asarray(seg, float) for seg in (m.details or {}).get("lines", [])]
-        self.meas_box.setVisible(bool(self.measurements))
-        t.resizeColumnsToContents()
-        t.setMaximumHeight(32 + 30 * min(len(self.measurements), 10))
-        vectors = _as_vectors(lines)
-        if self.measurement_layer is None or self.measurement_layer not in self.viewer.layers:
-            if not lines:
-                return
-            self.measurement_layer = self.viewer.add_vectors(
-                vectors, edge_color="#ff4081", edge_width=max(1.5, max(self.session.image_shape) / 400), length=1.0,
-                vector_style="line", name=f"measurement lines ({self.session.predictor.name})", scale=scale,
-                translate=translate, opacity=0.9)
-            self.viewer.layers.move(self.viewer.layers.index(self.measurement_layer),
-                                    self.viewer.layers.index(self.points_layer))
-            self.viewer.layers.selection.active = self.points_layer
-        else:
-            self.measurement_layer.data = vectors
+        t.setUpdatesEnabled(False)
+        try:
+            t.setRowCount(len(ms))
+            warn = QBrush(QColor("#ffb74d"))
+            for row, m in enumerate(ms.values()):
+                name = QTableWidgetItem(m.name)
+                name.setToolTip(m.definition)
+                if not m.available:
+                    text, tip = f"unavailable: {m.reason}", f"unavailable: {m.reason}"
+                else:
+                    text, tip = format_value(m.value, m.unit), m.definition
+                    err = getattr(m, "expected_error", None)
+                    if err is not None and np.isfinite(err):
+                        text += f" ± {format_value(err, m.unit)}"
+                    doubt = getattr(m, "doubt", None)
+                    if getattr(m, "uncertain", False) and doubt:
+                        text += f"\n{doubt}"
+                        tip = f"{doubt}\n\n{m.definition}"
+                val = QTableWidgetItem(text)
+                val.setToolTip(tip)
+                if not m.available or getattr(m, "uncertain", False):
+                    val.setForeground(warn)
+                t.setItem(row, 0, name)
+                t.setItem(row, 1, val)
+            self.meas_box.setVisible(bool(ms))
+            t.resizeColumnToContents(0)
+            t.resizeRowsToContents()
+            height = sum(t.rowHeight(r) for r in range(t.rowCount())) + t.horizontalHeader().height() + 4
+            t.setMaximumHeight(min(height, 320))
+            t.setMinimumHeight(min(height, 320))
+        finally:
+            t.setUpdatesEnabled(True)
 
-    def _sync_skeleton(self, scale, translate):
-        edges = self.session.schema.edges
-        if not edges:
-            return
-        vectors = _as_vectors(skeleton_shapes(self.session.coords, edges))
-        if self.skeleton_layer is None or self.skeleton_layer not in self.viewer.layers:
-            # a Vectors layer, not Shapes: updating 68 line shapes re-triangulates them (hundreds of ms on the
-            # main thread); vectors update in a few ms
-            self.skeleton_layer = self.viewer.add_vectors(
-                vectors, edge_color="#ffd54f", edge_width=max(1.0, max(self.session.image_shape) / 600), length=1.0,
-                vector_style="line", name=f"outline ({self.session.predictor.name})", scale=scale, translate=translate,
-                opacity=0.7)
-            # keep the points on top and active
-            self.viewer.layers.move(self.viewer.layers.index(self.skeleton_layer),
-                                    self.viewer.layers.index(self.points_layer))
-            self.viewer.layers.selection.active = self.points_layer
-        else:
-            self.skeleton_layer.data = vectors
-
-    def _on_session_changed(self, change: str):
-        """The session changed its points: bring the layers up to date. A hand-placed point ('pinned', from a
-        drag) is already where the layer shows it; the model's answer follows as 'result'."""
-        if change == "image":
-            return
-        if change == "pinned":
-            self._update_buttons()
-            return
-        self._sync_layer()
-
-    def _on_points_data(self, event):
-        action = _action(event)
-        lyr = self.points_layer
-        if self.session is None or not self.session.detected or lyr is None:
-            return
-        if action in ("added", "removed"):
-            # one point per landmark: undo the structural edit, say what to do instead
-            self._sync_layer()
-            if action == "added":
-                show_warning("Landmark layers hold exactly one point per landmark: drag a point to correct it "
-                             "(extra points are not kept).")
-            else:
-                show_warning("Landmarks cannot be deleted: drag the point where it belongs, or 'Unpin selected' "
-                             "to hand it back to the model.")
-            return
-        if action != "changed":
-            return
-        # Which points moved? Compare every point with the session (robust to any edit that reports
-        # 'changed': a drag release, a scripted layer.data assignment, a paste).
-        feats = lyr.features
-        cur = self.session.coords
-        moved = {}
-        for i in range(len(lyr.data)):
-            k = int(feats["index"].iloc[i])
-            pos = tuple(float(v) for v in lyr.data[i][-2:])
-            want = self._pending_pins.get(k, cur[k])
-            if not np.allclose(pos, want, atol=1e-6):
-                moved[k] = pos
-        if not moved:
-            return
-        self._pending_pins.update(moved)
-        self._release_t = time.perf_counter()
-        self._schedule(text=f"Correcting {len(moved)} point(s)…")
+    # ------------------------------------------------------------------ layers
+    def _drop_layers(self, remove=False):
+        if self.layers is not None:
+            self.layers.close(remove=remove)
+            self.layers = None
 
     # ------------------------------------------------------------------ files
     def _save_dialog(self):
@@ -723,12 +758,15 @@ class LandmarkWidget(QWidget):
             self.save(path, overwrite=True)  # the dialog has already asked about overwriting
 
     def save(self, path, overwrite=False):
+        if not (self.session and self.session.detected):
+            self.say("Nothing to save yet: press Detect first.", "warning")
+            return None
         try:
             out = self.session.save(path, overwrite=overwrite)
-        except FileExistsError as exc:
-            show_warning(f"{exc}")
+        except (OSError, ValueError, SessionError) as exc:
+            self.say(f"Not saved: {_describe(exc)}", "error")
             return None
-        show_info(f"Saved {out}")
+        self.say(f"Saved {out}")
         return out
 
     def _load_dialog(self):
@@ -741,9 +779,9 @@ class LandmarkWidget(QWidget):
             try:
                 self.session.load(path)
             except (ValueError, SessionError, OSError) as exc:
-                show_error(f"Cannot load {Path(path).name}: {exc}")
+                self.say(f"Cannot load {Path(path).name}: {_describe(exc)}", "error")
                 return
-            self.status.setText(f"Loaded {Path(path).name}.")
+            self.say(f"Loaded {Path(path).name}.")
 
         self._ensure_session(go)
 
@@ -777,13 +815,14 @@ class ViewerSession:
         return self._w.session
 
     def _need(self):
-        if self._w.session is None:
-            raise SessionError("press Detect in the widget first (or call detect() once a model is loaded)")
+        if self._w.session is None or not self._w.session.detected:
+            raise SessionError("no landmarks yet: call landmarks.detect() (or press Detect in the widget)")
         return self._w.session
 
     # the viewer follows the session's change events: the console calls the session directly
     def detect(self):
-        return self._need().detect()
+        """Detect with the widget's selected image and model (loading the model if needed)."""
+        return self._w.ensure_session_now().detect()
 
     def correct(self, index, position):
         return self._need().correct(index, position)
@@ -809,5 +848,10 @@ class ViewerSession:
     def __repr__(self):
         s = self._w.session
         if s is None:
-            return "<landmarks: no session yet — press Detect>"
+            return "<landmarks: no session yet — call landmarks.detect() or press Detect>"
         return f"<landmarks: model {s.predictor.name}, {s.num_landmarks} points, {int(s.pinned.sum()) if s.detected else 0} pinned>"
+
+
+# kept for callers of the earlier module layout
+__all__ = ["LandmarkWidget", "ViewerSession", "simulate_drag", "choose_model_for_image", "show_error", "show_info",
+           "show_warning"]

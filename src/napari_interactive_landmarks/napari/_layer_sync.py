@@ -1,0 +1,357 @@
+"""The layer-sync adapter: one session's landmarks as napari layers, kept in step with the session.
+
+:class:`LandmarkLayers` listens to a :class:`~napari_interactive_landmarks.inference.session.LandmarkSession`'s
+change events and writes its state into the layers it owns — the landmark Points layer (with the ERE cue on
+the points), the outline, the measurement lines, the uncertainty map and the labels — and turns what a user
+does to the Points layer back into session calls: a drag pins the moved points (``session.pin``), and then
+``on_edit`` tells the panel that an inference is wanted. Adding or deleting points is refused (one point per
+landmark) and undone.
+
+The panel (``_widget.LandmarkWidget``) owns the buttons, the tables and the scheduling of inference; it does not
+touch the layers. Coordinates are (row, col) original pixels; the layers carry the image layer's
+``scale``/``translate`` so that they overlay it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..inference.session import LandmarkSession, SessionError
+from ._layers import points_layer_kwargs, skeleton_shapes
+
+LABEL_COLOR = "#ffffff"
+OUTLINE_COLOR = "#ffd54f"
+TWISTED_OUTLINE_COLOR = "#ff5252"
+MEASUREMENT_COLOR = "#ff4081"
+CUE_COLOR = (1.0, 0.32, 0.32, 1.0)
+
+
+def _action(event) -> str:
+    a = getattr(event, "action", None)
+    return str(getattr(a, "value", a))
+
+
+def as_vectors(lines) -> np.ndarray:
+    """Line segments [(p, q), ...] → napari Vectors data (N, 2, 2): start point and projection q − p."""
+    if not len(lines):
+        return np.zeros((0, 2, 2))
+    seg = np.asarray(lines, dtype=float).reshape(-1, 2, 2)
+    return np.stack([seg[:, 0], seg[:, 1] - seg[:, 0]], axis=1)
+
+
+def ere_cue(ere, pinned, idx):
+    """(border widths, border colours) for the points in layer order ``idx``: red and thicker for the most
+    uncertain unpinned points (top 20 % by ERE, or the highest when few are left); None without ERE."""
+    if ere is None:
+        return None
+    e_pts = ere[idx]
+    free = ~pinned[idx]
+    top = np.zeros(len(idx), bool)
+    if free.any() and np.isfinite(e_pts[free]).any():
+        cut = np.nanpercentile(np.where(free, e_pts, np.nan), 80) if free.sum() > 4 else np.nanmax(e_pts[free])
+        top = free & (e_pts >= cut)
+    colors = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(idx), 1))
+    colors[top] = CUE_COLOR
+    return np.where(top, 0.3, 0.1), colors
+
+
+class LandmarkLayers:
+    """The napari layers of one session (points, outline, measurement lines, uncertainty map, labels).
+
+    Args:
+        viewer: the napari viewer.
+        session: the session whose state is drawn; the adapter subscribes to its change events.
+        image_layer: the image the landmarks belong to (its scale/translate place every layer).
+        on_edit: called with ``{landmark index: (row, col)}`` after a user's drag was pinned in the session
+            (the panel schedules the re-run).
+        notify: ``notify(kind, message)`` with kind ``"warning"``/``"info"``, for refused edits.
+        show_uncertainty, show_labels: initial visibility of the uncertainty map and of the labels.
+    """
+
+    def __init__(self, viewer, session: LandmarkSession, image_layer, *, on_edit: Callable[[dict], None],
+                 notify: Callable[[str, str], None], show_uncertainty: bool = True, show_labels: bool = True):
+        self.viewer = viewer
+        self.session = session
+        self.image_layer = image_layer
+        self.on_edit = on_edit
+        self.notify = notify
+        self._show_uncertainty = bool(show_uncertainty)
+        self._show_labels = bool(show_labels)
+        self.points: object | None = None
+        self.outline = None
+        self.measurement_lines = None
+        self.uncertainty = None
+        self.labels = None
+        self.measurements: dict = {}
+        self._unsubscribe = session.subscribe(self._on_session_changed)
+
+    # ------------------------------------------------------------------ placement
+    @property
+    def _placement(self):
+        lyr = self.image_layer
+        if lyr is None:
+            return (1.0, 1.0), (0.0, 0.0)
+        return tuple(float(v) for v in lyr.scale[-2:]), tuple(float(v) for v in lyr.translate[-2:])
+
+    def _alive(self, layer) -> bool:
+        return layer is not None and layer in self.viewer.layers
+
+    def _add_below_points(self, layer):
+        """Move a new layer just under the landmark points (which stay on top and active)."""
+        if self._alive(self.points):
+            self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(self.points))
+            self.viewer.layers.selection.active = self.points
+
+    # ------------------------------------------------------------------ session → layers
+    def _on_session_changed(self, change: str) -> None:
+        if change == "image":
+            return
+        if change == "pinned":
+            return  # a hand-placed point is already where the layer shows it; the model's answer follows
+        self.sync()
+
+    def sync(self) -> None:
+        """Write the session's whole state into the layers."""
+        s = self.session
+        if not s.detected:
+            return
+        self.measurements = s.measurements()
+        self._sync_points()
+        self._sync_outline()
+        self._sync_labels()
+        self._sync_measurement_lines()
+        self._sync_uncertainty()
+
+    def _sync_points(self):
+        s = self.session
+        scale, translate = self._placement
+        data, kwargs = points_layer_kwargs(
+            s.coords, list(s.schema.landmarks), pinned=s.pinned, scores=s.scores, landmark_set=s.schema.name,
+            model=s.predictor.name, image_path=s.image_path, image_shape=list(s.image_shape),
+            spacing=None if s.spacing is None else list(np.broadcast_to(s.spacing, 2)),
+            name=f"landmarks ({s.predictor.name})")
+        kwargs.pop("text", None)  # the labels are their own layer (one per vertebra / abbreviations)
+        ere = s.ere
+        idx = kwargs["features"]["index"].to_numpy()
+        if ere is not None:  # per-point ERE goes into the same features write (shown on hover)
+            kwargs["features"]["ere"] = ere[idx]
+            kwargs["feature_defaults"] = {**kwargs["feature_defaults"], "ere": np.nan}
+        cue = ere_cue(ere, s.pinned, idx)
+        if not self._alive(self.points):
+            kwargs.update(scale=scale, translate=translate)
+            if cue is not None:
+                kwargs.update(border_width=cue[0], border_color=cue[1])
+            self.points = self.viewer.add_points(data, **kwargs)
+            self.points.events.data.connect(self._on_points_data)
+            self.points.mode = "select"
+            return
+        lyr = self.points
+        with lyr.events.data.blocker(self._on_points_data):
+            selected = set(lyr.selected_data)
+            same_count = len(lyr.data) == len(data)
+            lyr.data = data
+            lyr.features = kwargs["features"]
+            if not same_count or not np.array_equal(lyr.size, kwargs["size"]):
+                lyr.size = kwargs["size"]
+            if cue is not None:
+                if not np.array_equal(lyr.border_width, cue[0]):
+                    lyr.border_width = cue[0]
+                if not np.allclose(lyr.border_color, cue[1]):
+                    lyr.border_color = cue[1]
+            lyr.selected_data = {i for i in selected if i < len(data)}
+            lyr.refresh_colors(update_color_mapping=False)
+
+    def _sync_outline(self):
+        s = self.session
+        if not s.schema.edges:
+            return
+        vectors = as_vectors(skeleton_shapes(s.coords, s.schema.edges))
+        if not self._alive(self.outline):
+            scale, translate = self._placement
+            # a Vectors layer, not Shapes: updating 68 line shapes re-triangulates them (hundreds of ms on the
+            # main thread); vectors update in a few ms
+            self.outline = self.viewer.add_vectors(
+                vectors, edge_color=OUTLINE_COLOR, edge_width=max(1.0, max(s.image_shape) / 600), length=1.0,
+                vector_style="line", name=f"outline ({s.predictor.name})", scale=scale, translate=translate,
+                opacity=0.7)
+            self._add_below_points(self.outline)
+        else:
+            self.outline.data = vectors
+
+    def _label_points(self):
+        """(positions (N, 2), short texts, full names) of the labels to draw."""
+        s = self.session
+        coords = s.coords
+        groups = s.schema.groups
+        if groups:
+            pos, text, full = [], [], []
+            for name, members in groups.items():
+                c = coords[list(members)]
+                if np.isfinite(c).all():
+                    pos.append(c.mean(0))
+                    text.append(str(name))
+                    full.append(str(name))
+            return np.asarray(pos, float).reshape(-1, 2), text, full
+        names = list(s.schema.landmarks)
+        short = getattr(s.schema, "abbreviations", None) or names
+        ok = np.isfinite(coords).all(1)
+        return coords[ok], [short[i] for i in np.flatnonzero(ok)], [names[i] for i in np.flatnonzero(ok)]
+
+    def _sync_labels(self):
+        s = self.session
+        pos, text, full = self._label_points()
+        features = {"text": text, "name": full}
+        if not self._alive(self.labels):
+            scale, translate = self._placement
+            centred = bool(s.schema.groups)
+            offset = 0.0 if centred else max(4.0, max(s.image_shape) / 120.0)
+            self.labels = self.viewer.add_points(
+                pos, features=features, name=f"labels ({s.predictor.name})", scale=scale, translate=translate,
+                size=0.0, face_color="transparent", border_width=0, visible=self._show_labels,
+                text={"string": "{text}", "size": 10, "color": LABEL_COLOR,
+                      "anchor": "center" if centred else "upper_left",
+                      "translation": [0.0, 0.0] if centred else [-0.6 * offset, 0.6 * offset]})
+            self.labels.editable = False
+            self._add_below_points(self.labels)
+        elif len(pos) == len(self.labels.data) and list(self.labels.features["text"]) == text:
+            self.labels.data = pos  # same labels, new places: one write
+        else:
+            self.labels.data = pos
+            self.labels.features = features
+
+    def _sync_measurement_lines(self):
+        lines = []
+        for m in self.measurements.values():
+            if m.available:
+                lines += [np.asarray(seg, float) for seg in (m.details or {}).get("lines", [])]
+        vectors = as_vectors(lines)
+        if not self._alive(self.measurement_lines):
+            if not lines:
+                return
+            s = self.session
+            scale, translate = self._placement
+            self.measurement_lines = self.viewer.add_vectors(
+                vectors, edge_color=MEASUREMENT_COLOR, edge_width=max(1.5, max(s.image_shape) / 400), length=1.0,
+                vector_style="line", name=f"measurement lines ({s.predictor.name})", scale=scale,
+                translate=translate, opacity=0.9)
+            self._add_below_points(self.measurement_lines)
+        else:
+            self.measurement_lines.data = vectors
+
+    def _sync_uncertainty(self):
+        s = self.session
+        umap = s.uncertainty_map
+        if umap is None:
+            return
+        scale, translate = self._placement
+        (sy, sx), (ty, tx) = s.uncertainty_geometry()
+        u_scale = (sy * scale[0], sx * scale[1])
+        u_translate = (translate[0] + ty * scale[0], translate[1] + tx * scale[1])
+        lyr = self.uncertainty
+        if not self._alive(lyr):
+            self.uncertainty = self.viewer.add_image(
+                umap, name=f"uncertainty ({s.predictor.name})", colormap="inferno", blending="additive",
+                opacity=0.55, contrast_limits=(0.0, 1.0), scale=u_scale, translate=u_translate,
+                visible=self._show_uncertainty, interpolation2d="linear")
+            # just over the image, under the outlines and points
+            above = self.viewer.layers.index(self.image_layer) + 1 if self._alive(self.image_layer) else 0
+            self.viewer.layers.move(self.viewer.layers.index(self.uncertainty), above)
+            if self._alive(self.points):
+                self.viewer.layers.selection.active = self.points
+        else:
+            # placement changes only with the image: setting it anyway would recompute the viewer's extent twice
+            if not np.allclose(lyr.scale[-2:], u_scale) or not np.allclose(lyr.translate[-2:], u_translate):
+                lyr.scale = u_scale
+                lyr.translate = u_translate
+            lyr.data = umap
+
+    # ------------------------------------------------------------------ visibility and navigation
+    def set_uncertainty_visible(self, on: bool) -> None:
+        self._show_uncertainty = bool(on)
+        if self._alive(self.uncertainty):
+            self.uncertainty.visible = self._show_uncertainty
+
+    def set_labels_visible(self, on: bool) -> None:
+        self._show_labels = bool(on)
+        if self._alive(self.labels):
+            self.labels.visible = self._show_labels
+
+    def layer_point(self, index: int) -> int:
+        """The Points layer row of landmark ``index``."""
+        return int(list(self.points.features["index"]).index(int(index)))
+
+    def go_to(self, index: int) -> None:
+        """Centre the view on a landmark and select its point."""
+        if not self._alive(self.points):
+            return
+        point = self.layer_point(index)
+        world = self.points.data_to_world(self.points.data[point])
+        scene = getattr(self.viewer, "scene", None)  # napari ≥ 0.9: viewer.scene.camera (viewer.camera deprecated)
+        camera = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
+        camera.center = tuple(float(v) for v in world)
+        self.points.selected_data = {point}
+        self.viewer.layers.selection.active = self.points
+
+    def selected_landmarks(self, pinned_only: bool = False) -> list[int]:
+        """Landmark indices of the selected points (optionally only the pinned ones)."""
+        if not self._alive(self.points):
+            return []
+        feats = self.points.features
+        rows = sorted(self.points.selected_data)
+        return [int(feats["index"].iloc[r]) for r in rows
+                if not pinned_only or bool(feats["pinned"].iloc[r])]
+
+    # ------------------------------------------------------------------ layers → session
+    def _on_points_data(self, event) -> None:
+        action = _action(event)
+        s = self.session
+        lyr = self.points
+        if not s.detected or lyr is None:
+            return
+        if action in ("added", "removed"):
+            # one point per landmark: undo the structural edit, say what to do instead
+            self._sync_points()
+            if action == "added":
+                self.notify("warning", "Landmark layers hold exactly one point per landmark: drag a point to correct "
+                                       "it (extra points are not kept).")
+            else:
+                self.notify("warning", "Landmarks cannot be deleted: drag the point where it belongs, or 'Unpin "
+                                       "selected' to hand it back to the model.")
+            return
+        if action != "changed":
+            return
+        # Which points moved? Compare every point with the session (robust to any edit that reports 'changed':
+        # a drag release, a scripted layer.data assignment, a paste).
+        index = lyr.features["index"].to_numpy()
+        data = np.asarray(lyr.data, float)[:, -2:]
+        cur = s.coords
+        moved_rows = np.flatnonzero(~np.isclose(data, cur[index], atol=1e-6).all(1))
+        if not len(moved_rows):
+            return
+        moved = {int(index[r]): (float(data[r, 0]), float(data[r, 1])) for r in moved_rows}
+        try:
+            s.pin(moved)  # one undo step for everything moved in this edit
+        except (ValueError, SessionError) as exc:
+            self.notify("warning", str(exc))
+            self._sync_points()  # put the refused points back where the session has them
+            return
+        self.on_edit(moved)  # the outline and labels follow with the model's answer
+
+    # ------------------------------------------------------------------ teardown
+    def close(self, remove: bool = True) -> None:
+        """Stop listening to the session; remove the layers from the viewer (or leave them as plain layers)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.points is not None:
+            try:
+                self.points.events.data.disconnect(self._on_points_data)
+            except Exception:  # already disconnected
+                pass
+        for attr in ("points", "outline", "measurement_lines", "uncertainty", "labels"):
+            lyr = getattr(self, attr)
+            if remove and self._alive(lyr):
+                self.viewer.layers.remove(lyr)
+            setattr(self, attr, None)
