@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_interactive_landmarks.data.phantom import make_phantom, phantom_schema_dict
+from napari_interactive_landmarks.data.phantom import make_phantom
 from napari_interactive_landmarks.inference import PredictionError, Predictor
 from napari_interactive_landmarks.io.images import ImageError
 from napari_interactive_landmarks.schemas import load_schema
@@ -150,18 +150,27 @@ class _Broken(torch.nn.Module):
 
 
 def test_bad_heatmaps_give_defined_results_without_a_crash(predictor, phantom):
-    """Documented policy (codecs/uncertainty.py): NaN maps → NaN coordinates/score/ERE for that landmark only;
-    a flat map → a finite, large ERE (uniform mass); mass at the border → a finite ERE; the display map and the
-    suggestion skip what is undefined. Other landmarks are untouched."""
+    """Documented policy (codecs/uncertainty.py): a NaN map of a landmark the model must place is an error — a
+    result with non-finite coordinates is never returned (issue 11) — while a landmark the user placed keeps
+    its point (ERE 0) whatever its map; a flat map → a finite, large ERE (uniform mass); mass at the border → a
+    finite ERE; the display map skips what is undefined. Other landmarks are untouched."""
     from napari_interactive_landmarks.inference.session import LandmarkSession
 
     img, _ = phantom
     good = predictor.predict(img)
     bad = Predictor(_Broken(predictor.model), predictor.schema, predictor.input_size, predictor.sigma, "broken", "cpu")
+    with pytest.raises(PredictionError, match=r"non-finite coordinates for 1 landmark \(V1_top_left\).*corrupt"):
+        bad.predict(img)
+    s = LandmarkSession(bad)
+    s.set_image(img)
+    with pytest.raises(PredictionError, match="non-finite"):
+        s.detect()
+    assert not s.detected  # nothing half-merged
+    click = {0: (50.0, 50.0)}  # the user places the broken landmark by hand: it stays where they put it
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning leaks either
-        pred = bad.predict(img)
-    assert np.isnan(pred.ere[0])
+        pred = bad.predict(img, clicks=click, previous=good.coords)
+    assert tuple(pred.coords[0]) == (50.0, 50.0) and pred.ere[0] == 0.0
     assert np.isfinite(pred.ere[1:]).all()
     # flat map: every cell equally likely → ERE = mean distance of the image's pixels to the prediction
     h, w = img.shape
@@ -169,16 +178,10 @@ def test_bad_heatmaps_give_defined_results_without_a_crash(predictor, phantom):
     mean_dist = np.hypot(rr - pred.coords[1, 0], cc - pred.coords[1, 1]).mean()
     assert pred.ere[1] == pytest.approx(mean_dist, rel=0.05)
     assert pred.coords[2, 0] < 10 and pred.coords[2, 1] < 10  # peak at the corner, inside the image
-    np.testing.assert_allclose(pred.coords[3:], good.coords[3:], atol=1e-4)
+    ref = predictor.predict(img, clicks=click, previous=good.coords)
+    np.testing.assert_allclose(pred.coords[3:], ref.coords[3:], atol=1e-4)
     u = pred.uncertainty_map()
     assert np.isfinite(u).all() and u.max() <= 1.0 + 1e-6
-    s = LandmarkSession(bad)
-    s.set_image(img)
-    s.detect()
-    nxt = s.suggest_next()
-    assert nxt is not None and nxt != 0
-    s.correct(0, (50.0, 50.0))  # the user fixes the broken landmark by hand: it stays where they put it
-    assert tuple(s.coords[0]) == (50.0, 50.0) and s.ere[0] == 0.0
 
 
 def test_model_without_temperatures_uses_t_equal_one(predictor, phantom):

@@ -397,7 +397,8 @@ def load_weights(path) -> tuple[dict, dict]:
     """Read a safetensors file; return ``(state_dict, metadata)``.
 
     Floating-point tensors are returned as float32, others unchanged. Never uses pickle.
-    Raises :class:`WeightsError` for a missing, truncated or non-safetensors file.
+    Raises :class:`WeightsError` for a missing, truncated or non-safetensors file, and for one whose tensors
+    hold NaN or infinite values (a model built from them returns NaN for every landmark).
     """
     from safetensors import safe_open
 
@@ -413,6 +414,11 @@ def load_weights(path) -> tuple[dict, dict]:
                 sd[k] = t.float() if t.is_floating_point() else t
     except Exception as exc:
         raise WeightsError(f"{path} is not a safetensors file (or is truncated/corrupt): {exc}") from None
+    bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise WeightsError(f"{path} is corrupt: tensor '{bad[0]}'{more} holds NaN or infinite values; "
+                           f"download or export the weights again")
     return sd, metadata
 
 

@@ -32,7 +32,14 @@ from .device import choose_device
 
 
 class PredictionError(ValueError):
-    """Bad clicks, previous coordinates or a model/landmark-set mismatch, said in plain words."""
+    """Bad clicks, previous coordinates, an image the model cannot use, a model/landmark-set mismatch or a
+    model that returns non-finite coordinates, said in plain words."""
+
+
+class UnusableImageError(ImageError, PredictionError):
+    """An image the model cannot use (NaN / infinite pixels, a constant image, wrong size or shape): an
+    :class:`ImageError` as it always was, and a :class:`PredictionError` like every other refusal of
+    :meth:`Predictor.predict`."""
 
 
 @dataclass
@@ -193,12 +200,14 @@ class Predictor:
             return image
         try:
             grey = as_greyscale_2d(image)
-        except ImageError:
-            raise
+            net = preprocess(grey, self.input_size)
+        except ImageError as exc:
+            raise UnusableImageError(str(exc)) from None
         except Exception as exc:  # e.g. an object that is no array at all
-            raise ImageError(f"cannot use this input as an image: {exc}") from None
+            raise UnusableImageError(f"cannot use this input as an image: {exc}") from None
+        if not np.isfinite(net).all():  # the one place every image passes: never hand the network NaN
+            raise UnusableImageError("image: its intensities cannot be normalised (non-finite values after scaling)")
         key = hashlib.sha1(np.ascontiguousarray(grey).tobytes()).hexdigest()[:16]
-        net = preprocess(grey, self.input_size)
         t = torch.from_numpy(net * 2.0 - 1.0)[None, None].to(self.device).contiguous(memory_format=torch.channels_last)
         return PreparedImage(grey.shape, t, key)
 
@@ -265,6 +274,7 @@ class Predictor:
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
             clicked[i] = True
+        self._check_finite(coords)
         ere, prob = self._ere(logits[0], net_np, shape) if self.compute_ere else (None, None)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
@@ -273,6 +283,15 @@ class Predictor:
             peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, None if prob is None else prob.cpu().numpy())
+
+    def _check_finite(self, coords: np.ndarray) -> None:
+        """A result with non-finite coordinates is an error, never a result (NaN weights or logits)."""
+        bad = np.flatnonzero(~np.isfinite(coords).all(axis=1))
+        if len(bad):
+            names = ", ".join(self.schema.landmarks[i] for i in bad[:3]) + (", …" if len(bad) > 3 else "")
+            raise PredictionError(
+                f"the model '{self.name}' returned non-finite coordinates for {len(bad)} "
+                f"landmark{'s' if len(bad) != 1 else ''} ({names}): the weights file may be corrupt")
 
     def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape):
         """Expected radial error (McCouat & Voiculescu 2022) of each landmark from the calibrated 2-D softmax

@@ -187,8 +187,11 @@ def normalise_intensity(array) -> np.ndarray:
     This is the intensity preprocessing the models use (training and inference), so 8-bit, 16-bit and
     DICOM images end up on a comparable scale. Values outside the percentile range are clipped. If the
     percentiles coincide (almost constant image) the plain min/max is used; a constant image gives zeros.
+
+    The arithmetic is done in float64, so any finite float32 image works: pixels near ±3.4e38 (the float32
+    limit) would overflow ``hi - lo`` in float32 and turn the whole image into NaN.
     """
-    a = np.asarray(array, dtype=np.float32)
+    a = np.array(array, dtype=np.float64)  # a copy: scaled in place below
     if a.size == 0:
         raise ImageError("normalise_intensity: the image is empty")
     if not np.isfinite(a).all():
@@ -199,9 +202,10 @@ def normalise_intensity(array) -> np.ndarray:
     if not hi > lo:
         lo, hi = float(a.min()), float(a.max())
     if not hi > lo:
-        return np.zeros_like(a, dtype=np.float32)
-    out = (a - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+        return np.zeros(a.shape, dtype=np.float32)
+    a -= lo
+    a /= hi - lo
+    return np.clip(a, 0.0, 1.0, out=a).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
