@@ -1,4 +1,14 @@
-"""Landmark sets as YAML schema files: names, left/right flip pairs, skeleton edges, measurements."""
+"""Landmark sets as YAML schema files: names, left/right flip pairs, skeleton edges, groups, short labels,
+measurements.
+
+Optional keys besides ``name`` and ``landmarks``:
+
+- ``abbreviations``: one short label per landmark, in landmark order (what the viewer writes next to a point;
+  the full name is for hover/selection). Without it, :meth:`LandmarkSchema.short_label` is the full name.
+- ``groups``: ``{group name: [landmark indices]}``. In the spine schemas each group is one vertebra with its 4
+  corners in the order top-left, top-right, bottom-left, bottom-right; :meth:`LandmarkSchema.group_labels`
+  gives the position at which to write a group's name once (its centre).
+"""
 
 from __future__ import annotations
 
@@ -26,10 +36,51 @@ class LandmarkSchema:
     description: str = ""
     groups: dict = field(default_factory=dict)
     measurements: tuple = ()
+    abbreviations: tuple[str, ...] = ()  # one short label per landmark, or () for none
 
     @property
     def num_landmarks(self) -> int:
         return len(self.landmarks)
+
+    def short_label(self, i) -> str:
+        """The landmark's short label (``abbreviations``; e.g. "Go" for gonion), or its name when the schema has
+        none. ``i``: index or name."""
+        i = self.index(i)
+        return self.abbreviations[i] if self.abbreviations else self.landmarks[i]
+
+    def full_name(self, i) -> str:
+        """The landmark's name in words, for hover text: "lower incisal incision", "T9 top left"."""
+        return self.landmarks[self.index(i)].replace("_", " ")
+
+    @property
+    def display_names(self) -> list[str]:
+        """Short labels of all landmarks in order (names where the schema has no ``abbreviations``)."""
+        return list(self.abbreviations) if self.abbreviations else list(self.landmarks)
+
+    def group_of(self, i) -> str | None:
+        """Name of the first group that contains landmark ``i`` (e.g. "T9"), or None."""
+        i = self.index(i)
+        for g, members in self.groups.items():
+            if i in members:
+                return g
+        return None
+
+    def group_labels(self, coords) -> list[tuple[str, tuple[float, float], tuple[int, ...]]]:
+        """Where to write each group's name once: ``[(group name, (row, col) centre, member indices)]`` in the
+        schema's group order — for the spine schemas one entry per vertebra ("T1" ... "L5") at the mean of
+        its 4 corners. Missing (NaN) members are left out of the centre; a group with no finite member is
+        left out of the list. Schemas without groups (``isbi-ceph19``) give []."""
+        c = np.asarray(coords, dtype=np.float64)
+        if c.shape != (self.num_landmarks, 2):
+            raise ValueError(f"expected coords of shape ({self.num_landmarks}, 2) for '{self.name}', got {c.shape}")
+        out = []
+        for g, members in self.groups.items():
+            pts = c[list(members)]
+            pts = pts[np.all(np.isfinite(pts), axis=1)]
+            if len(pts):
+                r, col = pts.mean(axis=0)
+                out.append((g, (float(r), float(col)), tuple(members)))
+        return out
 
     def flip_permutation(self) -> np.ndarray:
         """Index permutation to apply after a horizontal flip (left <-> right)."""
@@ -61,6 +112,7 @@ class LandmarkSchema:
             "edges": [list(e) for e in self.edges],
             "groups": {k: list(v) for k, v in self.groups.items()},
             "measurements": list(self.measurements),
+            **({"abbreviations": list(self.abbreviations)} if self.abbreviations else {}),
         }
 
     @classmethod
@@ -87,6 +139,25 @@ class LandmarkSchema:
         seen = [i for p in flips for i in p]
         if len(seen) != len(set(seen)):
             raise SchemaError(f"schema '{name}': a landmark appears in more than one flip pair")
+        groups = {}
+        for g, v in (d.get("groups") or {}).items():
+            try:
+                members = tuple(int(i) for i in v)
+            except (TypeError, ValueError):
+                raise SchemaError(f"schema '{name}': group '{g}' must be a list of landmark indices") from None
+            if not members or not all(0 <= i < k for i in members):
+                raise SchemaError(f"schema '{name}': group '{g}' must list landmark indices in 0..{k - 1}, "
+                                  f"got {list(v)}")
+            groups[str(g)] = members
+        abbrev = d.get("abbreviations")
+        if abbrev is None:
+            abbrev = ()
+        elif not isinstance(abbrev, (list, tuple)) or len(abbrev) != k:
+            got = f"{len(abbrev)} entries" if isinstance(abbrev, (list, tuple)) else type(abbrev).__name__
+            raise SchemaError(f"schema '{name}': 'abbreviations' must list one short label per landmark ({k}), "
+                              f"got {got}")
+        elif not all(isinstance(a, str) and a.strip() for a in abbrev):
+            raise SchemaError(f"schema '{name}': every entry of 'abbreviations' must be a non-empty string")
         return cls(
             name=name,
             landmarks=names,
@@ -94,8 +165,9 @@ class LandmarkSchema:
             edges=pairs("edges"),
             allow_flip=bool(d.get("allow_flip", True)),
             description=str(d.get("description", "")),
-            groups={str(g): tuple(int(i) for i in v) for g, v in (d.get("groups") or {}).items()},
+            groups=groups,
             measurements=tuple(d.get("measurements") or ()),
+            abbreviations=tuple(a.strip() for a in abbrev),
         )
 
 
