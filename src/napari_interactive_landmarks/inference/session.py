@@ -376,11 +376,14 @@ class LandmarkSession:
     # ------------------------------------------------------------------ output
     def measurements(self) -> dict:
         """The landmark set's clinical measurements on the current points ({name: Measurement}); a
-        measurement whose landmarks are missing or degenerate is returned unavailable, with the reason."""
+        measurement whose landmarks are missing or degenerate is returned unavailable, with the reason. Each
+        carries its confidence from the current ERE (``expected_error``, ``uncertain``, ``doubt``; pinned
+        points count as exact); with no ERE (a model without uncertainty) those stay None / False / None."""
         from ..measurements import compute_measurements
 
         self._need_state()
-        return compute_measurements(self.schema, self._state.coords, self.spacing, image_shape=self.image_shape)
+        return compute_measurements(self.schema, self._state.coords, self.spacing, image_shape=self.image_shape,
+                                    ere=self._state.ere)
 
     def points(self) -> list[dict]:
         """Landmark order: [{'index', 'label', 'row', 'col', 'pinned', 'score'}]."""

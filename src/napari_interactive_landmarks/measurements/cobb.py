@@ -252,6 +252,108 @@ def cobb_angles(coords, image_height: float | None = None, *, vertebra_names=Non
         vertebra_lines=np.stack([g["left"], g["right"]], axis=1), centreline=centreline, notes=tuple(notes))
 
 
+@dataclass(frozen=True)
+class CobbBatch:
+    """The Cobb method on N spines at once (:func:`cobb_angles_batch`): ``angles`` (N, 3) the pt, mt, tl
+    angles (degrees); ``main`` (N,) which of them (0, 1, 2) is the main curve; ``ends`` (N, 3, 2) the upper
+    and lower end vertebra of each curve; ``s_curve`` (N,) bool."""
+
+    angles: np.ndarray
+    main: np.ndarray
+    ends: np.ndarray
+    s_curve: np.ndarray
+
+    @property
+    def main_angle(self) -> np.ndarray:
+        return np.take_along_axis(self.angles, self.main[:, None], axis=1)[:, 0]
+
+
+def cobb_angles_batch(coords, image_height: float | None = None, *, orient: bool = True,
+                      s_tolerance: float = 0.0) -> CobbBatch:
+    """:func:`cobb_angles` on a batch of spines, vectorised (no order checks, no error on bad geometry) — for
+    the Monte Carlo that gives a Cobb angle its expected error, where the end vertebrae may change from one
+    sample to the next.
+
+    Args:
+        coords: (N, 4·V, 2) corners (row, col), the same layout as :func:`cobb_angles`.
+        image_height: as in :func:`cobb_angles` (None: the spine's own extent decides "upper half").
+        orient: take each vertebra's direction from left to right as displayed whatever the corner labels say
+            (a direction pointing left is reversed). With ``orient=False`` every spine gives
+            ``cobb_angles(..., check_order=False)``; an ordered spine gives the same with either.
+        s_tolerance: as in :func:`cobb_angles`.
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    if c.ndim != 3 or c.shape[2] != 2 or c.shape[1] % 4 or c.shape[1] < 12:
+        raise ValueError(f"expected (N, 4·V, 2) corners of at least 3 vertebrae, got {c.shape}")
+    return cobb_batch_sample_last(np.ascontiguousarray(c.transpose(1, 2, 0)), image_height, orient=orient,
+                                  s_tolerance=s_tolerance)
+
+
+def cobb_batch_sample_last(coords, image_height: float | None = None, *, orient: bool = True,
+                           s_tolerance: float = 0.0) -> CobbBatch:
+    """:func:`cobb_angles_batch` on corners laid out (4·V, 2, N) — samples last, so that every operation runs
+    over N contiguous numbers (3–4× faster than (N, 4·V, 2) for N = 256, V = 17)."""
+    c = np.asarray(coords, dtype=np.float64)
+    k4, _, n = c.shape
+    nv = k4 // 4
+    c = c.reshape(nv, 4, 2, n)
+    tl, tr, bl, br = c[:, 0], c[:, 1], c[:, 2], c[:, 3]  # (V, 2, N)
+    vec = (tr + br - tl - bl) / 2  # (V, 2, N): left-edge midpoint -> right-edge midpoint
+    if orient:
+        vec = np.where(vec[:, 1:2] < 0, -vec, vec)
+    # pair angles from one direction per vertebra (V arctan2 instead of V², and only the pairs needed): oriented
+    # directions lie within ±90° of +col, so their differences need no wrapping
+    phi = np.degrees(np.arctan2(vec[:, 0], vec[:, 1]))  # (V, N)
+    rows = np.arange(n)
+
+    def diff(a, b):
+        d = np.abs(a - b)
+        return d if orient else np.minimum(d, 360.0 - d)
+
+    iu, ju = np.triu_indices(nv, 1)  # row-major, as argmax over the upper triangle in cobb_angles
+    pairs = diff(phi[iu], phi[ju])  # (P, N)
+    k = np.argmax(pairs, axis=0)
+    zero = pairs[k, rows] <= 0  # all angles zero: (0, V-1), as cobb_angles
+    up, lo = np.where(zero, 0, iu[k]), np.where(zero, nv - 1, ju[k])
+    idx = np.arange(nv)[:, None]
+
+    def end_from(v, mask):  # the vertebra (within mask) most tilted relative to vertebra v[n]; first on ties
+        return np.argmax(np.where(mask, diff(phi, phi[v, rows]), -np.inf), axis=0)
+
+    top_mid, bottom_mid = (tl + tr) / 2, (bl + br) / 2  # (V, 2, N)
+    # S-curve test: centreline points (endplate midpoints, top to bottom) on both sides of the end-to-end line;
+    # the last vertebra's two points are left out (as in cobb_angles)
+    a, b = top_mid[0], bottom_mid[-1]
+    d = b - a
+    norm = np.hypot(d[0], d[1])
+    safe = np.where(norm > 1e-9, norm, 1.0)
+
+    def side(pts):  # (V-1, 2, N) -> (V-1, N)
+        rel = pts - a
+        return np.where(norm > 1e-9, (rel[:, 0] * d[1] - rel[:, 1] * d[0]) / safe, 0.0)
+
+    s_top, s_bottom = side(top_mid[:-1]), side(bottom_mid[:-1])
+    s_curve = ((np.any(s_top > s_tolerance, axis=0) | np.any(s_bottom > s_tolerance, axis=0))
+               & (np.any(s_top < -s_tolerance, axis=0) | np.any(s_bottom < -s_tolerance, axis=0)))
+    bottom_row = bottom_mid[:, 0]  # (V, N)
+    mid_row = bottom_row[up, rows] + bottom_row[lo, rows]
+    limit = float(image_height) if image_height is not None else a[0] + b[0]
+    upper_half = mid_row < limit
+    e1 = end_from(up, idx <= up)  # at or above the upper end
+    e2_up = end_from(lo, idx >= lo)  # at or below the lower end
+    e2_lo = end_from(e1, idx <= e1)  # at or above e1
+    zeros, last = np.zeros(n, dtype=int), np.full(n, nv - 1)
+    # (pt, mt, tl) end pairs for the three cases of cobb_angles: not S; S with the main curve in the upper
+    # half; S with it in the lower half
+    not_s = np.stack([np.stack([zeros, up], 1), np.stack([up, lo], 1), np.stack([lo, last], 1)], 1)
+    s_up = np.stack([np.stack([e1, up], 1), np.stack([up, lo], 1), np.stack([lo, e2_up], 1)], 1)
+    s_lo = np.stack([np.stack([e2_lo, e1], 1), np.stack([e1, up], 1), np.stack([up, lo], 1)], 1)
+    lower_case = s_curve & ~upper_half
+    ends = np.where(s_curve[:, None, None], np.where(lower_case[:, None, None], s_lo, s_up), not_s)  # (N, 3, 2)
+    angles = diff(phi[ends[..., 0], rows[:, None]], phi[ends[..., 1], rows[:, None]])  # (N, 3)
+    return CobbBatch(angles=angles, main=np.where(lower_case, 2, 1), ends=ends, s_curve=s_curve)
+
+
 def smape(pred, gt) -> float:
     """Symmetric mean absolute percentage error of the AASCE 2019 challenge, in percent:
     ``100 · mean over images of Σ_j |pred_j − gt_j| / Σ_j (pred_j + gt_j)`` (j over the three angles).
