@@ -7,12 +7,19 @@ import numpy as np
 import pytest
 
 from napari_interactive_landmarks.measurements import (
+    TOLERANCE,
     CobbError,
     cobb_angles,
+    cobb_angles_batch,
     compute_measurements,
+    corner_order_problems,
+    corners_out_of_order,
     line_angle,
+    outline_order,
     smape,
     validate_definitions,
+    vertebra_outline,
+    vertebra_outlines,
 )
 from napari_interactive_landmarks.measurements import ceph
 from napari_interactive_landmarks.schemas import SchemaError, load_schema
@@ -291,6 +298,243 @@ def test_generic_kinds_and_bad_definitions():
     for entry, msg in bad:
         with pytest.raises(SchemaError, match=msg):
             validate_definitions(_schema_with(entry))
+
+
+# ------------------------------------------------------------------------- confidence from the landmarks' ERE
+BIG_SPINE = dict(width=120.0, height=70.0, gap=20.0, top=(100.0, 500.0))  # AASCE-sized vertebrae (px)
+
+
+def corners_of(vertebra):
+    return list(range(4 * vertebra, 4 * vertebra + 4))
+
+
+def test_measurements_rest_on_their_landmarks():
+    m = compute_measurements("isbi-ceph19", cephalo())
+    assert m["SNA"].rests_on == [ceph.SELLA, ceph.NASION, ceph.A_POINT]
+    assert m["ANB"].rests_on == [ceph.SELLA, ceph.NASION, ceph.A_POINT, ceph.B_POINT]
+    assert m["FHI"].rests_on == [ceph.SELLA, ceph.GONION, ceph.NASION, ceph.MENTON]
+    spine = compute_measurements("aasce-spine68", make_spine(C_TILTS))
+    assert spine["cobb_mt"].rests_on == corners_of(3) + corners_of(13)  # T4 and L2, its end vertebrae
+    assert spine["cobb_pt"].rests_on == corners_of(0) + corners_of(3)
+
+
+def test_no_ere_keeps_todays_output():
+    p = cephalo()
+    m = compute_measurements("isbi-ceph19", p)
+    assert all(v.expected_error is None and not v.uncertain and v.doubt is None for v in m.values())
+    with_ere = compute_measurements("isbi-ceph19", p, ere=np.full(19, 50.0))
+    for k in m:  # the confidence never changes a value, its availability or its details
+        a, b = m[k].to_dict(), with_ere[k].to_dict()
+        for key in ("name", "value", "unit", "available", "reason", "details", "rests_on"):
+            assert a[key] == b[key], (k, key)
+    assert str(m["SNA"]) == "SNA: 82.0°"
+
+
+def test_low_ere_is_certain_and_one_weak_landmark_makes_it_uncertain():
+    p = cephalo()
+    low = np.full(19, 2.0)  # 2 px = 0.2 mm on an ISBI film
+    m = compute_measurements("isbi-ceph19", p, spacing=0.1, ere=low)
+    for v in m.values():
+        assert v.expected_error is not None and 0 < v.expected_error < TOLERANCE.get(v.unit, 1), v.name
+        assert not v.uncertain and v.doubt is None
+    weak = low.copy()
+    weak[ceph.A_POINT] = 60.0  # 6 mm
+    w = compute_measurements("isbi-ceph19", p, spacing=0.1, ere=weak)
+    assert w["SNA"].uncertain and w["SNA"].expected_error > TOLERANCE["deg"]
+    assert w["SNA"].doubt.startswith("uncertain: subspinale, ERE 6.0 mm (± ") and "tolerance 2.0°" in w["SNA"].doubt
+    assert w["ANB"].uncertain and "subspinale" in w["ANB"].doubt  # through SNA
+    # landmarks these do not rest on do not matter: exactly the same expected error as before
+    for name in ("SNB", "FMA", "facial_angle", "anterior_face_height", "FHI"):
+        assert not w[name].uncertain and w[name].expected_error == m[name].expected_error, name
+    assert "subspinale" in str(w["SNA"]) and w["SNA"].value == m["SNA"].value
+    d = w["SNA"].to_dict()
+    assert d["uncertain"] is True and d["doubt"] == w["SNA"].doubt and d["rests_on"] == [0, 1, 4]
+    assert isinstance(d["expected_error"], float)
+
+
+def test_pinned_landmarks_count_as_exact():
+    p = cephalo()
+    m = compute_measurements("isbi-ceph19", p, ere=np.zeros(19))
+    assert all(v.expected_error == 0.0 and not v.uncertain for v in m.values())
+    ere = np.full(19, 200.0)
+    ere[[ceph.SELLA, ceph.NASION, ceph.A_POINT]] = 0.0  # the user placed the three points of SNA
+    m = compute_measurements("isbi-ceph19", p, ere=ere)
+    assert m["SNA"].expected_error == 0.0 and not m["SNA"].uncertain
+    assert m["SNB"].uncertain and "supramentale" in m["SNB"].doubt and "sella" not in m["SNB"].doubt
+
+
+def test_unknown_ere_makes_the_measurements_on_it_uncertain():
+    ere = np.full(19, 1.0)
+    ere[ceph.GONION] = np.nan
+    m = compute_measurements("isbi-ceph19", cephalo(), ere=ere)
+    assert m["FMA"].uncertain and m["FMA"].expected_error is None and "gonion is unknown" in m["FMA"].doubt
+    assert not m["SNA"].uncertain
+    with pytest.raises(ValueError, match="ere of shape"):
+        compute_measurements("isbi-ceph19", cephalo(), ere=np.ones(18))
+
+
+def test_expected_error_matches_the_analytic_propagation():
+    """A length between two points with ERE e each: σ = e / √(π/2) per axis; the length's error is about
+    N(0, 2σ²) along the line, whose mean absolute value is 2σ/√π."""
+    s = _schema_with({"name": "ab", "kind": "distance", "landmarks": ["a", "b"], "unit": "mm", "definition": "x"},
+                     {"name": "abc", "kind": "angle", "landmarks": ["a", "b", "c"], "definition": "at b"})
+    pts = np.array([[0, 0], [0, 1000.0], [1000, 1000], [5, 5]])
+    e = 10.0
+    m = compute_measurements(s, pts, ere=np.array([e, e, 0, 0]))
+    sigma = e / math.sqrt(math.pi / 2)
+    assert m["ab"].expected_error == pytest.approx(2 * sigma / math.sqrt(math.pi), rel=0.1)
+    # an angle at b with arms of 1000 px: only b moves; its error is ~ σ·√2/1000 rad, mean abs ·√(2/π)
+    m = compute_measurements(s, pts, ere=np.array([0, e, 0, 0]))
+    rad = sigma * math.sqrt(2) / 1000 * math.sqrt(2 / math.pi)
+    assert m["abc"].expected_error == pytest.approx(math.degrees(rad), rel=0.1)
+    # with a spacing, in mm
+    mm = compute_measurements(s, pts, spacing=0.1, ere=np.array([e, e, 0, 0]))
+    assert mm["ab"].unit == "mm"
+    assert mm["ab"].expected_error == pytest.approx(0.1 * 2 * sigma / math.sqrt(math.pi), rel=0.1)
+
+
+def test_cobb_confidence_from_its_end_vertebrae():
+    c = make_spine(C_TILTS, **BIG_SPINE)
+    low = np.full(68, 2.0)
+    m = compute_measurements("aasce-spine68", c, image_shape=(2500, 1000), ere=low)
+    assert m["cobb_main"].value == pytest.approx(35.0)
+    assert not m["cobb_main"].uncertain and 0 < m["cobb_main"].expected_error < 2
+    weak = low.copy()
+    weak[corners_of(13)] = 90.0  # L2, the lower end of the main curve
+    w = compute_measurements("aasce-spine68", c, image_shape=(2500, 1000), ere=weak)
+    main = w["cobb_main"]
+    assert main.uncertain and main.expected_error > 5 and main.value == m["cobb_main"].value
+    assert main.doubt.startswith("uncertain: L2 corners, ERE 90 px (± ") and "tolerance 5.0°" in main.doubt
+    # the end vertebrae pinned (ERE 0) and the rest of the spine good: certain
+    pinned = low.copy()
+    pinned[corners_of(3) + corners_of(13)] = 0.0
+    p = compute_measurements("aasce-spine68", c, image_shape=(2500, 1000), ere=pinned)
+    assert not p["cobb_mt"].uncertain and p["cobb_mt"].expected_error < m["cobb_mt"].expected_error
+    # all pinned: exactly certain
+    z = compute_measurements("aasce-spine68", c, image_shape=(2500, 1000), ere=np.zeros(68))
+    assert all(v.expected_error == 0.0 and not v.uncertain for v in z.values())
+
+
+def test_cobb_flags_a_noise_inflated_automatic_angle():
+    """The failure of issue 11: landmarks as noisy as their ERE says inflate the largest-pair Cobb angle far
+    beyond the truth; the measurement must say it is uncertain."""
+    truth = make_spine(ramp((0, 0), (4, 5), (10, -10), (16, 0)), **BIG_SPINE)
+    rng = np.random.default_rng(3)
+    ere = 25.0
+    pred = truth + rng.normal(size=truth.shape) * ere / math.sqrt(math.pi / 2)
+    t = compute_measurements("aasce-spine68", truth, image_shape=(2500, 1000))["cobb_main"]
+    m = compute_measurements("aasce-spine68", pred, image_shape=(2500, 1000), ere=np.full(68, ere))["cobb_main"]
+    assert m.value > 2 * t.value  # measured: 48.2° vs 15.0°
+    assert m.uncertain and "end vertebrae change" in m.doubt
+    assert abs(m.value - t.value) < 3 * m.expected_error  # the expected error is of the right size
+
+
+def test_session_measurements_carry_the_current_ere():
+    from napari_interactive_landmarks.data.phantom import make_phantom
+    from napari_interactive_landmarks.inference import Predictor
+    from napari_interactive_landmarks.inference.session import LandmarkSession
+
+    img, gt = make_phantom(np.random.default_rng(2024), shape=(1024, 512), num_vertebrae=6)  # the sample data
+    s = LandmarkSession(Predictor.from_name("phantom-spine"), img)
+    s.detect()
+    # the shipped toy model puts V4 upside down here: the GUI can name it
+    assert corners_out_of_order(s.schema, s.coords) == ["V4"] and not s.measurements()["cobb_main"].available
+    s.pin({i: tuple(gt[i]) for i in range(12, 16)})  # correct V4 by hand, then let the model refine the rest
+    s.detect()
+    m = s.measurements()["cobb_main"]
+    assert m.available and m.expected_error is not None and np.all(s.ere[12:16] == 0)
+    ref = compute_measurements(s.schema, s.coords, image_shape=s.image_shape, ere=s.ere)["cobb_main"]
+    assert m.to_dict() == ref.to_dict()
+    weakest = s.schema.group_of(int(np.argmax(s.ere)))
+    assert m.uncertain and m.doubt.startswith(f"uncertain: {weakest} corners")  # measured: V5, ERE 131 px
+    s.pin({i: tuple(gt[i]) for i in range(24)})  # every point placed by hand: exact
+    s.detect()
+    m = s.measurements()["cobb_main"]
+    assert m.expected_error == 0.0 and not m.uncertain
+    assert m.value == pytest.approx(compute_measurements(s.schema, gt, image_shape=s.image_shape)["cobb_main"].value)
+
+
+def test_cobb_batch_equals_cobb_angles():
+    rng = np.random.default_rng(0)
+    for tilts in (C_TILTS, S_TILTS):
+        base = make_spine(tilts)
+        x = base[None] + rng.normal(size=(60, 68, 2)) * 4
+        for h in (None, 300, 5000):
+            b = cobb_angles_batch(x, h, orient=False)
+            for i in range(len(x)):
+                r = cobb_angles(x[i], h, check_order=False)
+                assert b.angles[i] == pytest.approx(r.angles, abs=1e-9)
+                assert [tuple(e) for e in b.ends[i]] == [(r.curves[k].upper, r.curves[k].lower)
+                                                         for k in ("pt", "mt", "tl")]
+                assert ("pt", "mt", "tl")[b.main[i]] == r.main and b.s_curve[i] == r.s_curve
+                assert b.main_angle[i] == pytest.approx(r.main_angle, abs=1e-9)
+
+
+def test_tolerance_can_be_set_in_the_schema():
+    base = {"name": "abc", "kind": "angle", "landmarks": ["a", "b", "c"], "definition": "at b"}
+    pts = np.array([[0, 0], [0, 100.0], [100, 100], [5, 5]])
+    ere = np.array([0, 8.0, 0, 0])
+    assert compute_measurements(_schema_with(base), pts, ere=ere)["abc"].uncertain  # ~4.5° > 2°
+    loose = compute_measurements(_schema_with(dict(base, tolerance=10)), pts, ere=ere)["abc"]
+    assert not loose.uncertain and loose.expected_error > 2
+    for bad in (0, -1, "5", True):
+        with pytest.raises(SchemaError, match="tolerance"):
+            validate_definitions(_schema_with(dict(base, tolerance=bad)))
+
+
+# ------------------------------------------------------------------------------ outlines in corner order
+def test_outline_of_ordered_corners_is_tl_tr_br_bl():
+    c = np.array([[0, 0], [0, 10], [8, 0], [8, 10.0]])  # TL, TR, BL, BR
+    assert outline_order(c).tolist() == [0, 1, 3, 2]
+    assert np.array_equal(vertebra_outline(c), c[[0, 1, 3, 2]])
+    with pytest.raises(ValueError, match="4 corners"):
+        vertebra_outline(c[:3])
+
+
+def _crosses(poly):
+    """Whether a closed quadrilateral's opposite edges cross."""
+    def cr(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    def seg(p1, p2, p3, p4):
+        return cr(p3, p4, p1) * cr(p3, p4, p2) < 0 and cr(p1, p2, p3) * cr(p1, p2, p4) < 0
+    return seg(poly[0], poly[1], poly[2], poly[3]) or seg(poly[1], poly[2], poly[3], poly[0])
+
+
+def test_twisted_corners_are_drawn_without_crossing():
+    ordered = np.array([[0, 0], [0, 10], [8, 0], [8, 10.0]])
+    rng = np.random.default_rng(0)
+    for perm in ([0, 3, 2, 1], [0, 1, 3, 2], [2, 1, 0, 3], [1, 0, 2, 3]):
+        c = ordered[perm]
+        poly = vertebra_outline(c)
+        assert not _crosses(poly) and sorted(map(tuple, poly)) == sorted(map(tuple, c))
+    for _ in range(200):  # any 4 points: never a crossed outline
+        c = rng.uniform(0, 10, (4, 2))
+        assert not _crosses(vertebra_outline(c))
+    # missing corners: kept as they are
+    c = ordered.copy()
+    c[1] = np.nan
+    assert outline_order(c).tolist() == [0, 1, 3, 2]
+
+
+def test_corners_out_of_order_names_the_vertebrae():
+    c = make_spine(C_TILTS).reshape(17, 4, 2)
+    assert corners_out_of_order("aasce-spine68", c.reshape(68, 2)) == []
+    c[2] = c[2][[0, 3, 2, 1]]  # T3: TR and BR swapped -> a bow-tie
+    c[7] = c[7][[2, 3, 0, 1]]  # T8 upside down
+    c[12] = c[12][[1, 0, 3, 2]]  # L1 mirrored
+    c[15, 0] = np.nan  # L4 incomplete: skipped
+    flat = c.reshape(68, 2)
+    problems = corner_order_problems("aasce-spine68", flat)
+    assert list(problems) == ["T3", "T8", "L1"] == corners_out_of_order("aasce-spine68", flat)
+    assert problems["T3"].startswith("twisted") and problems["T8"] == "upside down"
+    assert problems["L1"] == "left and right swapped"
+    names, polys = vertebra_outlines("aasce-spine68", flat)
+    assert names[0] == "T1" and polys.shape == (17, 4, 2)
+    assert not any(_crosses(p) for p in polys if np.all(np.isfinite(p)))
+    assert np.array_equal(polys[0], c[0][[0, 1, 3, 2]])
+    assert vertebra_outlines("isbi-ceph19", cephalo())[1].shape == (0, 4, 2)
+    assert corners_out_of_order("isbi-ceph19", cephalo()) == []
 
 
 # ------------------------------------------------------------------------------------------------- SMAPE
