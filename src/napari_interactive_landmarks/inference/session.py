@@ -301,19 +301,22 @@ class LandmarkSession:
         self._state = _State(coords, pinned, scores, basis=self._state.basis)
         self._changed("pinned")
 
-    def unpin_only(self, index) -> None:
+    def unpin_only(self, index) -> bool:
+        """Hand a point back to the model without running it (one undo step). Returns False, changing nothing,
+        when the point is not pinned."""
         self._need_state()
         try:
             i = self.schema.index(index)
         except (IndexError, KeyError) as exc:
             raise PredictionError(exc.args[0]) from None
         if not self._state.pinned[i]:
-            return
+            return False
         self._push_undo()
         pinned = self._state.pinned.copy()
         pinned[i] = False
         self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy(), basis=self._state.basis)
         self._changed("unpinned")
+        return True
 
     # ------------------------------------------------------------------ synchronous API (console, scripts)
     def _run(self) -> Prediction:
@@ -340,9 +343,10 @@ class LandmarkSession:
         return self.coords
 
     def unpin(self, index) -> np.ndarray:
-        """Hand a point back to the model."""
-        self.unpin_only(index)
-        self._run()
+        """Hand a point back to the model and re-run it. A point that is not pinned: nothing happens (no model
+        run, no undo step)."""
+        if self.unpin_only(index):
+            self._run()
         return self.coords
 
     def reset(self) -> np.ndarray:
@@ -417,35 +421,75 @@ class LandmarkSession:
         self._dirty = False
         return out
 
-    def load(self, path) -> np.ndarray:
-        """Load a landmark file for this image (one undo step). Its landmark set must match the model's."""
-        from ..io.landmarks import read_landmarks_csv, read_landmarks_json
+    def load(self, path, *, merge_partial: bool = False) -> np.ndarray:
+        """Load a landmark file for this image (one undo step). Its landmark set must match the model's.
+
+        Everything is checked before anything changes: an unreadable or truncated file, another landmark set or
+        image size, or a point outside the image raises (``LandmarkFileError`` / ``SessionError``, naming the
+        problem) and leaves the session exactly as it was. A file that lacks some landmarks is refused, saying
+        how many, unless ``merge_partial=True``: then only the file's points are taken and every other point —
+        the user's pinned corrections included — stays where it is (without landmarks yet, the model places the
+        others first)."""
+        from ..io.landmarks import LandmarkFileError, read_landmarks_csv, read_landmarks_json
 
         path = Path(path)
         reader = read_landmarks_csv if path.suffix.lower() == ".csv" else read_landmarks_json
-        lf = reader(path)
-        if lf.landmark_set and lf.landmark_set != self.schema.name:
-            raise SessionError(f"{path.name} holds '{lf.landmark_set}' landmarks, but the model '{self.predictor.name}' "
-                               f"uses '{self.schema.name}': choose the matching model before loading it")
+        try:
+            head = reader(path)  # its own landmark set, to name it when it is not the model's
+        except LandmarkFileError:
+            head = None  # e.g. a partial file's indices: the read against the model's names below says what is wrong
+        for lf in (head,) if head is not None else ():
+            self._check_landmark_set(path, lf)
         lf = reader(path, landmark_names=list(self.schema.landmarks))
+        self._check_landmark_set(path, lf)
         if self.image_shape and lf.image_shape and tuple(lf.image_shape) != tuple(self.image_shape):
             raise SessionError(f"{path.name} was made on a {lf.image_shape[0]} × {lf.image_shape[1]} image, this one is "
                                f"{self.image_shape[0]} × {self.image_shape[1]}")
+        k = self.num_landmarks
         coords = np.asarray(lf.coords, float)
-        pinned = np.asarray(lf.pinned, bool) if lf.pinned is not None else np.zeros(self.num_landmarks, bool)
-        scores = np.asarray(lf.scores, float) if lf.scores is not None else np.full(self.num_landmarks, np.nan)
+        present = np.isfinite(coords).all(1)
+        missing = np.flatnonzero(~present)
+        if not present.any():
+            raise SessionError(f"{path.name} holds no landmark positions")
+        if len(missing) and not merge_partial:
+            raise SessionError(
+                f"{path.name} lacks {len(missing)} of {k} landmarks ({self._names(missing)}); loading it would "
+                f"replace them. Load it with merge_partial=True to take only its {k - len(missing)} points and keep "
+                f"every other point, your corrections included, where it is")
+        if self.image_shape:
+            h, w = self.image_shape
+            r, c = coords[:, 0], coords[:, 1]
+            with np.errstate(invalid="ignore"):
+                outside = np.flatnonzero(present & ~((r >= -0.5) & (r <= h - 0.5) & (c >= -0.5) & (c <= w - 0.5)))
+            if len(outside):
+                where = ", ".join(f"{self.schema.landmarks[i]} at (row {r[i]:.1f}, col {c[i]:.1f})" for i in outside[:3])
+                raise SessionError(
+                    f"{path.name}: {len(outside)} point(s) lie outside the image ({h} × {w} px): {where}"
+                    f"{', …' if len(outside) > 3 else ''}; is the file for another image?")
+        pinned = np.asarray(lf.pinned, bool) & present
+        scores = np.asarray(lf.scores, float)
+        had_state = self._state is not None
+        if len(missing) and not had_state:
+            self._run()  # the model places the landmarks the file lacks
         if self._state is not None:
+            base = self._state
+            coords = np.where(present[:, None], coords, base.coords)
+            pinned = np.where(present, pinned, base.pinned)
+            scores = np.where(present, scores, base.scores)
+        if had_state:
             self._push_undo()
-        missing = ~np.isfinite(coords).all(1)
-        if missing.any():
-            if self._state is None:
-                self._run()
-            coords[missing] = self._state.coords[missing]
-            pinned[missing] = False
         self._state = _State(coords, pinned, scores)
         if self._auto is None:
             self._auto = self._state
         self.generation += 1
-        self._dirty = False
+        self._dirty = bool(len(missing))  # a merge is not what the file holds
         self._changed("loaded")
         return self.coords
+
+    def _names(self, idx) -> str:
+        return ", ".join(self.schema.landmarks[i] for i in idx[:3]) + (", …" if len(idx) > 3 else "")
+
+    def _check_landmark_set(self, path: Path, lf) -> None:
+        if lf.landmark_set and lf.landmark_set != self.schema.name:
+            raise SessionError(f"{path.name} holds '{lf.landmark_set}' landmarks, but the model '{self.predictor.name}' "
+                               f"uses '{self.schema.name}': choose the matching model before loading it")

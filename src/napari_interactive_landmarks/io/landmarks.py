@@ -483,6 +483,10 @@ def _read_csv_rows(p: Path) -> tuple[list[str], list[dict]]:
             continue  # blank line
         if None in row:
             raise LandmarkFileError(f"{p}: line {reader.line_num} has more cells than the header")
+        if any(v is None for v in row.values()):  # csv fills the cells a short line lacks with None
+            n = sum(v is not None for v in row.values())
+            raise LandmarkFileError(f"{p}: line {reader.line_num} has {n} of the header's {len(header)} cells "
+                                    f"(fewer than the header: the file may be truncated)")
         rows.append({"_line": reader.line_num, **{k: (v or "").strip() for k, v in row.items()}})
     return header, rows
 
