@@ -194,6 +194,8 @@ def test_measurement_panel_and_overlay_follow_corrections(widget):
     true_cobb = compute_measurements(widget.session.schema, gt, image_shape=(1024, 512))["cobb_main"].value
     assert widget.meas_table.rowCount() == 1 and widget.meas_table.item(0, 0).text() == "cobb_main"
     texts = [widget.meas_table.item(0, 1).text()]
+    first = widget.measurements["cobb_main"]
+    assert not first.available and first.reason in widget.meas_doubts.text()  # the whole reason, not cut off
     for _ in range(3):  # fix the worst landmark three times, as a clinician would
         err = np.linalg.norm(widget.session.coords - gt, axis=1)
         err[widget.session.pinned] = -1
@@ -225,7 +227,7 @@ def test_uncertainty_layer_ere_list_and_suggestion_follow_an_edit(widget):
     before_map = np.asarray(widget.uncertainty_layer.data).copy()
     nxt = s.suggest_next()
     assert nxt == int(np.argmax(s.ere))
-    assert widget.ere_table.rowCount() == 24 and widget.ere_table.item(0, 0).text() == s.schema.landmarks[nxt]
+    assert widget.ere_table.rowCount() == 24 and widget.ere_table.item(0, 0).text() == s.schema.full_name(nxt)
     assert "ere" in widget.points_layer.features.columns
     # the uncertainty map sits on the image: its cells cover the whole image extent
     (sy, sx), _ = s.uncertainty_geometry()
@@ -245,7 +247,7 @@ def test_uncertainty_layer_ere_list_and_suggestion_follow_an_edit(widget):
     assert not np.allclose(widget.points_layer.border_color[point], red)
     assert np.allclose(widget.points_layer.border_color[order.index(new)], red)
     assert widget.points_layer.border_width[order.index(new)] > widget.points_layer.border_width[point]
-    assert widget.ere_table.item(0, 0).text() == s.schema.landmarks[new] and widget.ere_table.item(0, 0).font().bold()
+    assert widget.ere_table.item(0, 0).text() == s.schema.full_name(new) and widget.ere_table.item(0, 0).font().bold()
     assert not widget.ere_table.item(1, 0).font().bold()
     widget.go_to_suggested()
     assert widget.points_layer.selected_data == {int(list(widget.points_layer.features["index"]).index(s.suggest_next()))}

@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "exactly as a drag does, wait for the model, then write a screenshot and/or the "
                                    "final points as JSON. Needs a display (on a headless machine: xvfb-run).")
     d.add_argument("image", nargs="?", help="a radiograph (PNG/JPEG/TIFF/BMP/DICOM); default: synthetic phantom")
-    d.add_argument("--model", help="manifest name (default: phantom-spine without IMAGE, aasce-spine with one)")
+    d.add_argument("--model", help="manifest name (default: phantom-spine without IMAGE; with one, the shipped model that fits it)")
     d.add_argument("--correct", nargs="*", metavar="INDEX:ROW,COL", help="corrections, applied one after another")
     d.add_argument("--screenshot", help="write a PNG of the viewer window")
     d.add_argument("--json", help="write the final points as JSON")

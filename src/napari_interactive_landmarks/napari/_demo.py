@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 DEFAULT_PHANTOM_MODEL = "phantom-spine"
-DEFAULT_IMAGE_MODEL = "aasce-spine"
 
 
 def wait_until_idle(widget, timeout: float = 300.0) -> None:
@@ -50,12 +49,14 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = LandmarkWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Landmark detection", area="right")
-    model = model or (DEFAULT_IMAGE_MODEL if image else DEFAULT_PHANTOM_MODEL)
-    if widget.model_combo.findText(model) < 0:
-        print(f"demo: unknown model '{model}'; available: "
-              f"{[widget.model_combo.itemText(i) for i in range(widget.model_combo.count() - 1)]}", file=sys.stderr)
-        return 2
-    widget.model_combo.setCurrentText(model)
+    if model is None and not image:
+        model = DEFAULT_PHANTOM_MODEL
+    if model is not None:  # otherwise the widget has picked the shipped model that fits the image
+        if widget.model_combo.findText(model) < 0:
+            print(f"demo: unknown model '{model}'; available: "
+                  f"{[widget.model_combo.itemText(i) for i in range(widget.model_combo.count() - 1)]}", file=sys.stderr)
+            return 2
+        widget.model_combo.setCurrentText(model)
     widget.detect()
     wait_until_idle(widget, timeout)
     schema = widget.session.schema
@@ -66,6 +67,10 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
         simulate_drag(layer, point, (row, col))
         wait_until_idle(widget, timeout)
     viewer.reset_view()
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(10):  # let the panel's layout settle before anything is drawn to a file
+        QApplication.processEvents()
     if screenshot:
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(str(screenshot), canvas_only=False, flash=False)

@@ -94,6 +94,7 @@ class LandmarkLayers:
         self.uncertainty = None
         self.labels = None
         self.measurements: dict = {}
+        self.corner_problems: dict = {}  # vertebra → why its labelled corners are out of order
         self._unsubscribe = session.subscribe(self._on_session_changed)
 
     # ------------------------------------------------------------------ placement
@@ -175,59 +176,90 @@ class LandmarkLayers:
             lyr.events.data(value=lyr.data, action="changed", data_indices=tuple(range(len(data))),
                             vertex_indices=((),) * len(data))
 
+    def _outline_segments(self):
+        """(segments (N, 2, 2), colours (N,)) of the outline: each vertebra as a closed polygon in
+        non-crossing corner order (red when its labelled corners are out of order: a model error to check),
+        plus the schema's other edges (the cephalometric lines)."""
+        from ..measurements.outline import corner_order_problems, vertebra_outlines
+
+        s = self.session
+        coords = s.coords
+        segs, colors = [], []
+        names, polygons = vertebra_outlines(s.schema, coords)
+        problems = corner_order_problems(s.schema, coords) if names else {}
+        in_group = {}
+        for name, members in s.schema.groups.items():
+            if len(members) == 4:
+                in_group.update({int(m): name for m in members})
+        for name, poly in zip(names, polygons):
+            if np.isfinite(poly).all():
+                for a in range(4):
+                    segs.append((poly[a], poly[(a + 1) % 4]))
+                    colors.append(TWISTED_OUTLINE_COLOR if name in problems else OUTLINE_COLOR)
+        other = [(a, b) for a, b in s.schema.edges if in_group.get(a) is None or in_group.get(a) != in_group.get(b)]
+        for seg in skeleton_shapes(coords, other):
+            segs.append((seg[0], seg[1]))
+            colors.append(OUTLINE_COLOR)
+        self.corner_problems = problems
+        return segs, colors
+
     def _sync_outline(self):
         s = self.session
-        if not s.schema.edges:
+        segs, colors = self._outline_segments()
+        if not segs and not self._alive(self.outline):
             return
-        vectors = as_vectors(skeleton_shapes(s.coords, s.schema.edges))
+        vectors = as_vectors(segs)
         if not self._alive(self.outline):
             scale, translate = self._placement
             # a Vectors layer, not Shapes: updating 68 line shapes re-triangulates them (hundreds of ms on the
             # main thread); vectors update in a few ms
             self.outline = self.viewer.add_vectors(
-                vectors, edge_color=OUTLINE_COLOR, edge_width=max(1.0, max(s.image_shape) / 600), length=1.0,
-                vector_style="line", name=f"outline ({s.predictor.name})", scale=scale, translate=translate,
-                opacity=0.7)
+                vectors, edge_color=colors or OUTLINE_COLOR, edge_width=max(1.0, max(s.image_shape) / 600),
+                length=1.0, vector_style="line", name=f"outline ({s.predictor.name})", scale=scale,
+                translate=translate, opacity=0.7)
             self._add_below_points(self.outline)
         else:
             quietly_set(self.outline, data=vectors)
+            if len(colors):
+                self.outline.edge_color = colors
 
     def _label_points(self):
-        """(positions (N, 2), short texts, full names) of the labels to draw."""
+        """(positions (N, 2), short texts, full names) of the labels to draw: a vertebra's name once, at its
+        centre; otherwise each landmark's abbreviation, set off from its point away from the landmarks'
+        centroid (the profile's points are close together: labels on the outside overlap less)."""
         s = self.session
         coords = s.coords
-        groups = s.schema.groups
+        groups = s.schema.group_labels(coords)
         if groups:
-            pos, text, full = [], [], []
-            for name, members in groups.items():
-                c = coords[list(members)]
-                if np.isfinite(c).all():
-                    pos.append(c.mean(0))
-                    text.append(str(name))
-                    full.append(str(name))
-            return np.asarray(pos, float).reshape(-1, 2), text, full
-        names = list(s.schema.landmarks)
-        short = getattr(s.schema, "abbreviations", None) or names
-        ok = np.isfinite(coords).all(1)
-        return coords[ok], [short[i] for i in np.flatnonzero(ok)], [names[i] for i in np.flatnonzero(ok)]
+            pos = np.array([c for _, c, _ in groups], float).reshape(-1, 2)
+            names = [g for g, _, _ in groups]
+            return pos, names, names
+        ok = np.flatnonzero(np.isfinite(coords).all(1))
+        pts = coords[ok]
+        if not len(pts):
+            return np.zeros((0, 2)), [], []
+        away = pts - pts.mean(0)
+        away /= np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-9)
+        offset = max(s.image_shape) / 35.0
+        return (pts + offset * away, [s.schema.short_label(int(i)) for i in ok],
+                [s.schema.full_name(int(i)) for i in ok])
 
     def _sync_labels(self):
         s = self.session
         pos, text, full = self._label_points()
-        features = {"text": text, "name": full}
+        flagged = getattr(self, "corner_problems", {}) or {}
+        colors = [TWISTED_OUTLINE_COLOR if t in flagged else LABEL_COLOR for t in text]
+        features = {"text": text, "name": full, "color": colors}
         if not self._alive(self.labels):
             scale, translate = self._placement
-            centred = bool(s.schema.groups)
-            offset = 0.0 if centred else max(4.0, max(s.image_shape) / 120.0)
             self.labels = self.viewer.add_points(
                 pos, features=features, name=f"labels ({s.predictor.name})", scale=scale, translate=translate,
                 size=0.0, face_color="transparent", border_width=0, visible=self._show_labels,
-                text={"string": "{text}", "size": 10, "color": LABEL_COLOR,
-                      "anchor": "center" if centred else "upper_left",
-                      "translation": [0.0, 0.0] if centred else [-0.6 * offset, 0.6 * offset]})
+                text={"string": "{text}", "size": 10, "color": {"feature": "color"}, "anchor": "center"})
             self.labels.editable = False
             self._add_below_points(self.labels)
-        elif len(pos) == len(self.labels.data) and list(self.labels.features["text"]) == text:
+        elif (len(pos) == len(self.labels.data) and list(self.labels.features["text"]) == text
+              and list(self.labels.features["color"]) == colors):
             quietly_set(self.labels, data=pos)  # same labels, new places: one write
         else:
             quietly_set(self.labels, data=pos, features=features)
@@ -246,9 +278,9 @@ class LandmarkLayers:
             s = self.session
             scale, translate = self._placement
             self.measurement_lines = self.viewer.add_vectors(
-                vectors, edge_color=MEASUREMENT_COLOR, edge_width=max(1.5, max(s.image_shape) / 400), length=1.0,
+                vectors, edge_color=MEASUREMENT_COLOR, edge_width=max(1.0, max(s.image_shape) / 800), length=1.0,
                 vector_style="line", name=f"measurement lines ({s.predictor.name})", scale=scale,
-                translate=translate, opacity=0.9)
+                translate=translate, opacity=0.8)
             self._add_below_points(self.measurement_lines)
         else:
             quietly_set(self.measurement_lines, data=vectors)

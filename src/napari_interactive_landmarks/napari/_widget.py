@@ -33,11 +33,13 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGridLayout,
     QGroupBox,
+    QHeaderView,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -185,8 +187,18 @@ class LandmarkWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self):
-        self.setMaximumWidth(420)
-        lay = QVBoxLayout(self)
+        self.setMaximumWidth(440)
+        # the panel scrolls as a whole: on a short screen nothing is cut off (the ERE list keeps its own scroll)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the content wraps to the dock's width
+        outer.addWidget(scroll)
+        content = QWidget()
+        scroll.setWidget(content)
+        lay = QVBoxLayout(content)
         grid = QGridLayout()
         grid.addWidget(QLabel("Image"), 0, 0)
         self.image_combo = QComboBox()
@@ -236,7 +248,8 @@ class LandmarkWidget(QWidget):
         el.addWidget(self.suggest_label)
         self.ere_table = QTableWidget(0, 2)
         self.ere_table.setHorizontalHeaderLabels(["landmark", "ERE"])
-        self.ere_table.horizontalHeader().setStretchLastSection(True)
+        self.ere_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.ere_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.ere_table.verticalHeader().setVisible(False)
         self.ere_table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.ere_table.setSelectionBehavior(QTableWidget.SelectRows)
@@ -253,25 +266,32 @@ class LandmarkWidget(QWidget):
         el.addWidget(self.show_uncertainty)
         lay.addWidget(self.ere_box)
         self._ere_rows: list[int] = []
-        self.show_labels = QCheckBox("Show labels (vertebra names / landmark abbreviations)")
+        self.show_labels = QCheckBox("Show labels")
         self.show_labels.setChecked(True)
+        self.show_labels.setToolTip("One label per vertebra (T1…L5) or each landmark's abbreviation (S, N, Go…); "
+                                    "hover a point for its full name")
         self.show_labels.toggled.connect(self._toggle_labels)
         lay.addWidget(self.show_labels)
         self.meas_box = QGroupBox("Measurements")
         ml = QVBoxLayout(self.meas_box)
         self.meas_table = QTableWidget(0, 2)
         self.meas_table.setHorizontalHeaderLabels(["measurement", "value"])
-        self.meas_table.horizontalHeader().setStretchLastSection(True)
+        self.meas_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        self.meas_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
         self.meas_table.verticalHeader().setVisible(False)
         self.meas_table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.meas_table.setWordWrap(True)  # whole reasons, wrapped (and in the tooltip)
         ml.addWidget(self.meas_table)
+        # every doubt in whole sentences under the table (the table keeps one line per measurement)
+        self.meas_doubts = QLabel("")
+        self.meas_doubts.setWordWrap(True)
+        self.meas_doubts.setStyleSheet("color: #ffb74d;")
+        ml.addWidget(self.meas_doubts)
         lay.addWidget(self.meas_box)
-        box = QGroupBox("Shortcuts")
+        box = QGroupBox("How to correct")
         bl = QVBoxLayout(box)
-        keys = QLabel("<br>".join(f"<b>{k}</b> — {d}" for k, _, d in SHORTCUTS)
-                      + "<br>Drag a point to correct it (it is pinned: the model never moves it). "
-                        "Hover a point for its full name.")
+        keys = QLabel("Drag a wrong point where it belongs: it is pinned (the model never moves it) and the "
+                      "model moves the others. Hover a point for its full name.<br>"
+                      + "<br>".join(f"<b>{k}</b> — {d}" for k, _, d in SHORTCUTS))
         keys.setWordWrap(True)
         bl.addWidget(keys)
         lay.addWidget(box)
@@ -685,7 +705,7 @@ class LandmarkWidget(QWidget):
             bold.setBold(True)
             red, normal = QBrush(QColor("#ff5252")), QBrush()
             for row, i in enumerate(order):
-                texts = (s.schema.landmarks[i], "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}")
+                texts = (s.schema.full_name(i), "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}")
                 for col, text in enumerate(texts):
                     it = t.item(row, col)
                     if it is None:
@@ -697,19 +717,26 @@ class LandmarkWidget(QWidget):
         finally:
             t.setUpdatesEnabled(True)
         if nxt is None:
-            self.suggest_label.setText("All landmarks are corrected by hand.")
+            text = "All landmarks are corrected by hand."
         else:
             calibrated = s.predictor.temperatures is not None
-            self.suggest_label.setText(
-                f"Suggested next: <b>{s.schema.landmarks[nxt]}</b> (ERE {ere[nxt] * factor:.1f} {unit})"
-                + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated error</i>"))
+            text = (f"Suggested next: <b>{s.schema.full_name(nxt)}</b> (ERE {ere[nxt] * factor:.1f} {unit})"
+                    + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated "
+                                             "error</i>"))
+        problems = self.layers.corner_problems if self.layers is not None else {}
+        if problems:  # a vertebra drawn red: its corners came out in the wrong order
+            text += "<br><span style='color:#ff5252'>Corners out of order: " + "; ".join(
+                f"<b>{v}</b> ({why})" for v, why in problems.items()) + "</span>"
+        self.suggest_label.setText(text)
 
     def _fill_measurements(self):
-        """The measurements table: value, or the whole reason it is unavailable; doubt shown, never hidden."""
+        """The measurements table (value ± expected error, one line each, ⚠ where in doubt) and, under it, the
+        whole reason for every measurement that is unavailable or uncertain: doubt is shown, never hidden."""
         from ..measurements.core import format_value
 
         ms = self.measurements
         t = self.meas_table
+        doubts = []
         t.setUpdatesEnabled(False)
         try:
             t.setRowCount(len(ms))
@@ -718,16 +745,18 @@ class LandmarkWidget(QWidget):
                 name = QTableWidgetItem(m.name)
                 name.setToolTip(m.definition)
                 if not m.available:
-                    text, tip = f"unavailable: {m.reason}", f"unavailable: {m.reason}"
+                    text, tip = "unavailable ⚠", f"unavailable: {m.reason}"
+                    doubts.append(f"<b>{m.name}</b> unavailable: {m.reason}")
                 else:
                     text, tip = format_value(m.value, m.unit), m.definition
                     err = getattr(m, "expected_error", None)
                     if err is not None and np.isfinite(err):
                         text += f" ± {format_value(err, m.unit)}"
-                    doubt = getattr(m, "doubt", None)
-                    if getattr(m, "uncertain", False) and doubt:
-                        text += f"\n{doubt}"
+                    if getattr(m, "uncertain", False):
+                        text += " ⚠"
+                        doubt = getattr(m, "doubt", None) or "uncertain"
                         tip = f"{doubt}\n\n{m.definition}"
+                        doubts.append(f"<b>{m.name}</b> {doubt}")
                 val = QTableWidgetItem(text)
                 val.setToolTip(tip)
                 if not m.available or getattr(m, "uncertain", False):
@@ -735,13 +764,13 @@ class LandmarkWidget(QWidget):
                 t.setItem(row, 0, name)
                 t.setItem(row, 1, val)
             self.meas_box.setVisible(bool(ms))
-            t.resizeColumnToContents(0)
-            t.resizeRowsToContents()
             height = sum(t.rowHeight(r) for r in range(t.rowCount())) + t.horizontalHeader().height() + 4
-            t.setMaximumHeight(min(height, 320))
-            t.setMinimumHeight(min(height, 320))
+            t.setMinimumHeight(height)  # every row shown: the panel scrolls, the table does not
+            t.setMaximumHeight(height)
         finally:
             t.setUpdatesEnabled(True)
+        self.meas_doubts.setText("<br>".join(doubts))
+        self.meas_doubts.setVisible(bool(doubts))
 
     # ------------------------------------------------------------------ layers
     def _drop_layers(self, remove=False):
