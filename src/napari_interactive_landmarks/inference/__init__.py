@@ -1,9 +1,10 @@
 """Headless inference: :class:`Predictor` (weights → coordinates), :class:`LandmarkSession` (one image's
 interactive state) and device choice."""
 
+from ..io.files import SaveError, SaveExistsError
 from .device import choose_device
 from .predictor import Prediction, PredictionError, PreparedImage, Predictor
 from .session import LandmarkSession, SessionError
 
 __all__ = ["Predictor", "Prediction", "PredictionError", "PreparedImage", "LandmarkSession", "SessionError",
-           "choose_device"]
+           "SaveError", "SaveExistsError", "choose_device"]

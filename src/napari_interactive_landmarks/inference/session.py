@@ -43,28 +43,29 @@ class InferenceRequest:
 
 
 class SessionError(RuntimeError):
-    pass
+    """The session cannot do what was asked (no image or landmarks yet, a file for another landmark set or image,
+    a partial file without ``merge_partial``, points outside the image); nothing was changed."""
 
 
-def write_measurements_csv(path, measurements: dict, overwrite: bool = False):
-    """Measurements next to a landmark CSV: name, value, unit, available, reason, definition."""
+def format_measurements_csv(measurements: dict) -> str:
+    """Measurements as CSV text: name, value, unit, available, reason, definition."""
     import csv
     import io
-    import os
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists")
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["name", "value", "unit", "available", "reason", "definition"])
     for name, m in measurements.items():
         w.writerow([name, "" if m["value"] is None else f"{m['value']:.4f}", m["unit"], m["available"],
                     m.get("reason") or "", m.get("definition", "")])
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return buf.getvalue()
+
+
+def write_measurements_csv(path, measurements: dict, overwrite: bool = False):
+    """Measurements next to a landmark CSV, written whole or not at all (errors: :class:`SaveError`)."""
+    from ..io.files import write_texts
+
+    return write_texts({Path(path): format_measurements_csv(measurements)}, overwrite=overwrite)[0]
 
 
 class LandmarkSession:
@@ -400,26 +401,35 @@ class LandmarkSession:
                 for i, n in enumerate(self.schema.landmarks)]
 
     def save(self, path, overwrite: bool = False) -> Path:
-        """Write the landmark JSON (or CSV by extension). Refuses to overwrite unless asked."""
-        from ..io.landmarks import write_landmarks_csv, write_landmarks_json
+        """Write the landmark JSON (or CSV by extension, plus ``<stem>.measurements.csv`` next to it). Refuses to
+        overwrite unless asked.
+
+        All or nothing: every target is checked before anything is written (one that exists without
+        ``overwrite``: ``SaveExistsError``, a ``FileExistsError``; a folder that is missing or not writable:
+        ``SaveError``), all files are written to temporaries, and only then do they replace their targets. Any
+        failure raises a ``SaveError`` (an ``OSError``, from ``io.files``) naming the target that could not be
+        written, leaves no file and no temporary behind, and the session stays unsaved (``dirty``)."""
+        from ..io.files import write_texts
+        from ..io.landmarks import format_landmarks_csv, format_landmarks_json
 
         self._need_state()
         path = Path(path)
         st = self._state
-        common = dict(pinned=st.pinned, scores=st.scores, overwrite=overwrite)
+        common = dict(pinned=st.pinned, scores=st.scores)
         measurements = {k: m.to_dict() for k, m in self.measurements().items()}
         if path.suffix.lower() == ".csv":
-            out = write_landmarks_csv(path, st.coords, list(self.schema.landmarks), **common)
+            texts = {path: format_landmarks_csv(st.coords, list(self.schema.landmarks), **common)}
             if measurements:
-                write_measurements_csv(path.with_name(path.stem + ".measurements.csv"), measurements, overwrite)
+                texts[path.with_name(path.stem + ".measurements.csv")] = format_measurements_csv(measurements)
         else:
             spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
-            out = write_landmarks_json(path, st.coords, list(self.schema.landmarks), landmark_set=self.schema.name,
-                                       model=self.predictor.name, image_path=None if self.image_path is None else str(self.image_path),
-                                       image_shape=list(self.image_shape), spacing=spacing,
-                                       measurements=measurements, **common)
+            texts = {path: format_landmarks_json(
+                st.coords, list(self.schema.landmarks), landmark_set=self.schema.name, model=self.predictor.name,
+                image_path=None if self.image_path is None else str(self.image_path),
+                image_shape=list(self.image_shape), spacing=spacing, measurements=measurements, **common)}
+        write_texts(texts, overwrite=overwrite)
         self._dirty = False
-        return out
+        return path
 
     def load(self, path, *, merge_partial: bool = False) -> np.ndarray:
         """Load a landmark file for this image (one undo step). Its landmark set must match the model's.

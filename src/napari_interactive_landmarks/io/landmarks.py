@@ -3,8 +3,11 @@
 Formats are described in ``docs/data-format.md``. Coordinates are (row, col) in original-image pixels;
 a missing landmark is a row of NaN in memory, ``null`` in JSON and empty cells in CSV.
 
-Writers never clobber silently (``overwrite=False`` raises :class:`FileExistsError`) and write atomically
-(temporary file in the same folder, then :func:`os.replace`), so a crash never leaves half a file.
+Writers never clobber silently (``overwrite=False`` raises :class:`~.files.SaveExistsError`, a
+``FileExistsError``) and write atomically (temporary file in the same folder, then :func:`os.replace`), so a
+crash never leaves half a file; any other failure is a :class:`~.files.SaveError` naming the file. The
+``format_landmarks_*`` functions give the text, to write several files all or none
+(:func:`~.files.write_texts`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .files import write_texts
 from .images import IMAGE_EXTENSIONS, ImageError, read_spacing
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "write_landmarks_json",
     "read_landmarks_json",
     "write_landmarks_csv",
+    "format_landmarks_json",
+    "format_landmarks_csv",
     "read_landmarks_csv",
     "load_generic_annotations",
 ]
@@ -185,27 +190,7 @@ class LandmarkFile:
 
 
 def _atomic_write_text(path, text: str, overwrite: bool) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        raise IsADirectoryError(f"{p}: is a folder; give a file name")
-    if not p.parent.exists():
-        raise FileNotFoundError(f"{p}: the folder {p.parent} does not exist")
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p}: file already exists; not overwriting it (pass overwrite=True to replace it)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
+    return write_texts({Path(path): text}, overwrite=overwrite)[0]
 
 
 def _json_default(o):
@@ -258,13 +243,33 @@ def write_landmarks_json(
 
     Raises FileExistsError if ``path`` exists and ``overwrite`` is False. Returns the path written.
     """
+    text = format_landmarks_json(coords, labels, landmark_set=landmark_set, model=model, image_path=image_path,
+                                 image_shape=image_shape, spacing=spacing, pinned=pinned, status=status,
+                                 scores=scores, measurements=measurements)
+    return _atomic_write_text(path, text, overwrite)
+
+
+def format_landmarks_json(
+    coords,
+    labels: Sequence[str] | None = None,
+    *,
+    landmark_set: str | None = None,
+    model: str | None = None,
+    image_path=None,
+    image_shape=None,
+    spacing=None,
+    pinned=None,
+    status=None,
+    scores=None,
+    measurements: dict | None = None,
+) -> str:
+    """The text :func:`write_landmarks_json` writes (same arguments, without ``path`` and ``overwrite``)."""
     lf = _as_file(coords, labels, dict(
         landmark_set=landmark_set, model=model, image_path=image_path, image_shape=image_shape,
         spacing=spacing, pinned=pinned, status=status, scores=scores, measurements=measurements,
     ))
     d = _nan_to_none(json.loads(json.dumps(lf.to_dict(), default=_json_default)))
-    text = json.dumps(d, indent=2, allow_nan=False) + "\n"
-    return _atomic_write_text(path, text, overwrite)
+    return json.dumps(d, indent=2, allow_nan=False) + "\n"
 
 
 def write_landmarks_csv(
@@ -282,6 +287,13 @@ def write_landmarks_csv(
     Missing positions and unknown scores are empty cells. Image and model metadata are not stored in
     CSV; use JSON to keep them. Raises FileExistsError if ``path`` exists and ``overwrite`` is False.
     """
+    return _atomic_write_text(path, format_landmarks_csv(coords, labels, pinned=pinned, status=status, scores=scores),
+                              overwrite)
+
+
+def format_landmarks_csv(coords, labels: Sequence[str] | None = None, *, pinned=None, status=None,
+                         scores=None) -> str:
+    """The text :func:`write_landmarks_csv` writes (same arguments, without ``path`` and ``overwrite``)."""
     lf = _as_file(coords, labels, dict(pinned=pinned, status=status, scores=scores))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -297,7 +309,7 @@ def write_landmarks_csv(
             lf.status[i],
             "" if np.isnan(s) else repr(float(s)),
         ])
-    return _atomic_write_text(path, buf.getvalue(), overwrite)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------
