@@ -12,6 +12,16 @@ DATASETS = SHARED / "datasets"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_sessionstart(session):
+    """Qt aborts the whole run (no summary) when a system library of its xcb platform is missing: stop first,
+    saying which packages to install."""
+    from napari_interactive_landmarks._system import missing_qt_packages, qt_setup_hint
+
+    missing = missing_qt_packages()
+    if missing:
+        pytest.exit(qt_setup_hint(missing), returncode=3)
+
+
 def phantom_cached(n, seed, shape=(128, 64), num_vertebrae=4):
     from napari_interactive_landmarks.data.cache import CachedSet
     from napari_interactive_landmarks.data.phantom import phantom_set

@@ -359,6 +359,11 @@ def _cmd_weights(args):
 
 
 def _cmd_demo(args):
+    from ._system import missing_qt_packages, qt_setup_hint
+
+    missing = missing_qt_packages()
+    if missing:  # Qt would abort the process with a message naming the wrong library
+        raise CLIError(qt_setup_hint(missing))
     from .napari._demo import run_demo
 
     corrections = [_parse_click(c, None) for c in (args.correct or [])]
