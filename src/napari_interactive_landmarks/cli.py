@@ -134,6 +134,10 @@ def _cmd_evaluate(args):
                               sdr_radii=radii, unit=unit, seed=args.seed, progress=not args.no_progress,
                               on_trace=cobb, click_noise_px=args.click_noise)
     result.update(model=predictor.name, dataset=args.dataset, split=args.split)
+    if result["num_skipped"]:  # unreadable images are reported, the others evaluated
+        print(_skipped_summary(result), file=sys.stderr)
+        gone = {r["name"] for r in result["skipped"]}
+        samples = [s for s in samples if str(s.name) not in gone]
     if cobb is not None:
         result.update(cobb.summary())
     if not args.no_calibration:
@@ -163,14 +167,23 @@ def _cmd_evaluate(args):
                               title=f"{predictor.name}: ERE vs true error (groups of {cm['ere_group_size']})", unit=unit)
     print(format_report(result))
     if args.json:
+        from .io.files import write_texts
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1, allow_nan=False))
+        write_texts({Path(args.json): json.dumps(result, indent=1, allow_nan=False)}, overwrite=True)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot:
         from .evaluation.plots import plot_mre_curves
 
         plot_mre_curves({predictor.name: result}, args.plot, title=f"{predictor.name} on {args.dataset} {args.split}")
     return 0
+
+
+def _skipped_summary(result: dict, show: int = 3) -> str:
+    """One line: how many images evaluate skipped, and why (the first ``show``)."""
+    sk = result["skipped"]
+    shown = "; ".join(r["reason"] for r in sk[:show]) + (f"; and {len(sk) - show} more" if len(sk) > show else "")
+    return f"skipped {len(sk)} of {result['num_images'] + len(sk)} images that could not be read or used: {shown}"
 
 
 class CobbCollector:
@@ -519,7 +532,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
+    except (CLIError, ValueError, OSError, KeyError, RuntimeError) as exc:  # OSError: e.g. a SaveError naming the file
         print(f"napari-landmarks {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

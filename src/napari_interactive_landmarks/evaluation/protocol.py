@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.clicks import Clicker
+from ..io.images import ImageError
 from .metrics import collapsed_onto_click, failure_rate, mre, noc, others_delta, radial_errors, sdr
 
 __all__ = [
@@ -320,7 +321,9 @@ def evaluate_dataset(
     number of clicks: mean over images of the per-image MRE), ``noc, fr, noc_manual, fr_manual``
     (keyed by ``str(target)``), ``sdr, sdr_manual`` (only with ``sdr_radii``: keyed by radius →
     list over clicks, percent, pooled over all landmarks of all images), ``per_image`` (list of
-    ``{name, mre_model, mre_manual, clicked, clicked_manual}``), ``errors_0`` (K-wise errors at
+    ``{name, mre_model, mre_manual, clicked, clicked_manual}``), ``num_skipped`` and ``skipped`` (images that
+    could not be read or used — ``ImageError`` — each ``{name, reason}``; they are left out, the others
+    evaluated; ``num_images`` counts the evaluated ones), ``errors_0`` (K-wise errors at
     0 clicks, one list per image) and ``ere_0`` (same shape, in ``unit``: pixel ERE times the
     mean spacing for mm; ``None`` when the predictor gives no ERE).  Non-finite numbers (missing ground truth) become ``None``.
     """
@@ -342,10 +345,15 @@ def evaluate_dataset(
 
     mre_m, mre_h, err_m, err_h, errors_0, ere_0, per_image = [], [], [], [], [], [], []
     deltas, collapses = [], []  # per image: (α,) change of the unclicked landmarks' error; collapse onto the click
+    skipped = []  # images that cannot be read or used: reported, the others evaluated
     has_ere = True
     for sample, ss in zip(iterator, seeds):
-        tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order, rng=np.random.default_rng(ss),
-                                click_noise_px=click_noise_px)
+        try:
+            tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order=order,
+                                    rng=np.random.default_rng(ss), click_noise_px=click_noise_px)
+        except ImageError as exc:  # reading or preparing the image (unreadable, corrupt, constant…)
+            skipped.append({"name": str(sample.name), "reason": str(exc)})
+            continue
         if on_trace is not None:
             on_trace(sample, tr)
         spacing = sample.spacing if unit == "mm" else None
@@ -373,6 +381,8 @@ def evaluate_dataset(
             }
         )
 
+    if samples and not per_image:
+        raise ImageError(f"none of the {len(samples)} images could be used, e.g. {skipped[0]['reason']}")
     s = max_clicks + 1
     mre_m_arr = np.array(mre_m).reshape(-1, s)
     mre_h_arr = np.array(mre_h).reshape(-1, s)
@@ -383,7 +393,9 @@ def evaluate_dataset(
     result: dict = {
         "unit": unit,
         "order": order,
-        "num_images": len(samples),
+        "num_images": len(per_image),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
         "max_clicks": int(max_clicks),
         "click_noise_px": float(click_noise_px),
         "mre_model": curve(mre_m_arr),

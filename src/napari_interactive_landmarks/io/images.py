@@ -25,6 +25,7 @@ __all__ = [
     "as_greyscale_2d",
     "normalise_intensity",
     "is_dicom_file",
+    "sniff_format",
     "IMAGE_EXTENSIONS",
     "DICOM_EXTENSIONS",
     "MIN_SIDE",
@@ -222,15 +223,47 @@ def is_dicom_file(path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _looks_dicom(path: Path) -> bool:
-    return path.suffix.lower() in DICOM_EXTENSIONS or is_dicom_file(path)
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+    (b"BM", "bmp"),
+)
+
+
+def sniff_format(path) -> str | None:
+    """The image format from the file's first bytes — ``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"`` or ``"dicom"``
+    (preamble + ``DICM``) — or None when they match none of these (or the file cannot be opened). Files are
+    read by what they hold, not by their name: a JPEG named ``.tif`` is a JPEG."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return "dicom"
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
+def _looks_dicom(path: Path, fmt: str | None = None) -> bool:
+    """DICOM by content; by the extension only when the content is no other known format (DICOM without
+    preamble)."""
+    fmt = sniff_format(path) if fmt is None else fmt
+    return fmt == "dicom" or (fmt is None and path.suffix.lower() in DICOM_EXTENSIONS)
 
 
 def read_image(path, *, validate: bool = True) -> ImageData:
     """Read a 2-D radiograph from PNG, JPEG, TIFF, BMP or DICOM.
 
-    DICOM is recognised by the ``.dcm`` / ``.dicom`` extension or by the ``DICM`` preamble (files without
-    extension). Rescale slope/intercept is applied, MONOCHROME1 (and TIFF min-is-white) images are
+    The format is recognised by the file's content (:func:`sniff_format`), not its name, so a JPEG named
+    ``.tif`` reads; DICOM by the ``DICM`` preamble, or by the ``.dcm`` / ``.dicom`` extension when the file
+    starts with no other known format. Rescale slope/intercept is applied, MONOCHROME1 (and TIFF min-is-white) images are
     inverted so that bright means dense, and ``PixelSpacing`` (else ``ImagerPixelSpacing``) gives the
     spacing in mm. 16-bit PNG / TIFF values are preserved. Colour images become greyscale.
 
@@ -255,13 +288,14 @@ def read_image(path, *, validate: bool = True) -> ImageData:
     if size == 0:
         raise ImageError(f"{name}: the file is empty (0 bytes)")
 
-    if _looks_dicom(p):
+    fmt = sniff_format(p)
+    if _looks_dicom(p, fmt):
         arr, spacing, meta = _read_dicom(p)
-    elif p.suffix.lower() in (".tif", ".tiff"):
+    elif fmt == "tiff":
         arr, meta = _read_tiff(p)
         spacing = None
-    else:
-        arr, meta = _read_raster(p)
+    else:  # Pillow recognises PNG / JPEG / BMP (and more) by content itself
+        arr, meta = _read_raster(p, fmt)
         spacing = None
 
     arr, info = _to_greyscale(arr, name, check_size=validate)
@@ -287,7 +321,7 @@ def _bit_depth(dtype: np.dtype) -> int | None:
     return dtype.itemsize * 8 if dtype.kind in "iuf" else None
 
 
-def _read_raster(p: Path) -> tuple[np.ndarray, dict]:
+def _read_raster(p: Path, fmt: str | None = None) -> tuple[np.ndarray, dict]:
     import imageio.v3 as iio
 
     name = str(p)
@@ -307,7 +341,7 @@ def _read_raster(p: Path) -> tuple[np.ndarray, dict]:
             f"(shape {tuple(arr.shape)})"
         )
     meta = {
-        "format": p.suffix.lower().lstrip(".") or "unknown",
+        "format": fmt or p.suffix.lower().lstrip(".") or "unknown",
         "original_dtype": str(arr.dtype),
         "bit_depth": _bit_depth(arr.dtype),
         "photometric": "RGB" if arr.ndim == 3 and arr.shape[-1] >= 3 else "MONOCHROME2",
@@ -430,7 +464,7 @@ def _read_dicom(p: Path) -> tuple[np.ndarray, tuple[float, float] | None, dict]:
 def read_spacing(path) -> tuple[float, float] | None:
     """Pixel spacing (row_mm, col_mm) from a DICOM header without decoding pixels; None otherwise."""
     p = Path(path)
-    if not p.is_file() or not _looks_dicom(p):
+    if not p.is_file() or not _looks_dicom(p):  # by content: a JPEG named .dcm has no DICOM header
         return None
     try:
         ds = _dcmread(p, stop_before_pixels=True)
