@@ -251,3 +251,122 @@ def test_uncertainty_layer_ere_list_and_suggestion_follow_an_edit(widget):
     assert not widget.ere_table.item(1, 0).font().bold()
     widget.go_to_suggested()
     assert widget.points_layer.selected_data == {int(list(widget.points_layer.features["index"]).index(s.suggest_next()))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 11: traps in the widget (item 4) and errors that escape (item 5)
+
+
+def _viewer_with(make_napari_viewer_proxy, image, name="film", **kwargs):
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(image, name=name, **kwargs)
+    return viewer
+
+
+def test_default_model_fits_the_image(make_napari_viewer_proxy):
+    """Real films never get the phantom model by default: a tall spine film gets the spine model, a
+    cephalogram-shaped film the cephalometric one, the synthetic sample its phantom model."""
+    spine = np.zeros((2400, 900), np.uint8)
+    w = LandmarkWidget(_viewer_with(make_napari_viewer_proxy, spine))
+    assert w.model_combo.currentText() == "aasce-spine"
+    ceph = np.zeros((2400, 1935), np.uint8)
+    w = LandmarkWidget(_viewer_with(make_napari_viewer_proxy, ceph))
+    assert w.model_combo.currentText() == "isbi-ceph"
+    viewer = make_napari_viewer_proxy()
+    data, kwargs, _ = phantom_spine()[0]
+    viewer.add_image(data, **kwargs)
+    assert LandmarkWidget(viewer).model_combo.currentText() == MODEL
+
+
+def test_a_model_chosen_by_the_user_stays_and_a_misfit_is_warned(make_napari_viewer_proxy):
+    rng = np.random.default_rng(0)
+    w = LandmarkWidget(_viewer_with(make_napari_viewer_proxy, rng.integers(0, 255, (1024, 512)).astype(np.uint8)))
+    w.model_combo.setCurrentText(MODEL)  # the toy model, on a "real" image
+    w.viewer.add_image(np.zeros((300, 300), np.uint8), name="other")
+    assert w.model_combo.currentText() == MODEL  # a new layer does not overrule the user's choice
+    w.detect()
+    wait_until_idle(w, 120)
+    assert w.messages[-1][0] == "warning" and "toy model" in w.messages[-1][1]
+
+
+def test_console_detect_works_before_the_detect_button(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
+    data, kwargs, _ = phantom_spine()[0]
+    viewer.add_image(data, **kwargs)
+    w = LandmarkWidget(viewer)
+    coords = w.console.detect()  # no Detect pressed, no model loaded yet
+    assert coords.shape == (24, 2) and np.isfinite(coords).all()
+    np.testing.assert_allclose(_layer_coords(w), coords)
+
+
+@pytest.fixture
+def excepthook_calls(monkeypatch):
+    import sys
+
+    calls = []
+    monkeypatch.setattr(sys, "excepthook", lambda *a: calls.append(a))
+    return calls
+
+
+def test_a_failing_inference_is_reported_once_in_the_message_line(widget, excepthook_calls, monkeypatch):
+    """A worker failure ends in the widget's message line — not in sys.excepthook (which aborts a script that
+    does not run napari's event loop) — and the user's corrected points stay where they are."""
+    simulate_drag(widget.points_layer, 4, widget.session.coords[4] + 11)
+    wait_until_idle(widget, 60)
+    pinned_before = widget.session.coords[widget.session.pinned]
+
+    def boom(*a, **k):
+        raise RuntimeError("the accelerator went away")
+
+    monkeypatch.setattr(widget.session.predictor, "predict", boom)
+    simulate_drag(widget.points_layer, 9, widget.session.coords[9] + 13)
+    wait_until_idle(widget, 60)
+    assert excepthook_calls == []
+    errors = [m for lvl, m in widget.messages if lvl == "error"]
+    assert len(errors) == 1 and "the accelerator went away" in errors[0]
+    s = widget.session
+    np.testing.assert_allclose(s.coords[4], pinned_before[0])
+    assert s.pinned[4] and s.pinned[9]  # the new correction is kept too
+    assert not s.running
+
+
+@pytest.mark.parametrize("kind", ["constant", "nan"])
+def test_an_unusable_image_layer_is_reported_not_raised(make_napari_viewer_proxy, excepthook_calls, kind):
+    image = np.full((512, 256), 7.0, np.float32)
+    if kind == "nan":
+        image[:] = np.nan
+    w = LandmarkWidget(_viewer_with(make_napari_viewer_proxy, image))
+    w.model_combo.setCurrentText(MODEL)
+    w.detect()
+    t0 = __import__("time").time()
+    while not any(lvl == "error" for lvl, _ in w.messages) and __import__("time").time() - t0 < 60:
+        wait_until_idle_or_error(w)
+    assert excepthook_calls == []
+    errors = [m for lvl, m in w.messages if lvl == "error"]
+    assert len(errors) == 1
+    assert ("constant" in errors[0]) if kind == "constant" else ("NaN" in errors[0] or "finite" in errors[0])
+
+
+def test_a_corrupt_weights_file_is_reported_not_raised(make_napari_viewer_proxy, excepthook_calls, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}garbage")
+    data, kwargs, _ = phantom_spine()[0]
+    w = LandmarkWidget(_viewer_with(make_napari_viewer_proxy, data, **{k: v for k, v in kwargs.items() if k != "name"}))
+    w._weights_file = str(bad)
+    w.model_combo.setItemText(w.model_combo.count() - 1, "broken.safetensors (file)")
+    w.model_combo.setCurrentIndex(w.model_combo.count() - 1)
+    w.detect()
+    t0 = __import__("time").time()
+    while not any(lvl == "error" for lvl, _ in w.messages) and __import__("time").time() - t0 < 60:
+        wait_until_idle_or_error(w)
+    assert excepthook_calls == []
+    errors = [m for lvl, m in w.messages if lvl == "error"]
+    assert len(errors) == 1 and "broken.safetensors" in errors[0]
+    assert w.session is None
+
+
+def wait_until_idle_or_error(w):
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    __import__("time").sleep(0.01)
