@@ -224,16 +224,22 @@ class LandmarkLayers:
                 self.outline.edge_color = colors
 
     def _label_points(self):
-        """(positions (N, 2), short texts, full names) of the labels to draw: a vertebra's name once, at its
-        centre; otherwise each landmark's abbreviation, set off from its point away from the landmarks'
+        """(positions (N, 2), short texts, full names) of the labels to draw: a vertebra's name once, level with
+        its centre; otherwise each landmark's abbreviation, set off from its point away from the landmarks'
         centroid (the profile's points are close together: labels on the outside overlap less)."""
         s = self.session
         coords = s.coords
         groups = s.schema.group_labels(coords)
         if groups:
-            pos = np.array([c for _, c, _ in groups], float).reshape(-1, 2)
-            names = [g for g, _, _ in groups]
-            return pos, names, names
+            # level with the vertebra's centre, beside it on the left: over soft tissue, not over bright bone
+            pos, names = [], []
+            for g, (r, _c), members in groups:
+                pts = coords[list(members)]
+                pts = pts[np.isfinite(pts).all(1)]
+                width = float(np.ptp(pts[:, 1])) if len(pts) > 1 else max(s.image_shape) / 40.0
+                pos.append((r, float(pts[:, 1].min()) - 0.45 * max(width, 1.0)))
+                names.append(g)
+            return np.asarray(pos, float).reshape(-1, 2), names, names
         ok = np.flatnonzero(np.isfinite(coords).all(1))
         pts = coords[ok]
         if not len(pts):

@@ -746,7 +746,7 @@ class LandmarkWidget(QWidget):
                 name.setToolTip(m.definition)
                 if not m.available:
                     text, tip = "unavailable ⚠", f"unavailable: {m.reason}"
-                    doubts.append(f"<b>{m.name}</b> unavailable: {m.reason}")
+                    doubts.append((m.name, f"unavailable: {m.reason}"))
                 else:
                     text, tip = format_value(m.value, m.unit), m.definition
                     err = getattr(m, "expected_error", None)
@@ -756,7 +756,7 @@ class LandmarkWidget(QWidget):
                         text += " ⚠"
                         doubt = getattr(m, "doubt", None) or "uncertain"
                         tip = f"{doubt}\n\n{m.definition}"
-                        doubts.append(f"<b>{m.name}</b> {doubt}")
+                        doubts.append((m.name, doubt))
                 val = QTableWidgetItem(text)
                 val.setToolTip(tip)
                 if not m.available or getattr(m, "uncertain", False):
@@ -769,7 +769,10 @@ class LandmarkWidget(QWidget):
             t.setMaximumHeight(height)
         finally:
             t.setUpdatesEnabled(True)
-        self.meas_doubts.setText("<br>".join(doubts))
+        by_reason: dict[str, list[str]] = {}  # one line per reason: "cobb_main, cobb_pt unavailable: …"
+        for name, why in doubts:
+            by_reason.setdefault(why, []).append(name)
+        self.meas_doubts.setText("<br>".join(f"<b>{', '.join(names)}</b> {why}" for why, names in by_reason.items()))
         self.meas_doubts.setVisible(bool(doubts))
 
     # ------------------------------------------------------------------ layers
