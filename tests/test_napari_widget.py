@@ -370,3 +370,52 @@ def wait_until_idle_or_error(w):
 
     QApplication.processEvents()
     __import__("time").sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 11: loading and saving never lose work (items 7-8), in the widget
+
+
+def _partial_file(widget, tmp_path, keep=(0, 1, 2)):
+    from napari_interactive_landmarks.io.landmarks import write_landmarks_json
+
+    s = widget.session
+    coords = np.full((s.num_landmarks, 2), np.nan)
+    coords[list(keep)] = s.coords[list(keep)] + 3.0
+    return write_landmarks_json(tmp_path / "partial.json", coords, list(s.schema.landmarks),
+                                landmark_set=s.schema.name, image_shape=list(s.image_shape))
+
+
+@pytest.mark.parametrize("answer", ["no", "yes"])
+def test_a_partial_file_merges_only_with_consent(widget, tmp_path, monkeypatch, answer):
+    simulate_drag(widget.points_layer, 10, widget.session.coords[10] + 9)
+    wait_until_idle(widget, 60)
+    s = widget.session
+    before, pinned_before = s.coords, s.pinned
+    path = _partial_file(widget, tmp_path)
+    asked = []
+    monkeypatch.setattr(W.QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or (
+        W.QMessageBox.Yes if answer == "yes" else W.QMessageBox.No))
+    widget.load(str(path))
+    wait_until_idle(widget, 60)
+    assert asked and "3 of 24" in asked[0] and "1 corrected point" in asked[0]
+    if answer == "no":
+        np.testing.assert_allclose(s.coords, before)
+        np.testing.assert_array_equal(s.pinned, pinned_before)
+        assert "not loaded" in widget.status.text()
+    else:
+        np.testing.assert_allclose(s.coords[:3], before[:3] + 3.0)
+        np.testing.assert_allclose(s.coords[10], before[10])  # the user's correction, not in the file, stays
+        assert s.pinned[10]
+        np.testing.assert_allclose(s.coords[3:10], before[3:10])
+    np.testing.assert_allclose(_layer_coords(widget), s.coords)
+
+
+def test_a_failed_save_says_which_file_and_keeps_working(widget, tmp_path):
+    target = tmp_path / "case.csv"
+    (tmp_path / "case.measurements.csv").write_text("someone else's file")
+    assert widget.save(target) is None
+    level, text = widget.messages[-1]
+    assert level == "error" and "case.measurements.csv" in text
+    assert not target.exists()  # all or nothing: the landmark CSV was not written either
+    assert widget.session.dirty is False or widget.session.detected

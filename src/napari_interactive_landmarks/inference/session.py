@@ -47,6 +47,15 @@ class SessionError(RuntimeError):
     a partial file without ``merge_partial``, points outside the image); nothing was changed."""
 
 
+class PartialFileError(SessionError):
+    """A landmark file lacks some of the landmarks: loading it needs the user's consent to merge
+    (``load(path, merge_partial=True)``). ``present`` / ``total``: how many it holds of how many."""
+
+    def __init__(self, message: str, present: int, total: int):
+        super().__init__(message)
+        self.present, self.total = present, total
+
+
 def format_measurements_csv(measurements: dict) -> str:
     """Measurements as CSV text: name, value, unit, available, reason, definition."""
     import csv
@@ -462,10 +471,10 @@ class LandmarkSession:
         if not present.any():
             raise SessionError(f"{path.name} holds no landmark positions")
         if len(missing) and not merge_partial:
-            raise SessionError(
+            raise PartialFileError(
                 f"{path.name} lacks {len(missing)} of {k} landmarks ({self._names(missing)}); loading it would "
                 f"replace them. Load it with merge_partial=True to take only its {k - len(missing)} points and keep "
-                f"every other point, your corrections included, where it is")
+                f"every other point, your corrections included, where it is", k - len(missing), k)
         if self.image_shape:
             h, w = self.image_shape
             r, c = coords[:, 0], coords[:, 1]

@@ -46,7 +46,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..inference.session import LandmarkSession, SessionError
+from ..inference.session import LandmarkSession, PartialFileError, SessionError
 from ._layer_sync import LandmarkLayers
 from ._layers import META_KEY
 
@@ -807,13 +807,32 @@ class LandmarkWidget(QWidget):
             self.load(path)
 
     def load(self, path):
+        """Load a landmark file into the session. A file lacking some landmarks is merged only if the user agrees
+        (their corrections not in the file stay); any other problem changes nothing and is said in the message
+        line."""
         def go():
+            name = Path(path).name
             try:
                 self.session.load(path)
-            except (ValueError, SessionError, OSError) as exc:
-                self.say(f"Cannot load {Path(path).name}: {_describe(exc)}", "error")
+            except PartialFileError as partial:
+                pinned = int(self.session.pinned.sum()) if self.session.detected else 0
+                keep = f", your {pinned} corrected point(s) included," if pinned else ""
+                if not self._confirm("Partial landmark file",
+                                     f"{name} holds {partial.present} of {partial.total} landmarks. Take its "
+                                     f"{partial.present} points and keep every other point{keep} where it is?"):
+                    self.say(f"{name} not loaded: it holds {partial.present} of {partial.total} landmarks.", "warning")
+                    return
+                try:
+                    self.session.load(path, merge_partial=True)
+                except (ValueError, SessionError, OSError) as exc:
+                    self.say(f"Cannot load {name}: {_describe(exc)}", "error")
+                    return
+                self.say(f"Merged {partial.present} landmarks from {name}.")
                 return
-            self.say(f"Loaded {Path(path).name}.")
+            except (ValueError, SessionError, OSError) as exc:
+                self.say(f"Cannot load {name}: {_describe(exc)}", "error")
+                return
+            self.say(f"Loaded {name}.")
 
         self._ensure_session(go)
 
