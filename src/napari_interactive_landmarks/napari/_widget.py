@@ -51,12 +51,13 @@ from ._layer_sync import LandmarkLayers
 from ._layers import META_KEY
 
 WEIGHTS_FILE_ITEM = "Weights file…"
-# the run after a drag is started from the event loop's next pass, so that edits arriving in one pass are
-# merged; edits made while an inference runs are merged by the session into a single follow-up run
+# unpinning several points re-runs once, from the event loop's next pass; a drag re-runs at once (edits made
+# while an inference runs are merged by the session into a single follow-up run)
 DEBOUNCE_MS = 0
 # a model whose input aspect ratio differs from the image's by more than this factor is probably the wrong
 # landmark set for the image (a spine AP film is ~2.7:1 tall, the spine model's input 2:1; a cephalogram ~1:1.2)
 ASPECT_MISMATCH = 1.6
+PROGRESS_AFTER_MS = 400
 
 SHORTCUTS = [
     ("Shift-D", "detect", "Detect (or refine with the pinned points)"),
@@ -153,6 +154,14 @@ class LandmarkWidget(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self._start_inference)
+        self._progress_delay = QTimer(self)
+        self._progress_delay.setSingleShot(True)
+        self._progress_delay.setInterval(PROGRESS_AFTER_MS)
+        self._progress_delay.timeout.connect(self._show_progress)
+        self._panel_refill = QTimer(self)
+        self._panel_refill.setSingleShot(True)
+        self._panel_refill.setInterval(0)
+        self._panel_refill.timeout.connect(self._fill_panel)
         self._bind_keys()
         self.console = ViewerSession(self)
         try:
@@ -315,10 +324,22 @@ class LandmarkWidget(QWidget):
             b.setEnabled(has)
 
     def _set_busy(self, on: bool, text: str | None = None):
+        """Count running jobs. The (animated) progress bar appears only for a job that takes longer than
+        PROGRESS_AFTER_MS — loading a model, a first detection: during a drag's ~100 ms update its animation and
+        the panel's relayout would take CPU from the model."""
         self._busy = max(0, self._busy + (1 if on else -1))
-        self.progress.setVisible(self._busy > 0)
+        if self._busy > 0 and not self.progress.isVisible() and not self._progress_delay.isActive():
+            self._progress_delay.start()
+        elif self._busy == 0:
+            self._progress_delay.stop()
+            if self.progress.isVisible():
+                self.progress.setVisible(False)
         if text:
             self.say(text)
+
+    def _show_progress(self):
+        if self._busy > 0:
+            self.progress.setVisible(True)
 
     def _refresh_image_choices(self, event=None):
         current = self.image_combo.currentText()
@@ -602,10 +623,12 @@ class LandmarkWidget(QWidget):
 
     # ------------------------------------------------------------------ inference scheduling
     def _on_edit(self, moved: dict):
-        """A drag was pinned in the session (by the adapter): re-run on the event loop's next pass."""
+        """A drag was pinned in the session (by the adapter): re-run now, before the viewer repaints (started from
+        the next event-loop pass, the run waited ~50 ms for the canvas). Edits that arrive while it runs are merged
+        by the session into one follow-up run."""
         self._release_t = time.perf_counter()
         self.say(f"Correcting {len(moved)} point(s)…")
-        self._debounce.start()
+        self._start_inference()
 
     @property
     def _inflight(self) -> bool:
@@ -614,7 +637,8 @@ class LandmarkWidget(QWidget):
     @property
     def idle(self) -> bool:
         """No model load, pending re-run or inference."""
-        return self._busy == 0 and not self._inflight and not self._debounce.isActive()
+        return (self._busy == 0 and not self._inflight and not self._debounce.isActive()
+                and not self._panel_refill.isActive() and not (self.layers is not None and self.layers.pending))
 
     def _start_inference(self, req=None):
         """Run the session's next inference in a worker (the session decides: one at a time, edits made while it
@@ -680,6 +704,12 @@ class LandmarkWidget(QWidget):
         if change == "pinned":
             return  # the model's answer follows as "result"
         if self.session.detected:
+            self._panel_refill.start()  # after the layers (next event-loop passes): the canvas first
+
+    def _fill_panel(self):
+        if self.session is not None and self.session.detected:
+            if self.layers is not None:
+                self.layers.flush()  # the panel names what the layers found (twisted vertebrae)
             self._fill_ere_panel()
             self._fill_measurements()
 
