@@ -189,3 +189,29 @@ def test_a_noisy_simulated_user_places_points_near_the_ground_truth_inside_the_i
     assert np.allclose(pts.mean(0), (50, 60), atol=0.5) and np.allclose(pts.std(0), 5.0, rtol=0.1)
     edge = np.array([noisy.position((0.0, 99.0), (100, 100)) for _ in range(200)])
     assert edge.min() >= -0.5 and edge.max() <= 99.5
+
+
+def test_an_image_nothing_can_read_is_skipped_with_a_warning(tmp_path, caplog):
+    """A dataset with one file that no reader can open: the loader says which and keeps the others (evaluate
+    then runs on the rest instead of stopping)."""
+    import logging
+
+    from PIL import Image
+
+    from napari_interactive_landmarks.data.datasets import load_isbi2015
+
+    base = tmp_path / "isbi"
+    (base / "RawImage" / "Test1Data").mkdir(parents=True)
+    for who in ("400_senior", "400_junior"):
+        (base / "AnnotationsByMD" / who).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem in ("151", "152"):
+        pts = "\n".join(f"{10 + i},{20 + i}" for i in range(19)) + "\n1\n"
+        for who in ("400_senior", "400_junior"):
+            (base / "AnnotationsByMD" / who / f"{stem}.txt").write_text(pts)
+    Image.fromarray(rng.integers(0, 255, (128, 96)).astype(np.uint8)).save(base / "RawImage" / "Test1Data" / "151.bmp")
+    (base / "RawImage" / "Test1Data" / "152.jpg").write_bytes(b"not an image at all")
+    with caplog.at_level(logging.WARNING):
+        samples = load_isbi2015(base, "Test1Data")
+    assert [s.name for s in samples] == ["151.bmp"]
+    assert any("152.jpg" in r.getMessage() for r in caplog.records)

@@ -42,12 +42,24 @@ class LandmarkSample:
         return read_image(self.image_path).array
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(rows, cols) from the file's header; a file PIL cannot open is read whole by content
+    (:func:`~napari_interactive_landmarks.io.images.read_image`); None when nothing can read it."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        w, h = im.size
-    return h, w
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+        return h, w
+    except (OSError, UnidentifiedImageError, ValueError):
+        pass
+    from ..io.images import ImageError, read_image
+
+    try:
+        return tuple(int(v) for v in read_image(path).array.shape[:2])
+    except (ImageError, OSError, ValueError) as exc:
+        log.warning("skipped %s: it cannot be read as an image (%s)", path.name, exc)
+        return None
 
 
 def _clip_to_image(coords: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
@@ -104,6 +116,8 @@ def load_aasce(root, split: str = "training") -> list[LandmarkSample]:
         # 0-based pixel coordinates, and so do we.
         coords = p2[:, ::-1].copy()
         shape = _image_size(img_path)
+        if shape is None:  # reported; the other images are used
+            continue
         coords, moved = _clip_to_image(coords, shape)
         total_clipped += moved
         extra = {"clipped": moved}
@@ -162,6 +176,8 @@ def load_isbi2015(root, split: str = "TrainingData") -> list[LandmarkSample]:
             raise DatasetError(f"missing annotation for {img_path.name}: need {senior} and {junior}")
         xy = (_read_isbi_txt(senior) + _read_isbi_txt(junior)) / 2.0
         shape = _image_size(img_path)
+        if shape is None:  # reported; the other images are used
+            continue
         coords, moved = _clip_to_image(xy[:, ::-1].copy(), shape)
         samples.append(LandmarkSample(img_path.name, img_path, coords, shape, ISBI_SPACING_MM, {"clipped": moved}))
     if not samples:

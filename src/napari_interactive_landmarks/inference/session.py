@@ -57,16 +57,19 @@ class PartialFileError(SessionError):
 
 
 def format_measurements_csv(measurements: dict) -> str:
-    """Measurements as CSV text: name, value, unit, available, reason, definition."""
+    """Measurements as CSV text: name, value, unit, available, reason, expected_error (same unit; empty when
+    unknown), uncertain, doubt, definition."""
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["name", "value", "unit", "available", "reason", "definition"])
+    w.writerow(["name", "value", "unit", "available", "reason", "expected_error", "uncertain", "doubt", "definition"])
     for name, m in measurements.items():
+        err = m.get("expected_error")
         w.writerow([name, "" if m["value"] is None else f"{m['value']:.4f}", m["unit"], m["available"],
-                    m.get("reason") or "", m.get("definition", "")])
+                    m.get("reason") or "", "" if err is None else f"{err:.4f}", bool(m.get("uncertain")),
+                    m.get("doubt") or "", m.get("definition", "")])
     return buf.getvalue()
 
 
