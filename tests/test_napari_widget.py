@@ -338,9 +338,7 @@ def test_an_unusable_image_layer_is_reported_not_raised(make_napari_viewer_proxy
     w = LandmarkWidget(_viewer_with(make_napari_viewer_proxy, image))
     w.model_combo.setCurrentText(MODEL)
     w.detect()
-    t0 = __import__("time").time()
-    while not any(lvl == "error" for lvl, _ in w.messages) and __import__("time").time() - t0 < 60:
-        wait_until_idle_or_error(w)
+    wait_for_an_error(w)
     assert excepthook_calls == []
     errors = [m for lvl, m in w.messages if lvl == "error"]
     assert len(errors) == 1
@@ -356,20 +354,23 @@ def test_a_corrupt_weights_file_is_reported_not_raised(make_napari_viewer_proxy,
     w.model_combo.setItemText(w.model_combo.count() - 1, "broken.safetensors (file)")
     w.model_combo.setCurrentIndex(w.model_combo.count() - 1)
     w.detect()
-    t0 = __import__("time").time()
-    while not any(lvl == "error" for lvl, _ in w.messages) and __import__("time").time() - t0 < 60:
-        wait_until_idle_or_error(w)
+    wait_for_an_error(w)
     assert excepthook_calls == []
     errors = [m for lvl, m in w.messages if lvl == "error"]
     assert len(errors) == 1 and "broken.safetensors" in errors[0]
     assert w.session is None
 
 
-def wait_until_idle_or_error(w):
+def wait_for_an_error(w, timeout=60.0):
+    """Process Qt events until the widget reports an error (or ``timeout`` seconds pass)."""
+    import time
+
     from qtpy.QtWidgets import QApplication
 
-    QApplication.processEvents()
-    __import__("time").sleep(0.01)
+    t0 = time.time()
+    while not any(lvl == "error" for lvl, _ in w.messages) and time.time() - t0 < timeout:
+        QApplication.processEvents()
+        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------------------------------------------

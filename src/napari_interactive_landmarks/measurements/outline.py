@@ -75,18 +75,25 @@ def _corner_groups(schema) -> dict[str, tuple[int, ...]]:
     return {g: tuple(m) for g, m in schema.groups.items() if len(m) == 4}
 
 
-def vertebra_outlines(schema, coords) -> tuple[list[str], np.ndarray]:
-    """Outline polygons of every 4-corner group of ``schema`` (the vertebrae): ``(names, polygons)`` with
-    polygons (G, 4, 2) (row, col), each in a non-crossing order (:func:`outline_order`). Vectorised: one call
-    for the whole spine. Groups with a missing corner keep NaN rows (skip them when drawing)."""
+def _corners_of(schema, coords) -> tuple[dict, np.ndarray]:
+    """The 4-corner groups of ``schema`` and their corners (G, 4, 2) in labelled order, from checked coords."""
     schema = load_schema(schema)
     c = np.asarray(coords, dtype=np.float64)
     if c.shape != (schema.num_landmarks, 2):
         raise ValueError(f"expected coords of shape ({schema.num_landmarks}, 2) for '{schema.name}', got {c.shape}")
     groups = _corner_groups(schema)
     if not groups:
+        return {}, np.zeros((0, 4, 2))
+    return groups, c[np.array(list(groups.values()))]
+
+
+def vertebra_outlines(schema, coords) -> tuple[list[str], np.ndarray]:
+    """Outline polygons of every 4-corner group of ``schema`` (the vertebrae): ``(names, polygons)`` with
+    polygons (G, 4, 2) (row, col), each in a non-crossing order (:func:`outline_order`). Vectorised: one call
+    for the whole spine. Groups with a missing corner keep NaN rows (skip them when drawing)."""
+    groups, corners = _corners_of(schema, coords)
+    if not groups:
         return [], np.zeros((0, 4, 2))
-    corners = c[np.array(list(groups.values()))]  # (G, 4, 2)
     order = outline_order(corners)
     return list(groups), np.take_along_axis(corners, order[..., None], axis=1)
 
@@ -97,14 +104,9 @@ def corner_order_problems(schema, coords) -> dict[str, str]:
     midpoint is not above the bottom edge's), "left and right swapped" (the right edge's midpoint is not to
     the right of the left edge's); several reasons are joined with "; ". The same geometry tests as the Cobb
     method's order check (``cobb.check_spine``), per vertebra. Groups with a missing corner are skipped."""
-    schema = load_schema(schema)
-    c = np.asarray(coords, dtype=np.float64)
-    if c.shape != (schema.num_landmarks, 2):
-        raise ValueError(f"expected coords of shape ({schema.num_landmarks}, 2) for '{schema.name}', got {c.shape}")
-    groups = _corner_groups(schema)
+    groups, v = _corners_of(schema, coords)  # v: (G, 4, 2): TL, TR, BL, BR
     if not groups:
         return {}
-    v = c[np.array(list(groups.values()))]  # (G, 4, 2): TL, TR, BL, BR
     finite = np.all(np.isfinite(v), axis=(1, 2))
     tl, tr, bl, br = v[:, 0], v[:, 1], v[:, 2], v[:, 3]
     with np.errstate(invalid="ignore"):
