@@ -123,6 +123,9 @@ def main():
         "uncertainty_overhead_pct": round(float((np.median(on_ms) / np.median(off_ms) - 1) * 100), 1),
         "longest_event_loop_stall_ms": round(float(np.nanmax(stalls)), 1),
         "median_event_loop_stall_ms": round(float(np.nanmedian(stalls)), 1),
+        # without the first drag of each block, which also shows or hides the ERE panel (the A/B switch)
+        "longest_stall_within_blocks_ms": round(float(np.nanmax([g for g, u in zip(stalls, with_u) if u is not None])), 1),
+        "stalls_over_50ms": int(np.sum(np.asarray(stalls) > 50)),
     }
     for key, v in res.items():
         print(f"{key:>30}: {v}")
