@@ -420,3 +420,22 @@ def test_a_failed_save_says_which_file_and_keeps_working(widget, tmp_path):
     assert level == "error" and "case.measurements.csv" in text
     assert not target.exists()  # all or nothing: the landmark CSV was not written either
     assert widget.session.dirty is False or widget.session.detected
+
+
+def test_deleting_the_landmark_layer_keeps_the_session_and_detect_draws_it_again(widget):
+    simulate_drag(widget.points_layer, 6, widget.session.coords[6] + 10)
+    wait_until_idle(widget, 60)
+    corrected = widget.session.coords
+    widget.viewer.layers.remove(widget.points_layer)
+    wait_until_idle(widget, 10)
+    names = [lyr.name for lyr in widget.viewer.layers]
+    assert not any(n.startswith(("outline", "labels", "uncertainty", "landmarks")) for n in names)  # no orphans
+    assert widget.session.pinned[6]                                      # the work is still in the session
+    widget.undo()                                                        # any action draws it again
+    wait_until_idle(widget, 60)
+    assert widget.points_layer is not None and widget.points_layer in widget.viewer.layers
+    np.testing.assert_allclose(_layer_coords(widget), widget.session.coords)
+    widget.redo()
+    wait_until_idle(widget, 60)
+    np.testing.assert_allclose(_layer_coords(widget), corrected)
+    assert sum(n.startswith("outline") for n in (lyr.name for lyr in widget.viewer.layers)) == 1

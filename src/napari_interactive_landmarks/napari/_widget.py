@@ -353,7 +353,13 @@ class LandmarkWidget(QWidget):
         if self.image_combo.currentText() != current:
             self._on_image_chosen(self.image_combo.currentText())
         if self.layers is not None and self.layers.points is not None and self.layers.points not in self.viewer.layers:
-            self._drop_layers(remove=False)
+            # the user deleted the landmark layer: its outline, labels, lines and map go with it (after this
+            # event), the session stays; Detect (or undo, redo…) draws it again
+            adapter, self.layers = self.layers, None
+            orphans = [adapter.outline, adapter.labels, adapter.measurement_lines, adapter.uncertainty]
+            adapter.close(remove=False)
+            QTimer.singleShot(0, lambda: [self.viewer.layers.remove(lyr) for lyr in orphans
+                                          if lyr is not None and lyr in self.viewer.layers])
 
     def _owned(self, layer) -> bool:
         return self.layers is not None and layer is self.layers.uncertainty
@@ -506,11 +512,20 @@ class LandmarkWidget(QWidget):
             self._unsubscribe()
         self._drop_layers(remove=True)
         self.predictor, self.session, self.image_layer = pred, session, layer
-        self.layers = LandmarkLayers(self.viewer, session, layer, on_edit=self._on_edit, notify=self._notify,
-                                     show_uncertainty=self.show_uncertainty.isChecked(),
-                                     show_labels=self.show_labels.isChecked())
+        self._ensure_layers()
         self._unsubscribe = session.subscribe(self._on_session_changed)  # after the adapter: its state is fresh
         self._fitted = False
+
+    def _ensure_layers(self) -> None:
+        """An adapter for the current session (again, after the user deleted the landmark layer): it draws the
+        session's points, and a detected session's state is drawn at once."""
+        if self.layers is not None or self.session is None:
+            return
+        self.layers = LandmarkLayers(self.viewer, self.session, self.image_layer, on_edit=self._on_edit,
+                                     notify=self._notify, show_uncertainty=self.show_uncertainty.isChecked(),
+                                     show_labels=self.show_labels.isChecked())
+        if self.session.detected:
+            self.layers.sync()
 
     def _ensure_session(self, on_ready):
         """Load the model (worker) and prepare the image if needed, then call on_ready()."""
@@ -523,6 +538,7 @@ class LandmarkWidget(QWidget):
             if not self._confirm_discard("Start over on a new image/model"):
                 return
         if not need_model and not need_image:
+            self._ensure_layers()
             on_ready()
             return
         try:
@@ -581,14 +597,17 @@ class LandmarkWidget(QWidget):
     # the session announces every change it makes; the adapter and the panel follow
     def undo(self):
         if self.session:
+            self._ensure_layers()
             self.session.undo()
 
     def redo(self):
         if self.session:
+            self._ensure_layers()
             self.session.redo()
 
     def reset(self):
         if self.session and self.session.detected:
+            self._ensure_layers()
             self.session.reset()
 
     def unpin_selected(self):
