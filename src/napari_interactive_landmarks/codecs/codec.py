@@ -26,6 +26,13 @@ class LandmarkCodec:
     sigma: float  # Gaussian sigma of targets and hint maps, network pixels
     heatmap: str = "sigmoid"  # how the logits were trained: sigmoid (BCE) or softmax (2-D softmax + NLL)
     window: int = 15  # local soft-argmax window, network pixels
+    # stride of the model's logits (the model's ``output_stride``: 4 for HRNet, 1 for FARNet / the CHH U-Net)
+    stride: int = 4
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the model's logits: ⌈H / stride⌉ × ⌈W / stride⌉."""
+        return (-(-self.input_size[0] // self.stride), -(-self.input_size[1] // self.stride))
 
     # ------------------------------------------------------------------ pixel conversions
     def to_network(self, coords, orig_shape) -> np.ndarray:
@@ -62,13 +69,19 @@ class LandmarkCodec:
         """The model's hint maps (network pixels in, stride-2 maps out; see ``render_hints``)."""
         return render_hints(previous, clicks, clicked, self.input_size, self.sigma)
 
-    def targets(self, coords_net, stride: int):
-        """Gaussian target maps at ``stride`` for network-pixel coordinates (B, K, 2) (the BCE targets)."""
+    def targets(self, coords_net, stride: int, sigma: float | None = None):
+        """Gaussian target maps at ``stride`` for network-pixel coordinates (B, K, 2) (the BCE / EWC targets);
+        ``sigma`` (network pixels) defaults to the codec's. Centred with the same pixel-centre convention the
+        decoder reads, so a target decodes to its own coordinates (no one-pixel bias as in FARNet's code)."""
         size = (self.input_size[0] // stride, self.input_size[1] // stride)
-        return gaussian_heatmaps(self.to_grid(coords_net, stride), size, self.sigma / stride)
+        sigma = self.sigma if sigma is None else sigma
+        return gaussian_heatmaps(self.to_grid(coords_net, stride), size, sigma / stride)
 
     # ------------------------------------------------------------------ decoding
     def decode(self, logits: torch.Tensor):
-        """Stride-4 logits (B, K, h, w) → (coordinates (B, K, 2) in network pixels, peak (B, K)):
-        the local soft-argmax of the full-resolution maps, interpolating only a patch around each peak."""
+        """Logits (B, K, h, w) on the codec's grid (``stride``) → (coordinates (B, K, 2) in network pixels, peak
+        (B, K)): the local soft-argmax of the full-resolution maps, interpolating only a patch around each peak."""
+        if tuple(logits.shape[-2:]) != self.grid:
+            raise ValueError(f"logits of size {tuple(logits.shape[-2:])} are not the stride-{self.stride} grid "
+                             f"{self.grid} of a {self.input_size[0]} × {self.input_size[1]} input")
         return decode_strided_logits(logits, self.input_size, window=self.window, heatmap=self.heatmap)

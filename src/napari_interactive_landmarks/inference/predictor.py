@@ -26,7 +26,7 @@ from ..codecs.codec import LandmarkCodec
 from ..codecs.uncertainty import expected_radial_error, softmax_maps
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
-from ..models.interactive import build_model, resolve_config
+from ..models.interactive import build_model, check_input_size, resolve_config
 from ..schemas import LandmarkSchema, load_schema
 from .device import choose_device
 
@@ -112,7 +112,8 @@ class Predictor:
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
         self.heatmap = getattr(model, "heatmap", "sigmoid")
-        self.codec = LandmarkCodec(self.input_size, self.sigma, self.heatmap)  # every coordinate conversion
+        # every coordinate conversion; the logits' stride is the model's (4: HRNet, 1: FARNet / CHH U-Net)
+        self.codec = LandmarkCodec(self.input_size, self.sigma, self.heatmap, stride=getattr(model, "output_stride", 4))
         if getattr(model, "hint_sigma", None) is None:
             model.hint_sigma = self.sigma  # the model draws its click maps with the card's sigma
         elif abs(model.hint_sigma - self.sigma) > 1e-9:
@@ -137,6 +138,7 @@ class Predictor:
                 f"weights '{name}' were trained for {trained_k} landmarks, but the landmark set '{schema.name}' has "
                 f"{schema.num_landmarks}: choose the matching model")
         cfg = resolve_config({**card.config, "num_landmarks": schema.num_landmarks, "hint_sigma": card.sigma})
+        check_input_size(cfg, card.input_size)
         state, _ = load_weights(weights_path)
         model = build_model(cfg)
         _load_state(model, state, weights_path, schema)
@@ -309,7 +311,8 @@ def _load_state(model, state, path, schema):
     unexpected = [k for k in state if k not in own]
     shape_bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shape_bad:
-        cls_key = "head.cls.weight"
+        # the per-landmark classifier: HRNet-OCR's head, FARNet's refinement module, the CHH U-Net's last conv
+        cls_key = next((k for k in ("head.cls.weight", "net.refine.cls.weight", "net.cls.weight") if k in own), "")
         if cls_key in state and cls_key in own and state[cls_key].shape[0] != own[cls_key].shape[0]:
             raise PredictionError(
                 f"{Path(path).name} holds a model for {state[cls_key].shape[0]} landmarks, but the landmark set "

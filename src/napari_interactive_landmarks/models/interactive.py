@@ -2,6 +2,13 @@
 interaction-guided gating. One config dict builds it (``build_model``); the same dict is stored with the
 weights in ``weights_manifest.yaml``.
 
+The config's ``arch`` picks the network (``ARCHS``): ``interactive-hrnet-ocr`` (Kim et al.), ``farnet``
+(Ao & Wu 2022, ``models.farnet``) or ``chh-unet`` (the ResNet-34 U-Net of McCouat & Voiculescu 2022,
+``models.chh``). Every one takes the same interaction — hint fusion at the stem, interaction-guided gating of
+the features before the decoder, switched by ``hint_fusion`` / ``gating`` — so ``hint_fusion: false, gating:
+none`` is the published network. Each declares its output stride (``output_stride``: 4 for HRNet, 1 for
+FARNet and the U-Net), which the codec is built with.
+
 Network-space conventions (this module and ``codecs`` only): the image is a (B, 1, H, W) tensor scaled to
 [-1, 1]; hints are (B, 2K, H/2, W/2): the K previous-prediction maps then the K click maps, rendered at the
 stem's stride 2 (where the reference adds them after a stride-2 conv of full-resolution maps — same place,
@@ -19,6 +26,7 @@ import torch.nn.functional as F
 
 from ..codecs.heatmaps import render_hints
 
+from . import chh, farnet
 from .hrnet import HRNet, conv_bn
 from .ocr import OCRHead
 
@@ -63,21 +71,57 @@ DEFAULTS = {
 }
 
 
+# Each architecture: its presets, the preset used when a config names none, the stride of its logits, and
+# the multiple its input size must be (its total stride: encoder and decoder maps must line up exactly).
+ARCHS = {
+    "interactive-hrnet-ocr": {"presets": PRESETS, "default_preset": "hrnet-w18s", "output_stride": 4,
+                              "input_multiple": 1},
+    "farnet": {"presets": farnet.PRESETS, "default_preset": "farnet", "output_stride": 1, "input_multiple": 32},
+    "chh-unet": {"presets": chh.PRESETS, "default_preset": "chh-resnet34", "output_stride": 1,
+                 "input_multiple": 32},
+}
+
+
+def _arch(config: dict) -> dict:
+    arch = config.get("arch") or DEFAULTS["arch"]
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture '{arch}' in the model config; known: {', '.join(ARCHS)}")
+    return ARCHS[arch]
+
+
+def output_stride(config: dict) -> int:
+    """The stride of the logits of the model ``config`` builds (4: HRNet; 1: FARNet, the CHH U-Net)."""
+    return int(_arch(config)["output_stride"])
+
+
+def check_input_size(config: dict, input_size) -> None:
+    """One clear ValueError when the architecture of ``config`` cannot take ``input_size`` (H, W)."""
+    m = int(_arch(config)["input_multiple"])
+    h, w = (int(v) for v in input_size)
+    if h % m or w % m:
+        fit = [max(m, round(v / m) * m) for v in (h, w)]
+        raise ValueError(f"input_size [{h}, {w}] does not suit the '{config.get('arch')}' architecture: H and W must "
+                         f"be multiples of {m} (its total stride), e.g. {fit}")
+
+
 def resolve_config(config: dict) -> dict:
     """Fill a (possibly partial) config dict with the preset and defaults; the result is self-contained."""
+    spec = _arch(config)
     cfg = copy.deepcopy(DEFAULTS)
+    cfg["preset"] = spec["default_preset"]
     cfg.update(copy.deepcopy(config))
     preset = cfg.get("preset")
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown model preset '{preset}'; known: {', '.join(PRESETS)}")
-        base = copy.deepcopy(PRESETS[preset])
-        for key in ("backbone", "ocr"):
-            base[key].update(cfg.get(key) or {})
-            cfg[key] = base[key]
-        cfg.setdefault("gating_channels", base["gating_channels"])
-        if cfg.get("gating_channels") is None:
-            cfg["gating_channels"] = base["gating_channels"]
+        if preset not in spec["presets"]:
+            raise ValueError(f"unknown model preset '{preset}' for architecture '{cfg['arch']}'; known: "
+                             f"{', '.join(spec['presets'])}")
+        base = copy.deepcopy(spec["presets"][preset])
+        for key, val in base.items():  # sub-dicts (backbone, ocr, encoder, …) merged; other keys as defaults
+            if isinstance(val, dict):
+                val.update(cfg.get(key) or {})
+                cfg[key] = val
+            elif cfg.get(key) is None:
+                cfg[key] = val
     if not cfg.get("num_landmarks"):
         raise ValueError("model config needs 'num_landmarks'")
     if cfg["heatmap"] not in ("sigmoid", "softmax"):
@@ -118,7 +162,26 @@ class InteractionGate(nn.Module):
         return torch.sigmoid(self.fc(x))
 
 
+def hint_maps(model, image, hints=None, clicks=None, clicked=None, previous=None):
+    """The (B, 2K, ⌈H/2⌉, ⌈W/2⌉) hint maps of one forward pass: ``hints`` as given, else drawn from the clicks
+    (``render_hints`` with the model's ``hint_sigma``), else zeros (no interaction). Shared by every architecture."""
+    b, _, h, w = image.shape
+    k = model.num_landmarks
+    if hints is None and clicks is not None:
+        if model.hint_sigma is None:
+            raise ValueError("this model was built without 'hint_sigma': it cannot draw its click maps")
+        if clicked is None:
+            clicked = torch.isfinite(clicks).all(-1)
+        hints = render_hints(previous, clicks, clicked, (h, w), model.hint_sigma)
+    if hints is None:
+        hints = image.new_zeros(b, 2 * k, (h + 1) // 2, (w + 1) // 2)
+    return hints
+
+
 class InteractiveKeypointModel(nn.Module):
+    output_stride = 4  # logits (and aux) at stride 4, upsampled bilinearly (``upsample_logits``)
+    aux_stride = None  # the aux logits are read like the main ones
+
     def __init__(self, config: dict):
         super().__init__()
         cfg = resolve_config(config)
@@ -143,16 +206,8 @@ class InteractiveKeypointModel(nn.Module):
         only in clicked channels). The model draws its own hint maps from them (``render_hints``, sigma
         ``config['hint_sigma']``) — one implementation for training, validation and inference. ``hints``
         (B, 2K, H/2, W/2) ready-drawn maps may be passed instead; neither = no interaction."""
-        b, _, h, w = image.shape
         k = self.num_landmarks
-        if hints is None and clicks is not None:
-            if self.hint_sigma is None:
-                raise ValueError("this model was built without 'hint_sigma': it cannot draw its click maps")
-            if clicked is None:
-                clicked = torch.isfinite(clicks).all(-1)
-            hints = render_hints(previous, clicks, clicked, (h, w), self.hint_sigma)
-        if hints is None:
-            hints = image.new_zeros(b, 2 * k, (h + 1) // 2, (w + 1) // 2)
+        hints = hint_maps(self, image, hints, clicks, clicked, previous)
         stem_hint = self.hint_fusion(hints) if self.hint_fusion is not None else None
         l1, feats = self.backbone(image, stem_hint)
         if self.gate is not None:
@@ -165,8 +220,49 @@ def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def build_model(config: dict) -> InteractiveKeypointModel:
-    arch = config.get("arch", DEFAULTS["arch"])
-    if arch != "interactive-hrnet-ocr":
-        raise ValueError(f"unknown architecture '{arch}'")
-    return InteractiveKeypointModel(config)
+class InteractiveEncoderDecoder(nn.Module):
+    """FARNet or the CHH U-Net (``arch: farnet`` / ``chh-unet``) with the interaction of Kim et al.: the hint maps
+    (previous prediction + clicks, ``HintFusion``) added to the encoder's stem conv output, and one channel gate
+    (``InteractionGate``, from the stride-4 encoder map and the click maps) over every encoder map the decoder
+    reads. Same signature and outputs as :class:`InteractiveKeypointModel`; logits at ``output_stride`` (1)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        cfg = resolve_config(config)
+        self.config = cfg
+        k = cfg["num_landmarks"]
+        self.num_landmarks = k
+        self.heatmap = cfg["heatmap"]
+        self.hint_sigma = None if cfg["hint_sigma"] is None else float(cfg["hint_sigma"])
+        if cfg["arch"] == "farnet":
+            self.net = farnet.FARNet(k, cfg["in_channels"], cfg["encoder"], cfg["msfa"], cfg["fr"])
+        else:
+            self.net = chh.UNetResNet(k, cfg["in_channels"], cfg["encoder"], cfg["decoder"])
+        self.output_stride = self.net.output_stride
+        self.aux_stride = self.net.aux_stride
+        self.hint_fusion = HintFusion(k, self.net.stem_channels, cfg["hint_scale_init"]) if cfg["hint_fusion"] else None
+        self.gate = None
+        if cfg["gating"] != "none":
+            src = self.net.channels[self.net.gate_index]
+            self.gate = InteractionGate(src, k, sum(self.net.channels), cfg["gating_channels"], cfg["gating"])
+
+    def forward(self, image, hints=None, *, clicks=None, clicked=None, previous=None):
+        """image (B, 1, H, W) in [-1, 1] → dict(logits (B, K, H, W), aux: FARNet's stride-2 coarse logits or None);
+        the interaction as in :meth:`InteractiveKeypointModel.forward`."""
+        k = self.num_landmarks
+        hints = hint_maps(self, image, hints, clicks, clicked, previous)
+        stem_hint = self.hint_fusion(hints) if self.hint_fusion is not None else None
+        feats = self.net.encode(image, stem_hint)
+        if self.gate is not None:
+            g = self.gate(feats[self.net.gate_index], hints[:, k:]).split(self.net.channels, dim=1)
+            feats = [f * gi for f, gi in zip(feats, g)]
+        logits, aux = self.net.decode(image, feats)
+        return {"logits": logits, "aux": aux}
+
+
+def build_model(config: dict) -> nn.Module:
+    arch = config.get("arch") or DEFAULTS["arch"]
+    _arch(config)  # an unknown architecture: one line naming the known ones
+    if arch == "interactive-hrnet-ocr":
+        return InteractiveKeypointModel(config)
+    return InteractiveEncoderDecoder(config)
