@@ -1,4 +1,5 @@
-"""Losses: heatmap BCE (both heads) and the morphology-aware loss of Kim et al. (MICCAI 2022)."""
+"""Losses: heatmap BCE (both heads) and the morphology-aware loss of Kim et al. (MICCAI 2022); the Exponential
+Weighted Center loss of FARNet (Ao & Wu 2022); the 2-D softmax NLL of McCouat & Voiculescu (CVPR 2022)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,40 @@ import torch.nn.functional as F
 from ..codecs.heatmaps import decoding_input, gaussian_heatmaps, local_soft_argmax
 
 
+def exponential_weight(target: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α^y: the pixel weight of FARNet's Exponential Weighted Center loss (Ao & Wu 2022, Eq. 3) — α at a
+    landmark (y = 1), falling to 1 far from it (y → 0). One implementation for ``heatmap_ewc`` and the
+    ``fg_weight`` of ``heatmap_bce``."""
+    return torch.pow(torch.as_tensor(float(alpha), device=target.device), target)
+
+
 def heatmap_bce(logits: torch.Tensor, target: torch.Tensor, fg_weight: float = 1.0) -> torch.Tensor:
     """Pixel-wise BCE on Gaussian targets (Kim et al.). ``fg_weight`` α > 1 weights each pixel by α^y (the
-    exponential weighting of FARNet's EWC loss), so the few pixels near a landmark are not drowned by the
-    background — 1.0 is the paper's plain BCE."""
+    exponential weighting of FARNet's EWC loss, ``exponential_weight``), so the few pixels near a landmark are
+    not drowned by the background — 1.0 is the paper's plain BCE."""
     if fg_weight == 1.0:
         return F.binary_cross_entropy_with_logits(logits, target)
-    w = torch.pow(torch.as_tensor(float(fg_weight), device=target.device), target)
-    return F.binary_cross_entropy_with_logits(logits, target, weight=w)
+    return F.binary_cross_entropy_with_logits(logits, target, weight=exponential_weight(target, fg_weight))
+
+
+def heatmap_ewc(logits: torch.Tensor, target: torch.Tensor, alpha: float = 40.0) -> torch.Tensor:
+    """Exponential Weighted Center loss (Ao & Wu 2022, Eq. 3): mean over pixels of (ŷ − y)² · α^y, α = 40 in the
+    paper. ŷ = sigmoid(logits): the heatmap in [0, 1] like its Gaussian target, so an EWC-trained model decodes,
+    displays and calibrates like a BCE-trained one (``heatmap: sigmoid``); the reference regresses ŷ with a linear
+    output instead."""
+    err = torch.sigmoid(logits) - target
+    return (err * err * exponential_weight(target, alpha)).mean()
 
 
 def heatmap_softmax_nll(logits: torch.Tensor, coords: torch.Tensor, sigma: float) -> torch.Tensor:
     """Cross-entropy of each landmark's 2-D softmax against a Gaussian-smoothed target distribution
     (McCouat & Voiculescu 2022 train with NLL against a one-hot target; a narrow Gaussian — ``sigma`` in
-    the logits' pixels, ≈ 0.5 — is its sub-pixel version). ``coords`` (B, K, 2) in the logits' grid
-    pixels; landmarks with NaN coordinates or a target entirely outside the grid do not count."""
+    the logits' pixels, ≈ 0.5 — is its sub-pixel version). ``sigma = 0`` is the paper's one-hot target, the
+    σ → 0 limit: a 1 at the pixel nearest to the landmark (−log softmax there). ``coords`` (B, K, 2) in the
+    logits' grid pixels; landmarks with NaN coordinates or a target entirely outside the grid do not count."""
     b, k, h, w = logits.shape
+    if sigma <= 0:
+        return _one_hot_softmax_nll(logits, coords)
     target = gaussian_heatmaps(coords, (h, w), sigma).flatten(-2)
     mass = target.sum(-1, keepdim=True)
     valid = mass[..., 0] > 1e-6
@@ -34,6 +53,18 @@ def heatmap_softmax_nll(logits: torch.Tensor, coords: torch.Tensor, sigma: float
     nll = -(target * torch.log_softmax(logits.flatten(-2).float(), dim=-1)).sum(-1)
     if not bool(valid.any()):
         return logits.sum() * 0.0
+    return nll[valid].mean()
+
+
+def _one_hot_softmax_nll(logits: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    b, k, h, w = logits.shape
+    c = torch.nan_to_num(coords.to(torch.float32), nan=-1.0)
+    r, q = torch.round(c[..., 0]).long(), torch.round(c[..., 1]).long()
+    valid = torch.isfinite(coords).all(-1) & (r >= 0) & (r < h) & (q >= 0) & (q < w)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    idx = (r.clamp(0, h - 1) * w + q.clamp(0, w - 1))[..., None]
+    nll = -torch.log_softmax(logits.flatten(-2).float(), dim=-1).gather(-1, idx)[..., 0]
     return nll[valid].mean()
 
 
