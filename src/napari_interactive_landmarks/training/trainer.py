@@ -1,5 +1,5 @@
-"""Training loop for the interactive keypoint model: simulated clicks, iterative training, BCE on both
-heads, morphology-aware loss, early stopping on validation MRE, CSV metrics, checkpoints and resume.
+"""Training loop for the interactive keypoint models (``model.arch``: HRNet-OCR, FARNet, the CHH U-Net): simulated
+clicks, iterative training, a heatmap loss on both heads (BCE, EWC or 2-D softmax NLL), morphology-aware loss, early stopping on validation MRE, CSV metrics, checkpoints and resume.
 
 Everything is driven by one config dict (a YAML file for ``napari-landmarks train --config``); see
 ``configs/`` for the shipped models' configs.
@@ -29,7 +29,7 @@ from ..data.datasets import load_dataset
 from ..data.splits import apply_split, load_split
 from ..inference.device import choose_device
 from ..model_card import DEFAULT_NORMALIZATION, ModelCard
-from ..models.interactive import build_model, resolve_config, upsample_logits
+from ..models.interactive import build_model, check_input_size, resolve_config, upsample_logits
 from ..schemas import BUILTIN, load_schema
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,17 @@ DEFAULT_CONFIG = {
     "max_iterative_rounds": 2,    # extra no-grad rounds: 0..max, uniformly
     "morphology": {"pairs": 70, "triplets": 70, "weight": 0.01},  # weight 0 = ablation without it
     "aux_weight": 1.0,
-    "fg_weight": 1.0,             # BCE pixel weight α^y (1 = the paper's plain BCE; see losses.heatmap_bce)
+    "fg_weight": 1.0,             # pixel weight α^y of BCE and EWC (1 = the paper's plain BCE; EWC's α = 40)
     "loss_stride": 1,             # 1: BCE on full-resolution maps (paper); 2: on stride-2 maps (4x cheaper on CPU)
-    # heatmap loss: "bce" (Kim et al.; model.heatmap = sigmoid) or "softmax_nll" (McCouat & Voiculescu:
-    # 2-D softmax + NLL against a narrow Gaussian of nll_sigma network pixels; model.heatmap = softmax)
+    # heatmap loss: "bce" (Kim et al.; model.heatmap = sigmoid), "ewc" (FARNet's Exponential Weighted Center
+    # loss, α = fg_weight, on the sigmoid; model.heatmap = sigmoid) or "softmax_nll" (McCouat & Voiculescu:
+    # 2-D softmax + NLL against a narrow Gaussian of nll_sigma network pixels, 0 = their one-hot target;
+    # model.heatmap = softmax)
     "heatmap_loss": "bce",
     "nll_sigma": 1.0,
+    # sigma (network pixels) of the aux output's targets when the model reads its aux output at its own stride
+    # (FARNet's coarse stride-2 map; null = sigma). FARNet: the same sigma in each map's own pixels (= 2 × sigma).
+    "aux_sigma": None,
     "init_weights": None,         # safetensors to start from (fine-tuning); same architecture required
     "augment": {},
     "seed": 0,
@@ -171,15 +176,16 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         self.aug = AugmentConfig(**cfg["augment"])
         self.flip_perm = self.schema.flip_permutation() if self.schema.allow_flip else None
-        if cfg["heatmap_loss"] not in ("bce", "softmax_nll"):
-            raise ValueError(f"heatmap_loss must be 'bce' or 'softmax_nll', not {cfg['heatmap_loss']!r}")
+        if cfg["heatmap_loss"] not in ("bce", "ewc", "softmax_nll"):
+            raise ValueError(f"heatmap_loss must be 'bce', 'ewc' or 'softmax_nll', not {cfg['heatmap_loss']!r}")
         self.heatmap = "softmax" if cfg["heatmap_loss"] == "softmax_nll" else "sigmoid"
         self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap,
                                             "hint_sigma": float(cfg["sigma"])})
-        self.codec = LandmarkCodec(self.size, float(cfg["sigma"]), self.heatmap)
+        check_input_size(self.model_config, self.size)  # one line, before any data is read
         self.clicker = Clicker("worst")  # the simulated user of the click rounds and of validation
         # channels-last is ≈ 1.5× faster for these convolutions on CPU (oneDNN) and neutral on GPU
         self.model = build_model(self.model_config).to(self.device, memory_format=torch.channels_last)
+        self.codec = LandmarkCodec(self.size, float(cfg["sigma"]), self.heatmap, stride=self.model.output_stride)
         if cfg["init_weights"] and load_init:
             self._init_from(cfg["init_weights"])
         self.net = self.model  # what the gradient step runs: the model, or its DistributedDataParallel wrapper
@@ -311,18 +317,16 @@ class Trainer:
         with self._autocast():
             out = self.net(images, clicks=coords, clicked=clicked, previous=prev)
         ls = (size[0] // st, size[1] // st)
-        main = upsample_logits(out["logits"].float(), ls)
-        grid_coords = self.codec.to_grid(coords, st)
-        aux = upsample_logits(out["aux"].float(), ls)
-        if self.heatmap == "softmax":
-            s_nll = float(cfg["nll_sigma"]) / st
-            l_main = losses.heatmap_softmax_nll(main, grid_coords, s_nll)
-            l_aux = losses.heatmap_softmax_nll(aux, grid_coords, s_nll)
-        else:
-            target = self.codec.targets(coords, st)
-            fw = float(cfg["fg_weight"])
-            l_main = losses.heatmap_bce(main, target, fw)
-            l_aux = losses.heatmap_bce(aux, target, fw)
+        main = _resized(out["logits"].float(), ls)
+        l_main = self._heatmap_loss(main, coords, st)
+        l_aux = torch.zeros((), device=dev)
+        if out.get("aux") is not None:  # HRNet's auxiliary head, FARNet's coarse output; the CHH U-Net has none
+            aux_st = self.model.aux_stride
+            if aux_st is None:  # read like the main output, at the loss stride
+                l_aux = self._heatmap_loss(_resized(out["aux"].float(), ls), coords, st)
+            else:  # at its own stride (FARNet's coarse-to-fine supervision)
+                aux_ls = (size[0] // aux_st, size[1] // aux_st)
+                l_aux = self._heatmap_loss(_resized(out["aux"].float(), aux_ls), coords, aux_st, cfg["aux_sigma"])
         loss = l_main + cfg["aux_weight"] * l_aux
         ld = la = torch.zeros((), device=dev)
         w = cfg["morphology"].get("weight", 0)
@@ -336,6 +340,18 @@ class Trainer:
         self.opt.step()
         vals = torch.stack([loss.detach(), l_main.detach(), l_aux.detach(), ld.detach(), la.detach()]).float().cpu()
         return dict(zip(("loss", "heatmap", "aux", "dist", "angle"), vals.tolist()))
+
+    def _heatmap_loss(self, logits, coords, stride, sigma=None):
+        """The configured heatmap loss of (B, K, H/stride, W/stride) logits against network-pixel ``coords``;
+        ``sigma`` (network pixels) overrides the targets' sigma of BCE / EWC."""
+        cfg = self.cfg
+        if self.heatmap == "softmax":
+            return losses.heatmap_softmax_nll(logits, self.codec.to_grid(coords, stride),
+                                              float(cfg["nll_sigma"]) / stride)
+        target = self.codec.targets(coords, stride, sigma=None if sigma is None else float(sigma))
+        if cfg["heatmap_loss"] == "ewc":
+            return losses.heatmap_ewc(logits, target, float(cfg["fg_weight"]))
+        return losses.heatmap_bce(logits, target, float(cfg["fg_weight"]))
 
     # ----------------------------------------------------------------- validation
     @torch.no_grad()
@@ -488,6 +504,11 @@ class Trainer:
         return {"best": self.best, "best_epoch": self.best_epoch, "epochs": self.epoch,
                 "world_size": self.dist.world_size, "device": str(self.device),
                 "samples_per_epoch_this_process": sum(len(b) for b in self._sampler.batches)}
+
+
+def _resized(logits, size):
+    """Logits brought to ``size`` bilinearly (as they are when they already have it)."""
+    return logits if tuple(logits.shape[-2:]) == tuple(size) else upsample_logits(logits, size)
 
 
 def raw_dataset_sets(cfg: dict, size, schema, progress=True) -> tuple[CachedSet, CachedSet]:
