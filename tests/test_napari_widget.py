@@ -439,3 +439,26 @@ def test_deleting_the_landmark_layer_keeps_the_session_and_detect_draws_it_again
     wait_until_idle(widget, 60)
     np.testing.assert_allclose(_layer_coords(widget), corrected)
     assert sum(n.startswith("outline") for n in (lyr.name for lyr in widget.viewer.layers)) == 1
+
+
+def test_pixel_size_box_sets_the_spacing_and_the_units_follow(widget):
+    assert widget.spacing_box.value() == 0.0 and widget.ere_table.item(0, 1).text().endswith("px")
+    widget.spacing_box.setValue(0.1)
+    widget.spacing_box.editingFinished.emit()
+    wait_until_idle(widget, 30)
+    assert widget.session.spacing == (0.1, 0.1) and widget.session.dirty
+    assert widget.ere_table.item(0, 1).text().endswith("mm")
+    px = widget.session.ere[widget._ere_rows[0]]
+    assert float(widget.ere_table.item(0, 1).text().split()[0]) == pytest.approx(px * 0.1, abs=0.06)
+    assert widget.points_layer.metadata[W.META_KEY]["spacing_mm"] == [0.1, 0.1]
+
+
+def test_set_spacing_refuses_nonsense_and_changes_nothing(widget):
+    from napari_interactive_landmarks.inference.session import SessionError
+
+    before = widget.session.coords
+    for bad in (-1.0, 0.0, float("nan"), (0.1, float("inf"))):
+        with pytest.raises(SessionError, match="positive and finite"):
+            widget.session.set_spacing(bad)
+    assert widget.session.spacing is None
+    np.testing.assert_allclose(widget.session.coords, before)

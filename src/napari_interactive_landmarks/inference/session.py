@@ -106,8 +106,8 @@ class LandmarkSession:
     def subscribe(self, callback):
         """Call ``callback(change)`` after every change of the points (on the thread that made it), with
         ``change`` one of ``"image"``, ``"result"`` (a model result merged), ``"pinned"`` (points placed by
-        hand, no inference yet), ``"unpinned"``, ``"undo"``, ``"redo"``, ``"reset"``, ``"loaded"``. Returns a
-        function that unsubscribes. A view (the napari layers) listens instead of re-syncing after each call."""
+        hand, no inference yet), ``"unpinned"``, ``"undo"``, ``"redo"``, ``"reset"``, ``"loaded"``,
+        ``"spacing"`` (the pixel spacing changed). Returns a function that unsubscribes. A view (the napari layers) listens instead of re-syncing after each call."""
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
@@ -216,6 +216,18 @@ class LandmarkSession:
         self.generation += 1
         self._dirty = False
         self._changed("image")
+
+    def set_spacing(self, spacing) -> None:
+        """Set the pixel spacing in mm (a number, (row_mm, col_mm), or None for unknown): measurements and ERE
+        are then reported in mm. Refuses a spacing that is not positive and finite; changes no point."""
+        if spacing is not None:
+            arr = np.broadcast_to(np.asarray(spacing, dtype=float), (2,))
+            if not (np.isfinite(arr).all() and (arr > 0).all()):
+                raise SessionError(f"pixel spacing must be positive and finite (mm per pixel), got {spacing!r}")
+            spacing = (float(arr[0]), float(arr[1]))
+        self.spacing = spacing
+        self._dirty = self._dirty or self._state is not None
+        self._changed("spacing")
 
     # ------------------------------------------------------------------ async building blocks
     def request(self) -> InferenceRequest:

@@ -20,7 +20,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..inference.session import LandmarkSession, SessionError
-from ._layers import points_layer_kwargs, skeleton_shapes
+from ._layers import META_KEY, points_layer_kwargs, skeleton_shapes
 
 LABEL_COLOR = "#ffffff"
 OUTLINE_COLOR = "#ffd54f"
@@ -195,6 +195,9 @@ class LandmarkLayers:
                 lyr.border_color = cue[1]
             lyr.selected_data = {i for i in selected if i < len(data)}
             lyr.refresh_colors(update_color_mapping=False)
+            meta = kwargs["metadata"][META_KEY]
+            if (lyr.metadata or {}).get(META_KEY) != meta:  # e.g. a new pixel spacing (what File › Save writes)
+                lyr.metadata = {**(lyr.metadata or {}), META_KEY: meta}
         lyr.refresh()
         with lyr.events.data.blocker(self._on_points_data):
             lyr.events.data(value=lyr.data, action="changed", data_indices=tuple(range(len(data))),

@@ -30,6 +30,7 @@ from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QGridLayout,
     QGroupBox,
@@ -218,6 +219,17 @@ class LandmarkWidget(QWidget):
         self.model_combo.activated.connect(self._on_model_chosen)
         self.model_combo.currentIndexChanged.connect(self._on_model_index_changed)
         grid.addWidget(self.model_combo, 1, 1)
+        grid.addWidget(QLabel("Pixel size"), 2, 0)
+        self.spacing_box = QDoubleSpinBox()
+        self.spacing_box.setRange(0.0, 10.0)
+        self.spacing_box.setDecimals(4)
+        self.spacing_box.setSingleStep(0.01)
+        self.spacing_box.setSuffix(" mm")
+        self.spacing_box.setSpecialValueText("unknown (px)")  # 0 = not known: measurements in pixels
+        self.spacing_box.setToolTip("Millimetres per pixel (from the DICOM header when there is one; 0.1 for the "
+                                    "ISBI cephalograms). Distances and ERE are in mm when it is known.")
+        self.spacing_box.editingFinished.connect(self._on_spacing_edited)
+        grid.addWidget(self.spacing_box, 2, 1)
         lay.addLayout(grid)
         self.detect_btn = QPushButton("Detect")
         self.detect_btn.setToolTip("Predict all landmarks (Shift-D); after corrections it refines with them")
@@ -515,6 +527,29 @@ class LandmarkWidget(QWidget):
         self._ensure_layers()
         self._unsubscribe = session.subscribe(self._on_session_changed)  # after the adapter: its state is fresh
         self._fitted = False
+        self._show_spacing()
+
+    def _show_spacing(self):
+        sp = None if self.session is None else self.session.spacing
+        self.spacing_box.blockSignals(True)
+        self.spacing_box.setValue(0.0 if sp is None else float(np.mean(sp)))
+        self.spacing_box.blockSignals(False)
+
+    def _on_spacing_edited(self):
+        if self.session is None:
+            return
+        value = float(self.spacing_box.value())
+        current = None if self.session.spacing is None else float(np.mean(self.session.spacing))
+        if (value or None) == current:
+            return
+        try:
+            self.session.set_spacing(value if value > 0 else None)
+        except SessionError as exc:
+            self.say(str(exc), "error")
+            self._show_spacing()
+            return
+        self.say(f"Pixel size {value:g} mm: measurements and ERE in mm." if value > 0
+                 else "Pixel size unknown: measurements and ERE in pixels.")
 
     def _ensure_layers(self) -> None:
         """An adapter for the current session (again, after the user deleted the landmark layer): it draws the
