@@ -41,10 +41,10 @@ PRESETS = {
     # and the ≤ 16 MiB files a GPU session can bring back: no doubling in the bottom-up path, 1×1 top fusion.
     "farnet-compact": {
         "encoder": dict(DENSENET121),
-        "msfa": {"c5_mid": 0, "td": 128, "bu": [128, 128, 128], "bu_top": 128, "bu_top_kernel": 1,
-                 "td2": [128, 128, 128, 64, 32], "head": 32},
+        "msfa": {"c5_mid": 0, "td": 96, "bu": [96, 96, 96], "bu_top": 96, "bu_top_kernel": 1,
+                 "td2": [96, 96, 96, 64, 32], "head": 32},
         "fr": {"input_channels": 16, "input_kernel": 1, "channels": 32},
-        "gating_channels": 64,
+        "gating_channels": 32,
     },
     # Tiny configuration for tests (same topology, a few thousand parameters).
     "farnet-tiny": {
