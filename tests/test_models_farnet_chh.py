@@ -238,8 +238,9 @@ def test_targets_decode_to_their_own_coordinates_without_a_one_pixel_bias(stride
 # ---------------------------------------------------------------- training and inference, tiny
 
 
-@pytest.mark.parametrize("arch, loss", [("farnet", "ewc"), ("chh-unet", "softmax_nll")])
-def test_tiny_training_run_loss_falls_and_the_predictor_serves_it(tmp_path, arch, loss):
+@pytest.mark.parametrize("arch, loss, clicks", [("farnet", "ewc", 12), ("chh-unet", "softmax_nll", 0)])
+def test_tiny_training_run_loss_falls_and_the_predictor_serves_it(tmp_path, arch, loss, clicks):
+    """(max_initial_clicks 0: no simulated clicks, as the published-network configs train.)"""
     from napari_interactive_landmarks.data.phantom import phantom_schema_dict
     from napari_interactive_landmarks.inference import Predictor
     from napari_interactive_landmarks.training.trainer import Trainer
@@ -249,7 +250,7 @@ def test_tiny_training_run_loss_falls_and_the_predictor_serves_it(tmp_path, arch
                  "model": {"arch": arch, "preset": TINY[arch]}, "batch_size": 8, "lr": 3e-3, "val_clicks": [0],
                  "morphology": {"pairs": 4, "triplets": 4, "weight": 0.01}, "fg_weight": 40.0, "heatmap_loss": loss,
                  "nll_sigma": 0.0, "out_dir": str(tmp_path), "seed": 0, "loss_stride": 1, "device": "cpu",
-                 "max_iterative_rounds": 1})
+                 "max_initial_clicks": clicks, "max_iterative_rounds": 1 if clicks else 0})
     t.load_data(tr, va)
     assert t.codec.stride == 1
     epochs = []

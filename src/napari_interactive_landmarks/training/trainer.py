@@ -299,7 +299,7 @@ class Trainer:
         valid = torch.isfinite(coords).all(-1)
         clicked_np = np.zeros((b, k), bool)
         valid_np = valid.cpu().numpy()
-        for j in range(b):
+        for j in range(b if cfg["max_initial_clicks"] else 0):  # 0: no simulated clicks (a published network)
             clicked_np[j, sample_initial_clicks(self.click_rng, k, cfg["max_initial_clicks"], valid_np[j])] = True
         clicked = torch.from_numpy(clicked_np).to(dev)
         prev = None
