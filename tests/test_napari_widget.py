@@ -75,13 +75,22 @@ def test_undo_redo(widget):
     simulate_drag(widget.points_layer, 3, before[3] + 20)
     wait_until_idle(widget, 60)
     corrected = widget.session.coords
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_interactive_landmarks.napari._layers import PINNED_COLOR, PREDICTED_COLOR
+
+    pinned_rgba, predicted_rgba = transform_color(PINNED_COLOR)[0], transform_color(PREDICTED_COLOR)[0]
+    row = int(list(widget.points_layer.features["index"]).index(3))
+    np.testing.assert_allclose(widget.points_layer.face_color[row], pinned_rgba)   # colour follows 'pinned'
     widget.undo()
     np.testing.assert_allclose(widget.session.coords, before)
     np.testing.assert_allclose(_layer_coords(widget), before)
     assert not widget.session.pinned.any()
+    np.testing.assert_allclose(widget.points_layer.face_color, np.tile(predicted_rgba, (24, 1)))
     widget.redo()
     np.testing.assert_allclose(_layer_coords(widget), corrected)
     assert widget.session.pinned.sum() == 1
+    np.testing.assert_allclose(widget.points_layer.face_color[row], pinned_rgba)
 
 
 def test_five_rapid_edits_end_in_one_consistent_state(widget):

@@ -189,12 +189,15 @@ class LandmarkLayers:
         with lyr.events.blocker_all():
             lyr.data = data
             lyr.features = kwargs["features"]
-            lyr.size = kwargs["size"]
+            # each setter below re-slices the layer even with its events held: only what changed
+            if len(lyr.size) != len(kwargs["size"]) or not np.array_equal(lyr.size, kwargs["size"]):
+                lyr.size = kwargs["size"]
             if cue is not None:
-                lyr.border_width = cue[0]
-                lyr.border_color = cue[1]
-            lyr.selected_data = {i for i in selected if i < len(data)}
-            lyr.refresh_colors(update_color_mapping=False)
+                if len(lyr.border_width) != len(cue[0]) or not np.array_equal(lyr.border_width, cue[0]):
+                    lyr.border_width = cue[0]
+                if len(lyr.border_color) != len(cue[1]) or not np.allclose(lyr.border_color, cue[1]):
+                    lyr.border_color = cue[1]
+            lyr.selected_data = {i for i in selected if i < len(data)}  # (face colours follow the features write)
             meta = kwargs["metadata"][META_KEY]
             if (lyr.metadata or {}).get(META_KEY) != meta:  # e.g. a new pixel spacing (what File › Save writes)
                 lyr.metadata = {**(lyr.metadata or {}), META_KEY: meta}
