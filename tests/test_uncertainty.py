@@ -320,3 +320,25 @@ def test_softmax_decoding_recovers_a_subpixel_peak():
     assert np.abs(sig[0].numpy() - true).max() < 2.5  # usable but not the decoding this model was trained for
     with pytest.raises(ValueError, match="heatmap"):
         decode_strided_logits(torch.tensor(logits, dtype=torch.float32), size, heatmap="relu")
+
+
+def test_evaluation_with_known_temperatures_keeps_no_logits_and_gives_the_same_metrics():
+    """`evaluate` streams: with the temperatures known it keeps each image's statistics, not its logits (a
+    stride-1 model's are ~39 MB an image), and the calibration metrics are the same as from the logits."""
+    from napari_interactive_landmarks.data.datasets import load_phantom
+    from napari_interactive_landmarks.evaluation import calibration as cal
+    from napari_interactive_landmarks.inference import Predictor
+
+    predictor = Predictor.from_name("phantom-spine", device="cpu")
+    samples = load_phantom("eval", n=4)
+    temps = predictor.temperatures
+    kept = cal.collect(predictor, samples, progress=False)
+    streamed = cal.collect(predictor, samples, progress=False, temperatures=temps)
+    assert "logits" in kept and "logits" not in streamed
+    a, b = cal.metrics(kept, temps, 20.0), cal.metrics(streamed, temps, 20.0)
+    for key in ("ece_before", "ece_after", "ere_spearman", "mean_ere", "mre"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+    with pytest.raises(ValueError, match="other temperatures"):
+        cal.metrics(streamed, temps * 2, 20.0)
+    with pytest.raises(ValueError, match="needs the logits"):
+        cal.fit(streamed)

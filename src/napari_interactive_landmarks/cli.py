@@ -143,8 +143,8 @@ def _cmd_evaluate(args):
     if not args.no_calibration:
         from .evaluation import calibration as cal
 
-        data = cal.collect(predictor, samples, progress=not args.no_progress)
         temps = predictor.temperatures if predictor.temperatures is not None else np.ones(predictor.num_landmarks)
+        data = cal.collect(predictor, samples, progress=not args.no_progress, temperatures=temps)  # keeps no logits
         thr = args.error_threshold or (2.0 if unit == "mm" else 20.0)
         cm = cal.metrics(data, temps, thr, unit=unit)
         # NaN (e.g. AUROC when no landmark exceeds the threshold) is written as null

@@ -24,12 +24,16 @@ from .calibration_stats import (
 )
 
 
-def collect(predictor, samples, progress=True):
-    """0-click logits (N, K, h, w), ground truth in grid pixels (N, K, 2), predictions (network pixels →
-    grid), scales grid → original pixels, and spacings."""
+def collect(predictor, samples, progress=True, temperatures=None):
+    """0-click predictions of ``samples``: ground truth in grid pixels (N, K, 2), predictions (network pixels →
+    grid), scales grid → original pixels, spacings, errors — and either the logits (N, K, h, w), for fitting
+    temperatures, or, when ``temperatures`` are given, only each image's calibration statistics before and
+    after them (``stats``): full-resolution logits of a stride-1 model are ~39 MB an image at 800 × 640, so
+    evaluating with known temperatures keeps none."""
     from tqdm.auto import tqdm
 
     logits, targets, preds, scales, spacing, errs = [], [], [], [], [], []
+    stats = {"before": [], "after": []}
     old = predictor.compute_ere
     predictor.compute_ere = False
     try:
@@ -38,20 +42,38 @@ def collect(predictor, samples, progress=True):
             pred = predictor.predict(img)
             lg = pred.logits.float().cpu()
             grid = tuple(lg.shape[-2:])
-            logits.append(lg)
             codec = predictor.codec
             targets.append(codec.original_to_grid(s.coords, img.shape[:2], grid))
             preds.append(codec.original_to_grid(pred.coords, img.shape[:2], grid))
             scales.append(codec.grid_scale(img.shape[:2], grid))
             spacing.append(np.nan if s.spacing is None else float(np.mean(s.spacing)))
             errs.append(np.linalg.norm(pred.coords - s.coords, axis=1))
+            if temperatures is None:
+                logits.append(lg)
+            else:
+                for tag, temps in (("before", None), ("after", temperatures)):
+                    stats[tag].append(_image_stats(lg, targets[-1], preds[-1], scales[-1], temps))
     finally:
         predictor.compute_ere = old
-    return {"logits": torch.stack(logits), "targets": np.stack(targets), "preds": np.stack(preds),
-            "scales": np.array(scales), "spacing": np.array(spacing), "errors_px": np.stack(errs)}
+    out = {"targets": np.stack(targets), "preds": np.stack(preds), "scales": np.array(scales),
+           "spacing": np.array(spacing), "errors_px": np.stack(errs)}
+    if temperatures is None:
+        out["logits"] = torch.stack(logits)
+    else:
+        out["stats"], out["stats_temperatures"] = stats, np.asarray(temperatures, float)
+    return out
+
+
+def _image_stats(logits, target, pred, scale, temps):
+    """One image's (max confidence, hottest pixel correct, ERE) per landmark under temperatures ``temps``."""
+    prob = softmax_maps(logits, temps)
+    return (max_confidence(prob), correct_within(hottest_points(prob), target, radius=0.5, norm="max"),
+            expected_radial_error(prob, pred, scale=tuple(scale)))
 
 
 def fit(data) -> np.ndarray:
+    if "logits" not in data:
+        raise ValueError("fitting temperatures needs the logits: collect(...) without temperatures")
     return fit_temperatures(data["logits"], torch.as_tensor(data["targets"], device="cpu"), per_landmark=True)
 
 
@@ -62,14 +84,15 @@ def metrics(data, temperatures, error_threshold: float, unit: str = "px", group_
     out = {}
     bins = {}
     ere_all = None
+    if "stats" in data and not np.allclose(data["stats_temperatures"], temperatures):
+        raise ValueError("these statistics were collected with other temperatures")
     for tag, temps in (("before", None), ("after", temperatures)):
-        conf, corr, ere = [], [], []
-        for i in range(n):
-            prob = softmax_maps(data["logits"][i], temps)
-            hot = hottest_points(prob)
-            conf.append(max_confidence(prob))
-            corr.append(correct_within(hot, data["targets"][i], radius=0.5, norm="max"))
-            ere.append(expected_radial_error(prob, data["preds"][i], scale=tuple(data["scales"][i])))
+        if "stats" in data:
+            per_image = data["stats"][tag]
+        else:
+            per_image = [_image_stats(data["logits"][i], data["targets"][i], data["preds"][i], data["scales"][i],
+                                      temps) for i in range(n)]
+        conf, corr, ere = (list(x) for x in zip(*per_image))
         b = calibration_bins(np.concatenate(conf), np.concatenate(corr), n_bins=10)
         bins[tag] = b
         out[f"ece_{tag}"] = float(b["ece"])
