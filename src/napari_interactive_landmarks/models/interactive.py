@@ -178,18 +178,25 @@ def hint_maps(model, image, hints=None, clicks=None, clicked=None, previous=None
     return hints
 
 
+def _take_config(model: nn.Module, config: dict) -> dict:
+    """The resolved config and what every interactive model keeps of it: landmark count, how its logits decode
+    (``heatmap``, see DEFAULTS) and the hint maps' sigma."""
+    cfg = resolve_config(config)
+    model.config = cfg
+    model.num_landmarks = cfg["num_landmarks"]
+    model.heatmap = cfg["heatmap"]
+    model.hint_sigma = None if cfg["hint_sigma"] is None else float(cfg["hint_sigma"])
+    return cfg
+
+
 class InteractiveKeypointModel(nn.Module):
     output_stride = 4  # logits (and aux) at stride 4, upsampled bilinearly (``upsample_logits``)
     aux_stride = None  # the aux logits are read like the main ones
 
     def __init__(self, config: dict):
         super().__init__()
-        cfg = resolve_config(config)
-        self.config = cfg
-        k = cfg["num_landmarks"]
-        self.num_landmarks = k
-        self.heatmap = cfg["heatmap"]  # how the logits decode (see DEFAULTS)
-        self.hint_sigma = None if cfg["hint_sigma"] is None else float(cfg["hint_sigma"])
+        cfg = _take_config(self, config)
+        k = self.num_landmarks
         self.backbone = HRNet(in_channels=cfg["in_channels"], **cfg["backbone"])
         c = self.backbone.out_channels
         self.hint_fusion = HintFusion(k, self.backbone.stem_channels, cfg["hint_scale_init"]) if cfg["hint_fusion"] else None
@@ -228,12 +235,8 @@ class InteractiveEncoderDecoder(nn.Module):
 
     def __init__(self, config: dict):
         super().__init__()
-        cfg = resolve_config(config)
-        self.config = cfg
-        k = cfg["num_landmarks"]
-        self.num_landmarks = k
-        self.heatmap = cfg["heatmap"]
-        self.hint_sigma = None if cfg["hint_sigma"] is None else float(cfg["hint_sigma"])
+        cfg = _take_config(self, config)
+        k = self.num_landmarks
         if cfg["arch"] == "farnet":
             self.net = farnet.FARNet(k, cfg["in_channels"], cfg["encoder"], cfg["msfa"], cfg["fr"])
         else:
