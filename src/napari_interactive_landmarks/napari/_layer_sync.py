@@ -97,6 +97,10 @@ class LandmarkLayers:
         self.measurements: dict = {}
         self.corner_problems: dict = {}  # vertebra → why its labelled corners are out of order
         self._outline_colors: list = []
+        # the schema's edges that are not a vertebra's own sides (those are drawn as its polygon)
+        vertebra_of = {int(m): g for g, members in session.schema.groups.items() if len(members) == 4 for m in members}
+        self._edges_outside_vertebrae = [(a, b) for a, b in session.schema.edges
+                                         if a not in vertebra_of or vertebra_of[a] != vertebra_of.get(b)]
         self._rest = QTimer()
         self._rest.setSingleShot(True)
         self._rest.setInterval(0)
@@ -217,17 +221,12 @@ class LandmarkLayers:
         segs, colors = [], []
         names, polygons = vertebra_outlines(s.schema, coords)
         problems = corner_order_problems(s.schema, coords) if names else {}
-        in_group = {}
-        for name, members in s.schema.groups.items():
-            if len(members) == 4:
-                in_group.update({int(m): name for m in members})
         for name, poly in zip(names, polygons):
             if np.isfinite(poly).all():
                 for a in range(4):
                     segs.append((poly[a], poly[(a + 1) % 4]))
                     colors.append(TWISTED_OUTLINE_COLOR if name in problems else OUTLINE_COLOR)
-        other = [(a, b) for a, b in s.schema.edges if in_group.get(a) is None or in_group.get(a) != in_group.get(b)]
-        for seg in skeleton_shapes(coords, other):
+        for seg in skeleton_shapes(coords, self._edges_outside_vertebrae):
             segs.append((seg[0], seg[1]))
             colors.append(OUTLINE_COLOR)
         self.corner_problems = problems

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Points
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
@@ -93,10 +93,12 @@ def _never_raises(fn, *args):
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, (MemoryError, RuntimeError)) and type(exc).__name__ not in text:
-        text = f"{type(exc).__name__}: {text}" if not isinstance(exc, SessionError) else text
-    return text
+    return str(exc).strip() or type(exc).__name__  # e.g. a bare MemoryError
+
+
+def _full_resolution(layer):
+    """An image layer's data (the full-resolution level of a multiscale one), not loaded."""
+    return layer.data[0] if layer.multiscale else layer.data
 
 
 def _model_aspect(entry: dict) -> float | None:
@@ -369,9 +371,13 @@ class LandmarkWidget(QWidget):
             # event), the session stays; Detect (or undo, redo…) draws it again
             adapter, self.layers = self.layers, None
             orphans = [adapter.outline, adapter.labels, adapter.measurement_lines, adapter.uncertainty]
-            adapter.close(remove=False)
-            QTimer.singleShot(0, lambda: [self.viewer.layers.remove(lyr) for lyr in orphans
-                                          if lyr is not None and lyr in self.viewer.layers])
+            adapter.close(remove=False)  # stops listening now: no result may draw the points again
+            QTimer.singleShot(0, lambda: self._remove_layers(orphans))
+
+    def _remove_layers(self, layers) -> None:
+        for lyr in layers:
+            if lyr is not None and lyr in self.viewer.layers:
+                self.viewer.layers.remove(lyr)
 
     def _owned(self, layer) -> bool:
         return self.layers is not None and layer is self.layers.uncertainty
@@ -412,7 +418,7 @@ class LandmarkWidget(QWidget):
         layer = self._current_image_layer()
         if layer is None:
             return
-        shape = tuple(np.shape(layer.data[0] if layer.multiscale else layer.data))[:2]
+        shape = np.shape(_full_resolution(layer))[:2]
         pick = choose_model_for_image(self._manifest, shape, self._synthetic(layer))
         if pick is not None and self.model_combo.findText(pick) >= 0:
             self._auto_picking = True
@@ -452,10 +458,7 @@ class LandmarkWidget(QWidget):
         return None
 
     def _image_array(self, layer: Image) -> np.ndarray:
-        data = layer.data
-        if layer.multiscale:  # full resolution
-            data = data[0]
-        arr = np.asarray(data)
+        arr = np.asarray(_full_resolution(layer))
         if layer.rgb:
             return arr
         if arr.ndim > 2:
@@ -483,7 +486,7 @@ class LandmarkWidget(QWidget):
     def _mismatch_warning(self, name: str, layer: Image) -> str | None:
         """Why the model's landmark set looks wrong for the image (None when it looks right)."""
         entry = self._manifest.get(name) or {}
-        shape = tuple(np.shape(layer.data[0] if layer.multiscale else layer.data))[:2]
+        shape = np.shape(_full_resolution(layer))[:2]
         if _is_synthetic(entry) and not self._synthetic(layer):
             return (f"'{name}' is the toy model for the synthetic phantom, not for real films: its points on "
                     f"'{layer.name}' mean nothing. Choose a model for this kind of film.")
@@ -715,12 +718,7 @@ class LandmarkWidget(QWidget):
         result, exc = out
         if session is not self.session:
             return  # a result for a session the user has since left
-        if exc is None:
-            try:
-                self._check_finite(result[1])
-            except SessionError as bad:
-                exc = bad
-        if exc is not None:
+        if exc is not None:  # (non-finite coordinates are the predictor's PredictionError)
             session.cancel()
             self._release_t = None
             self.say(f"Inference failed: {_describe(exc)}. Your corrected points are unchanged.", "error")
@@ -734,7 +732,7 @@ class LandmarkWidget(QWidget):
             if not self._fitted and self.image_layer in self.viewer.layers:
                 self._fitted = True
                 self.viewer.reset_view()  # the film fills the canvas (the layers all lie on it)
-            warning, self._pending_warning = getattr(self, "_pending_warning", None), None
+            warning, self._pending_warning = self._pending_warning, None
             if warning:
                 self.say(warning, "warning")
             else:
@@ -742,13 +740,6 @@ class LandmarkWidget(QWidget):
                 self.say(f"{session.num_landmarks} landmarks · {n} corrected by hand")
         if nxt is not None:
             self._start_inference(nxt)
-
-    @staticmethod
-    def _check_finite(pred):
-        bad = ~np.isfinite(np.asarray(pred.coords, float)).all(1)
-        if bad.any():
-            raise SessionError(f"the model returned no valid position for {int(bad.sum())} landmark(s) "
-                               "(non-finite coordinates); the image or the weights may be corrupt")
 
     # ------------------------------------------------------------------ the panel follows the session
     def _on_session_changed(self, change: str):
@@ -987,6 +978,4 @@ class ViewerSession:
         return f"<landmarks: model {s.predictor.name}, {s.num_landmarks} points, {int(s.pinned.sum()) if s.detected else 0} pinned>"
 
 
-# kept for callers of the earlier module layout
-__all__ = ["LandmarkWidget", "ViewerSession", "simulate_drag", "choose_model_for_image", "show_error", "show_info",
-           "show_warning"]
+__all__ = ["LandmarkWidget", "ViewerSession", "simulate_drag", "choose_model_for_image"]
