@@ -280,6 +280,43 @@ def test_ere_float32_tensor_path_matches_float64_reference():
     assert np.isnan(out[1]) and np.isnan(out[2]) and np.isfinite(out[[0, 3, 4]]).all()
 
 
+def _ere_by_definition(prob, pred, scale, threshold=0.05):
+    """The paper's Eq. 4 transcribed pixel by pixel (float64): normalise by the maximum, cut at 5 %, renormalise."""
+    out = np.full(prob.shape[:-2], np.nan)
+    for idx in np.ndindex(*prob.shape[:-2]):
+        p = np.clip(prob[idx], 0, None)
+        if not np.isfinite(prob[idx]).all() or p.max() <= 0:
+            continue
+        q = np.where(p / p.max() > threshold, p, 0.0)
+        q = q / q.sum()
+        yy, xx = np.mgrid[: p.shape[0], : p.shape[1]]
+        out[idx] = (q * np.hypot((yy - pred[idx][0]) * scale[0], (xx - pred[idx][1]) * scale[1])).sum()
+    return out
+
+
+@pytest.mark.parametrize("width", [1.5, 40.0])  # peaked maps (kept pixels indexed) and broad ones (dense sum)
+def test_ere_of_peaked_and_broad_maps_follows_the_definition(width):
+    g = np.random.default_rng(1)
+    yy, xx = np.mgrid[:48, :40]
+    centres = g.uniform(5, 35, size=(2, 3, 2))
+    logits = -((yy - centres[..., 0, None, None]) ** 2 + (xx - centres[..., 1, None, None]) ** 2) / (2 * width**2)
+    prob = softmax_maps(torch.from_numpy(logits + g.normal(0, 0.2, logits.shape)).float())
+    prob[1, 2] = prob[1, 2].clone().fill_(0.0)  # a map without mass: NaN, the others unaffected
+    pred = centres + g.normal(0, 1.0, centres.shape)
+    want = _ere_by_definition(prob.double().numpy(), pred, (2.0, 3.0))
+    got = expected_radial_error(prob, pred, scale=(2.0, 3.0))
+    assert got.shape == (2, 3) and np.isnan(got[1, 2]) and np.isfinite(np.delete(got.ravel(), 5)).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_softmax_of_finite_logits_whose_sum_overflows_is_still_a_distribution():
+    x = torch.zeros(2, 4, 4)
+    x[0, 1, 1] = x[0, 2, 2] = 3e38  # finite, but their float32 sum is inf: the element-wise path decides
+    p = softmax_maps(x)
+    assert torch.isfinite(p).all() and p[0, 1, 1] == 0.5 and p[0, 2, 2] == 0.5
+    torch.testing.assert_close(p.sum(dim=(-2, -1)), torch.ones(2))
+
+
 def test_softmax_nll_loss_known_answers():
     """Cross-entropy against the normalised Gaussian target: equals the target's entropy when the logits
     are its log (the minimum), is larger for any other map, and ignores landmarks without a target."""

@@ -96,7 +96,9 @@ def softmax_maps(logits, temperatures=None):
     if temperatures is not None:
         x = x / _temperatures(temperatures, k, x)[:, None, None]
     flat = x.flatten(-2)
-    if bool(torch.isfinite(flat).all()):  # the usual case: one check, one softmax
+    # the usual case: one read, one softmax (a finite sum means every value is finite: NaN and ±inf propagate;
+    # a sum that is not finite, from bad values or an overflow, goes through the element-wise policy below)
+    if bool(torch.isfinite(flat.sum())):
         prob = torch.softmax(flat, dim=-1).reshape(x.shape)
         return prob if is_tensor else prob.numpy()
     has_nan = torch.isnan(flat).any(-1, keepdim=True)
@@ -183,33 +185,36 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
         raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
     s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
     h, w = p.shape[-2:]
+    lead = tuple(p.shape[:-2])
+    n_maps = math.prod(lead)
+    p, c = p.reshape(n_maps, h, w), c.reshape(n_maps, 2)  # (L, h, w), (L, 2)
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    usable = torch.isfinite(p).flatten(-2).all(-1) & torch.isfinite(c).all(-1)  # per map
+    # a map whose sum is finite has only finite values (NaN and ±inf propagate): one read instead of an
+    # element-wise test; the element-wise test only where a sum is not finite (bad values or an overflow)
+    usable = torch.isfinite(p.sum(dim=(-2, -1)))
+    if not bool(usable.all()):
+        usable = torch.isfinite(p).flatten(-2).all(-1)
+    usable = usable & torch.isfinite(c).all(-1)
     if not bool(usable.all()):  # rare: blank the unusable maps (their ERE is NaN below), keep the rest exact
-        p = torch.where(usable[..., None, None], p, zero)
-        c = torch.where(usable[..., None], c, zero)
-    pz = p.clamp_min(0.0)
-    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype, device=p.device)
+        p = torch.where(usable[:, None, None], p, zero)
+        c = torch.where(usable[:, None], c, zero)
+    m = p.amax(dim=(-2, -1)).clamp_min(0.0) if p.numel() else torch.zeros(n_maps, dtype=p.dtype, device=p.device)
     # the paper divides by the maximum and cuts at 5 %; the division cancels in the ratio, so only the cut needs it
-    q = torch.where(pz > threshold * m[..., None, None], pz, zero)
-    total = q.sum(dim=(-2, -1))
-    dy = (torch.arange(h, dtype=p.dtype, device=p.device) - c[..., 0, None]) * float(s[0])  # (..., h)
-    dx = (torch.arange(w, dtype=p.dtype, device=p.device) - c[..., 1, None]) * float(s[1])  # (..., w)
-    num = (q * torch.hypot(dy[..., :, None], dx[..., None, :])).sum(dim=(-2, -1))
+    # (kept pixels are > 0: negative values count as 0, a map without a positive value has no ERE)
+    keep = p > threshold * m[:, None, None]
+    sy, sx = float(s[0]), float(s[1])
+    li, yi, xi = keep.nonzero(as_tuple=True)
+    if len(li) * 4 < keep.numel():  # the usual, peaked map: distances of the kept pixels only
+        q = p[li, yi, xi]
+        d = torch.hypot((yi.to(p.dtype) - c[li, 0]) * sy, (xi.to(p.dtype) - c[li, 1]) * sx)
+        total = torch.zeros_like(m).index_add_(0, li, q)
+        num = torch.zeros_like(m).index_add_(0, li, q * d)
+    else:  # broad maps (an untrained model): the dense sum is cheaper than indexing most pixels
+        q = torch.where(keep, p, zero)
+        total = q.sum(dim=(-2, -1))
+        dy = (torch.arange(h, dtype=p.dtype, device=p.device) - c[:, 0, None]) * sy  # (L, h)
+        dx = (torch.arange(w, dtype=p.dtype, device=p.device) - c[:, 1, None]) * sx  # (L, w)
+        num = (q * torch.hypot(dy[:, :, None], dx[:, None, :])).sum(dim=(-2, -1))
     ok = usable & (m > 0) & (total > 0)
     ere = torch.where(ok, num / torch.where(ok, total, torch.ones_like(total)), torch.full_like(total, math.nan))
-    return ere.cpu().numpy().astype(np.float64)
-    finite = torch.isfinite(p)
-    pz = torch.where(finite, p.clamp_min(0.0), torch.zeros((), dtype=p.dtype, device=p.device))
-    m = pz.amax(dim=(-2, -1)) if p.numel() else torch.zeros(p.shape[:-2], dtype=p.dtype, device=p.device)
-    valid = finite.all(-1).all(-1) & (m > 0) & torch.isfinite(c).all(-1)
-    rel = pz / torch.where(valid, m, torch.ones_like(m))[..., None, None]
-    q = torch.where(rel > threshold, rel, torch.zeros((), dtype=p.dtype, device=p.device))
-    total = q.sum(dim=(-2, -1))
-    cc = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
-    dy = (torch.arange(h, dtype=p.dtype, device=p.device)[:, None] - cc[..., 0, None, None]) * float(s[0])
-    dx = (torch.arange(w, dtype=p.dtype, device=p.device)[None, :] - cc[..., 1, None, None]) * float(s[1])
-    num = (q * torch.hypot(dy, dx)).sum(dim=(-2, -1))
-    ok = valid & (total > 0)
-    ere = torch.where(ok, num / torch.where(ok, total, torch.ones_like(total)), torch.full_like(total, math.nan))
-    return ere.cpu().numpy().astype(np.float64)
+    return ere.reshape(lead).cpu().numpy().astype(np.float64)
