@@ -149,13 +149,30 @@ def test_cli_train_refuses_a_bad_config_in_one_line_before_reading_data(tmp_path
 def test_shipped_configs_for_the_published_systems_resolve():
     from napari_interactive_landmarks.training.trainer import load_config
 
-    for name, arch, loss in [("farnet-isbi", "farnet", "ewc"), ("chh-isbi", "chh-unet", "softmax_nll")]:
-        for path in [REPO / "configs" / f"{name}.yaml", *sorted((REPO / "configs" / "gpu").glob(f"{name}*.yaml"))]:
+    for name, arch, loss, size, k in [("farnet-isbi", "farnet", "ewc", [800, 640], 19),
+                                      ("chh-isbi", "chh-unet", "softmax_nll", [800, 640], 19),
+                                      ("farnet-aasce", "farnet", "ewc", [1024, 512], 68)]:
+        paths = [REPO / "configs" / f"{name}.yaml", *sorted((REPO / "configs" / "gpu").glob(f"{name}*.yaml"))]
+        assert len(paths) >= 2, f"no GPU variant of {name}"
+        for path in paths:
             cfg = load_config(path)
-            assert cfg["model"]["arch"] == arch and cfg["heatmap_loss"] == loss and cfg["input_size"] == [800, 640]
-            check_input_size(resolve_config({**cfg["model"], "num_landmarks": 19}), cfg["input_size"])
+            assert cfg["model"]["arch"] == arch and cfg["heatmap_loss"] == loss and cfg["input_size"] == size, path
+            check_input_size(resolve_config({**cfg["model"], "num_landmarks": k}), cfg["input_size"])
         published = load_config(REPO / "configs" / f"{name}.yaml")["model"]
         assert published["hint_fusion"] is False and published["gating"] == "none"
+
+
+def test_cpu_experiment_differs_from_the_shipped_recipe_only_in_the_architecture():
+    """The equal-budget CPU comparison (CHH U-Net half vs the shipped HRNet) changes the model and nothing else."""
+    from napari_interactive_landmarks.training.trainer import load_config
+
+    for ours, shipped in [("chh-half-isbi-cpu.yaml", REPO / "configs" / "isbi-ceph.yaml"),
+                          ("chh-half-isbi-cpu-ft-nll.yaml", REPO / "configs" / "experiments" / "isbi-ceph-ft-nll.yaml")]:
+        a, b = load_config(REPO / "configs" / "experiments" / ours), load_config(shipped)
+        differ = {key for key in a if a[key] != b[key]}
+        assert differ <= {"name", "model", "init_weights", "num_threads"}, differ
+        assert a["model"]["arch"] == "chh-unet" and {**a["model"], "arch": None, "preset": None} == {
+            **b["model"], "arch": None, "preset": None}
 
 
 # ---------------------------------------------------------------- losses on constructed maps

@@ -1,0 +1,114 @@
+"""The issue-12 comparison of architectures on ISBI 2015 Test1Data, as markdown for docs/results.md: one summary
+row per model (0-click MRE / SDR, calibration, CPU update time, weights size) beside the papers' figures, then
+MRE and SDR@2 mm per click with the manual-revision baseline and the harm rate.
+
+Each model is given by the files the package's own commands write:
+
+    napari-landmarks evaluate --weights W --dataset isbi2015 --root R --split Test1Data --clicks 5 --json E.json
+    napari-landmarks bench --weights W --size 2400 1935 --threads 2 --runs 30 --json B.json
+
+    python benchmarks/architecture_table.py \
+        --model "HRNet-W18s (isbi-ceph)" docs/results/isbi-ceph-test1-worst.json docs/results/bench-isbi-ceph.json \
+                src/napari_interactive_landmarks/weights/isbi-ceph.safetensors \
+        --model "CHH U-Net half" E.json B.json W
+
+A bench JSON or weights file given as "-" leaves its columns empty. Prints the markdown to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from safetensors import safe_open
+
+# Test1Data figures as published (input size, MRE mm, SDR % at 2 / 2.5 / 3 / 4 mm). Both start from ImageNet
+# encoders; FARNet selected its model on Test1Data itself (its paper: "the Test1 dataset for validation").
+PAPERS = [
+    ("FARNet (Ao & Wu 2022), DenseNet-121 ImageNet", "800 × 640", 1.12, (88.03, 92.73, 95.96, 98.48)),
+    ("CHH U-Net (McCouat & Voiculescu 2022), ResNet-34 ImageNet", "800 × 640", 1.20, (83.47, 89.16, 92.60, 96.49)),
+]
+RADII = ("2", "2.5", "3", "4")
+
+
+def _num(x, nd=2, unit=""):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{nd}f}{unit}"
+
+
+def weights_facts(path: str | None) -> dict:
+    """Parameter count, file size and input size of a safetensors weights file (read without unpickling)."""
+    if not path or path == "-":
+        return {}
+    p = Path(path)
+    n = 0
+    with safe_open(str(p), framework="numpy") as f:
+        meta = f.metadata() or {}
+        for key in f.keys():
+            shape = f.get_slice(key).get_shape()
+            n += math.prod(shape) if shape else 1
+    size = json.loads(meta["input_size"]) if "input_size" in meta else None
+    return {"params_m": n / 1e6, "mib": p.stat().st_size / 2**20,
+            "input": f"{size[0]} × {size[1]}" if size else None}
+
+
+def load_json(path: str | None) -> dict:
+    return json.loads(Path(path).read_text()) if path and path != "-" else {}
+
+
+def summary_table(models: list[tuple[str, dict, dict, dict]]) -> str:
+    rows = ["| model | input | MRE 0 clicks (mm) | SDR 2 / 2.5 / 3 / 4 mm (%) | ECE before → after | ERE AUROC | "
+            "CPU update median / p95 (ms) | fp16 weights | params |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for label, ev, be, wf in models:
+        sdr = " / ".join(_num((ev.get("sdr") or {}).get(r, [None])[0], 1) for r in RADII)
+        cal = ev.get("calibration") or {}
+        ece = f"{_num(cal.get('ece_before'), 4)} → {_num(cal.get('ece_after'), 4)}" if cal else "–"
+        lat = f"{_num(be.get('median_ms'), 0)} / {_num(be.get('p95_ms'), 0)}" if be else "–"
+        rows.append(f"| {label} | {wf.get('input') or '–'} | {_num((ev.get('mre_model') or [None])[0])} | {sdr} | {ece} | "
+                    f"{_num(cal.get('ere_auroc'), 3)} | {lat} | {_num(wf.get('mib'), 1, ' MiB')} | "
+                    f"{_num(wf.get('params_m'), 2, ' M')} |")
+    for label, size, mre, sdrs in PAPERS:
+        rows.append(f"| *{label}* | {size} | *{mre:.2f}* | *{' / '.join(f'{v:.2f}' for v in sdrs)}* | – | – | – | – | – |")
+    return "\n".join(rows)
+
+
+def clicks_table(models: list[tuple[str, dict, dict, dict]]) -> str:
+    n = max((len(ev.get("mre_model") or []) for _, ev, _, _ in models), default=1)
+    head = "| model | " + " | ".join(f"{c} clicks" for c in range(n)) + " | harm rate (all clicks) |"
+    rows = [head, "|---" * (n + 2) + "|"]
+    for label, ev, _, _ in models:
+        mm, mh = ev.get("mre_model") or [], ev.get("mre_manual") or []
+        s2, s2h = (ev.get("sdr") or {}).get("2") or [], (ev.get("sdr_manual") or {}).get("2") or []
+        cells = []
+        for c in range(n):
+            if c >= len(mm):
+                cells.append("–")
+                continue
+            cell = f"{_num(mm[c])} mm, {_num(s2[c] if c < len(s2) else None, 1)} %"
+            if c and c < len(mh):
+                cell += f" (manual {_num(mh[c])}, {_num(s2h[c] if c < len(s2h) else None, 1)} %)"
+            cells.append(cell)
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {_num(ev.get('harm_rate_all'), 1, ' %')} |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs=4, action="append", required=True,
+                    metavar=("LABEL", "EVAL_JSON", "BENCH_JSON", "WEIGHTS"))
+    args = ap.parse_args(argv)
+    models = [(label, load_json(e), load_json(b), weights_facts(w)) for label, e, b, w in args.model]
+    print(summary_table(models))
+    print()
+    print("MRE and SDR@2 mm per click (worst-first clicks at the ground truth); in brackets the manual-revision "
+          "baseline (only the clicked landmarks corrected):")
+    print()
+    print(clicks_table(models))
+
+
+if __name__ == "__main__":
+    main()
