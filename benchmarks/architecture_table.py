@@ -1,6 +1,7 @@
 """The issue-12 comparison of architectures on ISBI 2015 Test1Data, as markdown for docs/results.md: one summary
 row per model (0-click MRE / SDR, calibration, CPU update time, weights size) beside the papers' figures, then
-MRE and SDR@2 mm per click with the manual-revision baseline and the harm rate.
+MRE and SDR@2 mm per click with the manual-revision baseline and the harm rate, then each model against the
+first on the same films (mean per-image difference, Wilcoxon signed-rank p).
 
 Each model is given by the files the package's own commands write:
 
@@ -21,6 +22,8 @@ import argparse
 import json
 import math
 from pathlib import Path
+
+import numpy as np
 
 from safetensors import safe_open
 
@@ -96,6 +99,28 @@ def clicks_table(models: list[tuple[str, dict, dict, dict]]) -> str:
     return "\n".join(rows)
 
 
+def paired_table(models: list[tuple[str, dict, dict, dict]]) -> str:
+    """Each model against the first, image by image (the same films): the mean difference of the per-image MRE at
+    0 clicks and at the last click, with the two-sided Wilcoxon signed-rank p-value."""
+    from scipy.stats import wilcoxon
+
+    base_label, base = models[0][0], models[0][1]
+    by_name = {im["name"]: im["mre_model"] for im in base.get("per_image") or []}
+    rows = [f"| model − {base_label} | images | Δ MRE 0 clicks (p) | Δ MRE last click (p) |", "|---|---|---|---|"]
+    for label, ev, _, _ in models[1:]:
+        pairs = [(by_name[im["name"]], im["mre_model"]) for im in ev.get("per_image") or [] if im["name"] in by_name]
+        if not pairs:
+            continue
+        cells = []
+        for j in (0, -1):
+            d = np.array([b[j] - a[j] for a, b in pairs], dtype=float)
+            d = d[np.isfinite(d)]
+            p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+            cells.append(f"{d.mean():+.3f} {ev.get('unit', '')} (p = {p:.2g})")
+        rows.append(f"| {label} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", nargs=4, action="append", required=True,
@@ -108,6 +133,9 @@ def main(argv=None):
           "baseline (only the clicked landmarks corrected):")
     print()
     print(clicks_table(models))
+    if len(models) > 1:
+        print()
+        print(paired_table(models))
 
 
 if __name__ == "__main__":
