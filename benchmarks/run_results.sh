@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces the figures in docs/results.md (CPU, 2 threads).
-# Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all|heatmap-loss]
+# Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all|heatmap-loss|architectures]
 # (heatmap-loss re-trains the two arms of the BCE vs softmax-NLL comparison: about an hour on 2 cores; not in 'all')
+# (architectures: issue 12's table on Test1Data for trained weights, WEIGHTS="label=file ..." (default: the CPU
+#  experiment runs/chh-half-isbi-cpu); calibrates each file on the held-out val images first; not in 'all')
 # Needs the datasets beside the repository (../shared/datasets) or DATA=/path/to/datasets.
 set -euo pipefail
 DATA=${DATA:-../shared/datasets}
@@ -55,4 +57,19 @@ if [[ $what == heatmap-loss ]]; then
         --clicks 5 --order ere --no-calibration --json $OUT/isbi-ceph-ft-$arm-test1-ere.json $T
     napari-landmarks weights remove isbi-ceph-ft-$arm --delete-file
   done
+fi
+if [[ $what == architectures ]]; then
+  WEIGHTS=${WEIGHTS:-"chh-half-isbi-cpu=runs/chh-half-isbi-cpu/best.safetensors"}
+  napari-landmarks bench --model isbi-ceph --size 2400 1935 --runs 30 --threads 2 --json $OUT/bench-isbi-ceph-2400x1935.json
+  rows=(--model "HRNet-W18s + OCR (isbi-ceph)" $OUT/isbi-ceph-test1-worst.json $OUT/bench-isbi-ceph-2400x1935.json
+        src/napari_interactive_landmarks/weights/isbi-ceph.safetensors)
+  for spec in $WEIGHTS; do
+    name=${spec%%=*}; w=${spec#*=}
+    napari-landmarks calibrate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split val $T
+    napari-landmarks evaluate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data --clicks 5 \
+        --order worst --json $OUT/$name-test1-worst.json $T
+    napari-landmarks bench --weights "$w" --size 2400 1935 --runs 30 --threads 2 --json $OUT/bench-$name-2400x1935.json
+    rows+=(--model "$name" $OUT/$name-test1-worst.json $OUT/bench-$name-2400x1935.json "$w")
+  done
+  python benchmarks/architecture_table.py "${rows[@]}" | tee $OUT/architectures-test1.md
 fi
