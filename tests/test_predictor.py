@@ -125,6 +125,12 @@ def test_ere_is_returned_with_every_update_and_zero_for_clicks(predictor, phanto
     u = pred.uncertainty_map(include=~pred.clicked)
     assert u.shape == probs.shape[1:] and 0.0 <= u.min() and u.max() <= 1.0 + 1e-6
 
+def test_maps_are_handed_on_contiguous_although_the_network_runs_channels_last(predictor, phantom):
+    """Every full-map step after the network reads one map at a time: from channels-last memory the argmax, softmax
+    and ERE of a stride-1 model took 3-7 x longer (docs/results.md, issue 12)."""
+    pred = predictor.predict(phantom[0])
+    assert pred.logits.is_contiguous() and pred.logits.ndim == 3
+
 
 class _Broken(torch.nn.Module):
     """Wraps a model and spoils some output channels: NaN logits (landmark 0), all-equal logits — an

