@@ -7,6 +7,12 @@ background far below. Prints the median milliseconds of each step over --runs.
     python benchmarks/uncertainty_cost.py --grid 512 416 --threads 2
     python benchmarks/uncertainty_cost.py --grid 800 640 --threads 2
     python benchmarks/uncertainty_cost.py --grid 128 104 --threads 2     # HRNet at 512 × 416 (stride 4)
+
+With --weights and --image, the same steps on a trained model's own maps of a real film, read as the network leaves
+them (channels-last) and from a contiguous copy (what the predictor hands on):
+
+    python benchmarks/uncertainty_cost.py --weights runs/chh-half-isbi-cpu/best.safetensors \
+        --image ../shared/datasets/isbi2015/RawImage/Test1Data/151.jpg --threads 2
 """
 
 from __future__ import annotations
@@ -46,14 +52,42 @@ def median_ms(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def real_maps(weights: str, image: str, runs: int) -> None:
+    """Decode, softmax and ERE of a trained model's maps of a real film, channels-last against contiguous."""
+    from skimage import io
+
+    from napari_interactive_landmarks.inference.predictor import Predictor
+
+    p = Predictor.from_file(weights, device="cpu")
+    prepared = p.prepare(io.imread(image))
+    c, m, prev = p._interaction({}, None, prepared.original_shape)
+    with torch.no_grad():
+        raw = p.model(prepared.tensor, clicks=c, clicked=m, previous=prev)["logits"].float()
+    net = p.codec.decode(raw.contiguous())[0][0].numpy().astype(np.float64)
+    print(f"{p.name}: {tuple(raw.shape[1:])} maps, network output contiguous: {raw.is_contiguous()}")
+    print(f"  {'contiguous copy':22s} {median_ms(lambda: raw.contiguous(), runs):8.1f} ms")
+    for label, logits in (("as the network leaves", raw), ("contiguous", raw.contiguous())):
+        print(f"  {label}:")
+        for name, fn in {"decode": lambda: p.codec.decode(logits),
+                         "softmax": lambda: softmax_maps(logits[0], p.temperatures),
+                         "softmax + ERE": lambda: p._ere(logits[0], net, prepared.original_shape)}.items():
+            print(f"    {name:20s} {median_ms(fn, runs):8.1f} ms")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", type=int, nargs=2, default=[512, 416], metavar=("H", "W"))
     ap.add_argument("--landmarks", type=int, default=19)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--weights", help="a trained model's .safetensors (with --image: its own maps of a real film)")
+    ap.add_argument("--image", help="a film for --weights")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.weights:
+        if not args.image:
+            ap.error("--weights needs --image")
+        return real_maps(args.weights, args.image, args.runs)
     k, (h, w) = args.landmarks, args.grid
     logits, centres = trained_like_logits(k, h, w)
     temps = np.linspace(0.9, 1.1, k)

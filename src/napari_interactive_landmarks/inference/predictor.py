@@ -269,8 +269,7 @@ class Predictor:
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
         out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
         # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one
-        # map at a time, 3-7 x faster from a contiguous copy (a stride-1 U-Net at 512 x 416: decode 18 -> 6 ms,
-        # softmax 39 -> 7 ms, ERE 51 -> 15 ms, for a 6.5 ms copy)
+        # map at a time, 2-7 x faster from a contiguous copy (benchmarks/uncertainty_cost.py --weights --image)
         logits = out["logits"].float().contiguous()
         net, peak = self.codec.decode(logits)
         net_np = net[0].cpu().numpy().astype(np.float64)
