@@ -102,6 +102,18 @@ def test_full_resolution_logits_for_sizes_with_odd_multiples_of_32(arch, size):
     assert LandmarkCodec(size, 3.0, stride=m.output_stride).grid == (h, w)
 
 
+@pytest.mark.parametrize("arch", ["farnet", "chh-unet"])
+def test_weights_for_another_landmark_set_are_named_as_such(tmp_path, arch):
+    """The loader names a landmark-count mismatch through the classifier each model declares."""
+    from napari_interactive_landmarks.inference.predictor import PredictionError, _load_state
+    from napari_interactive_landmarks.schemas import load_schema
+
+    m, other = _model(arch, k=19), _model(arch, k=5)
+    assert m.state_dict()[m.classifier_weight].shape[0] == 19
+    with pytest.raises(PredictionError, match="holds a model for 5 landmarks.*different landmark set"):
+        _load_state(m, other.state_dict(), tmp_path / "other.safetensors", load_schema("isbi-ceph19"))
+
+
 def test_hrnet_keeps_stride_4_and_the_codec_checks_the_grid():
     m = build_model({"preset": "hrnet-tiny", "num_landmarks": 3}).eval()
     assert m.output_stride == output_stride({}) == 4

@@ -313,8 +313,7 @@ def _load_state(model, state, path, schema):
     unexpected = [k for k in state if k not in own]
     shape_bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shape_bad:
-        # the per-landmark classifier: HRNet-OCR's head, FARNet's refinement module, the CHH U-Net's last conv
-        cls_key = next((k for k in ("head.cls.weight", "net.refine.cls.weight", "net.cls.weight") if k in own), "")
+        cls_key = getattr(model, "classifier_weight", "")  # the per-landmark classifier each model names
         if cls_key in state and cls_key in own and state[cls_key].shape[0] != own[cls_key].shape[0]:
             raise PredictionError(
                 f"{Path(path).name} holds a model for {state[cls_key].shape[0]} landmarks, but the landmark set "

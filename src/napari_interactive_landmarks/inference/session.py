@@ -107,7 +107,8 @@ class LandmarkSession:
         """Call ``callback(change)`` after every change of the points (on the thread that made it), with
         ``change`` one of ``"image"``, ``"result"`` (a model result merged), ``"pinned"`` (points placed by
         hand, no inference yet), ``"unpinned"``, ``"undo"``, ``"redo"``, ``"reset"``, ``"loaded"``,
-        ``"spacing"`` (the pixel spacing changed). Returns a function that unsubscribes. A view (the napari layers) listens instead of re-syncing after each call."""
+        ``"spacing"`` (the pixel spacing changed). Returns a function that unsubscribes. A view (the napari
+        layers) listens instead of re-syncing after each call."""
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 

@@ -57,6 +57,7 @@ class UNetResNet(nn.Module):
 
     output_stride = 1
     aux_stride = None
+    classifier_weight = "cls.weight"  # the per-landmark classifier (K output channels)
 
     def __init__(self, num_landmarks, in_channels=1, encoder=None, decoder=(256, 128, 64, 32, 32)):
         super().__init__()

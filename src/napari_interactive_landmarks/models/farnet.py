@@ -119,6 +119,7 @@ class FARNet(nn.Module):
 
     output_stride = 1
     aux_stride = 2
+    classifier_weight = "refine.cls.weight"  # the per-landmark classifier (K output channels)
 
     def __init__(self, num_landmarks, in_channels=1, encoder=None, msfa=None, fr=None):
         super().__init__()

@@ -192,6 +192,7 @@ def _take_config(model: nn.Module, config: dict) -> dict:
 class InteractiveKeypointModel(nn.Module):
     output_stride = 4  # logits (and aux) at stride 4, upsampled bilinearly (``upsample_logits``)
     aux_stride = None  # the aux logits are read like the main ones
+    classifier_weight = "head.cls.weight"  # state-dict key of the per-landmark classifier (K output channels)
 
     def __init__(self, config: dict):
         super().__init__()
@@ -243,6 +244,7 @@ class InteractiveEncoderDecoder(nn.Module):
             self.net = chh.UNetResNet(k, cfg["in_channels"], cfg["encoder"], cfg["decoder"])
         self.output_stride = self.net.output_stride
         self.aux_stride = self.net.aux_stride
+        self.classifier_weight = "net." + self.net.classifier_weight
         self.hint_fusion = HintFusion(k, self.net.stem_channels, cfg["hint_scale_init"]) if cfg["hint_fusion"] else None
         self.gate = None
         if cfg["gating"] != "none":

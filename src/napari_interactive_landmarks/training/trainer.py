@@ -1,5 +1,6 @@
 """Training loop for the interactive keypoint models (``model.arch``: HRNet-OCR, FARNet, the CHH U-Net): simulated
-clicks, iterative training, a heatmap loss on both heads (BCE, EWC or 2-D softmax NLL), morphology-aware loss, early stopping on validation MRE, CSV metrics, checkpoints and resume.
+clicks, iterative training, a heatmap loss on both heads (BCE, EWC or 2-D softmax NLL), morphology-aware loss,
+early stopping on validation MRE, CSV metrics, checkpoints and resume.
 
 Everything is driven by one config dict (a YAML file for ``napari-landmarks train --config``); see
 ``configs/`` for the shipped models' configs.
