@@ -190,6 +190,19 @@ def test_cpu_experiment_differs_from_the_shipped_recipe_only_in_the_network_and_
         **shipped["model"], "arch": None, "preset": None}
 
 
+def test_hrnet_softmax_nll_arm_differs_from_the_unet_arm_only_in_the_network():
+    """The HRNet arm of the same comparison (softmax NLL from the start): against the U-Net arm only the
+    network differs, so the two isolate the architecture at an equal budget and loss."""
+    from napari_interactive_landmarks.training.trainer import load_config
+
+    hrnet = load_config(REPO / "configs" / "experiments" / "isbi-ceph-nll-scratch.yaml")
+    unet = load_config(REPO / "configs" / "experiments" / "chh-half-isbi-cpu.yaml")
+    shipped = load_config(REPO / "configs" / "isbi-ceph.yaml")
+    assert set(hrnet) == set(unet)
+    assert {key for key in hrnet if hrnet[key] != unet[key]} == {"name", "model"}
+    assert hrnet["model"] == shipped["model"] and not hrnet.get("init_weights")
+
+
 # ---------------------------------------------------------------- losses on constructed maps
 
 
