@@ -13,7 +13,9 @@ Each model is given by the files the package's own commands write:
                 src/napari_interactive_landmarks/weights/isbi-ceph.safetensors \
         --model "CHH U-Net half" E.json B.json W
 
-A bench JSON or weights file given as "-" leaves its columns empty. Prints the markdown to stdout.
+A bench JSON or weights file given as "-" leaves its columns empty. WEIGHTS may also be the JSON that
+`--facts-out` wrote for that file (a table can then be rebuilt after the run folder is gone). Prints the markdown
+to stdout.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def weights_facts(path: str | None) -> dict:
     if not path or path == "-":
         return {}
     p = Path(path)
+    if p.suffix == ".json":
+        return json.loads(p.read_text())
     n = 0
     with safe_open(str(p), framework="numpy") as f:
         meta = f.metadata() or {}
@@ -123,9 +127,17 @@ def paired_table(models: list[tuple[str, dict, dict, dict]]) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", nargs=4, action="append", required=True,
+    ap.add_argument("--model", nargs=4, action="append", default=[],
                     metavar=("LABEL", "EVAL_JSON", "BENCH_JSON", "WEIGHTS"))
+    ap.add_argument("--facts-out", nargs=2, metavar=("WEIGHTS", "JSON"),
+                    help="only write WEIGHTS' parameter count, file size and input size to JSON, then exit")
     args = ap.parse_args(argv)
+    if args.facts_out:
+        w, out = args.facts_out
+        Path(out).write_text(json.dumps({**weights_facts(w), "file": Path(w).name}, indent=1) + "\n")
+        return
+    if not args.model:
+        ap.error("give at least one --model LABEL EVAL_JSON BENCH_JSON WEIGHTS")
     models = [(label, load_json(e), load_json(b), weights_facts(w)) for label, e, b, w in args.model]
     print(summary_table(models))
     print()

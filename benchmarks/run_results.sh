@@ -2,8 +2,9 @@
 # Reproduces the figures in docs/results.md (CPU, 2 threads).
 # Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all|heatmap-loss|architectures]
 # (heatmap-loss re-trains the two arms of the BCE vs softmax-NLL comparison: about an hour on 2 cores; not in 'all')
-# (architectures: issue 12's table on Test1Data for trained weights, WEIGHTS="label=file ..." (default: the CPU
-#  experiment runs/chh-half-isbi-cpu); calibrates each file on the held-out val images first; not in 'all')
+# (architectures: issue 12's table on Test1Data for trained weights, WEIGHTS="label=file ..." (default: the two CPU
+#  experiments); calibrates each file on the held-out val images first; a bare label reuses its earlier files;
+#  not in 'all')
 # Needs the datasets beside the repository (../shared/datasets) or DATA=/path/to/datasets.
 set -euo pipefail
 DATA=${DATA:-../shared/datasets}
@@ -59,19 +60,25 @@ if [[ $what == heatmap-loss ]]; then
   done
 fi
 if [[ $what == architectures ]]; then
-  WEIGHTS=${WEIGHTS:-"chh-half-isbi-cpu=runs/chh-half-isbi-cpu/best.safetensors"}
+  # WEIGHTS: "label=file" evaluates that file; a bare "label" reuses the files an earlier run wrote for it
+  # ($OUT/label-test1-worst.json, $OUT/bench-label-151.json, $OUT/weights-label.json)
+  WEIGHTS=${WEIGHTS:-"isbi-ceph-nll-scratch=runs/isbi-ceph-nll-scratch/best.safetensors chh-half-isbi-cpu"}
   # benched on a real film: on a synthetic noise image a stride-1 model's maps are broad and its uncertainty costs more
   FILM="$DATA/isbi2015/RawImage/Test1Data/151.jpg"
   napari-landmarks bench --model isbi-ceph --image "$FILM" --runs 40 --threads 2 --json $OUT/bench-isbi-ceph-151.json
   rows=(--model "HRNet-W18s + OCR (isbi-ceph)" $OUT/isbi-ceph-test1-worst.json $OUT/bench-isbi-ceph-151.json
         src/napari_interactive_landmarks/weights/isbi-ceph.safetensors)
   for spec in $WEIGHTS; do
-    name=${spec%%=*}; w=${spec#*=}
-    napari-landmarks calibrate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split val $T
-    napari-landmarks evaluate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data --clicks 5 \
-        --order worst --json $OUT/$name-test1-worst.json $T
-    napari-landmarks bench --weights "$w" --image "$FILM" --runs 40 --threads 2 --json $OUT/bench-$name-151.json
-    rows+=(--model "$name" $OUT/$name-test1-worst.json $OUT/bench-$name-151.json "$w")
+    name=${spec%%=*}
+    if [[ $spec == *=* ]]; then
+      w=${spec#*=}
+      napari-landmarks calibrate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split val $T
+      napari-landmarks evaluate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data --clicks 5 \
+          --order worst --json $OUT/$name-test1-worst.json $T
+      napari-landmarks bench --weights "$w" --image "$FILM" --runs 40 --threads 2 --json $OUT/bench-$name-151.json
+      python benchmarks/architecture_table.py --facts-out "$w" $OUT/weights-$name.json
+    fi
+    rows+=(--model "$name" $OUT/$name-test1-worst.json $OUT/bench-$name-151.json $OUT/weights-$name.json)
   done
   python benchmarks/architecture_table.py "${rows[@]}" | tee $OUT/architectures-test1.md
 fi
