@@ -21,6 +21,7 @@ to stdout.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -134,7 +135,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.facts_out:
         w, out = args.facts_out
-        Path(out).write_text(json.dumps({**weights_facts(w), "file": Path(w).name}, indent=1) + "\n")
+        digest = hashlib.sha256(Path(w).read_bytes()).hexdigest()
+        Path(out).write_text(json.dumps({**weights_facts(w), "file": w, "sha256": digest}, indent=1) + "\n")
         return
     if not args.model:
         ap.error("give at least one --model LABEL EVAL_JSON BENCH_JSON WEIGHTS")
