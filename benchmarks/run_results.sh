@@ -2,8 +2,8 @@
 # Reproduces the figures in docs/results.md (CPU, 2 threads).
 # Usage: bash benchmarks/run_results.sh [aasce|isbi|phantom|bench|all|heatmap-loss|architectures]
 # (heatmap-loss re-trains the two arms of the BCE vs softmax-NLL comparison: about an hour on 2 cores; not in 'all')
-# (architectures: issue 12's table on Test1Data for trained weights, WEIGHTS="label=file ..." (default: the two CPU
-#  experiments); calibrates each file on the held-out val images first; a bare label reuses its earlier files;
+# (architectures: issue 12's table on Test1Data for trained weights, WEIGHTS="label=file ..." (default: the earlier
+#  isbi-ceph and the U-Net arm); calibrates each file on the held-out val images first; a bare label reuses its earlier files;
 #  not in 'all')
 # Needs the datasets beside the repository (../shared/datasets) or DATA=/path/to/datasets.
 set -euo pipefail
@@ -62,11 +62,12 @@ fi
 if [[ $what == architectures ]]; then
   # WEIGHTS: "label=file" evaluates that file; a bare "label" reuses the files an earlier run wrote for it
   # ($OUT/label-test1-worst.json, $OUT/bench-label-151.json, $OUT/weights-label.json)
-  WEIGHTS=${WEIGHTS:-"isbi-ceph-nll-scratch=runs/isbi-ceph-nll-scratch/best.safetensors chh-half-isbi-cpu"}
+  # default: the shipped model against the previous shipped one (24 BCE + 8 softmax-NLL epochs) and the U-Net arm
+  WEIGHTS=${WEIGHTS:-"isbi-ceph-v2-bce24-nll8 chh-half-isbi-cpu"}
   # benched on a real film: on a synthetic noise image a stride-1 model's maps are broad and its uncertainty costs more
   FILM="$DATA/isbi2015/RawImage/Test1Data/151.jpg"
   napari-landmarks bench --model isbi-ceph --image "$FILM" --runs 40 --threads 2 --json $OUT/bench-isbi-ceph-151.json
-  rows=(--model "HRNet-W18s + OCR (isbi-ceph)" $OUT/isbi-ceph-test1-worst.json $OUT/bench-isbi-ceph-151.json
+  rows=(--model "HRNet-W18s + OCR, softmax NLL 32 ep. (isbi-ceph)" $OUT/isbi-ceph-test1-worst.json $OUT/bench-isbi-ceph-151.json
         src/napari_interactive_landmarks/weights/isbi-ceph.safetensors)
   for spec in $WEIGHTS; do
     name=${spec%%=*}
