@@ -213,7 +213,13 @@ def test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps(name
 
     from napari_interactive_landmarks.data.phantom import make_phantom
 
+    from napari_interactive_landmarks import weights
+
     ref = json.loads((Path(__file__).parent / "data" / "reference_predictions.json").read_text())
+    shipped = weights.get_entry(name, weights.load_manifest())["sha256"]
+    assert ref[name]["sha256"] == shipped, (
+        f"'{name}' ships other weights than the reference was computed with: after checking that the old weights "
+        "still match, recompute its entry (and sha256) with the new weights")
     p = Predictor.from_name(name, device="cpu")
     img, _ = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)
     auto = p.predict(img)
