@@ -16,44 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from napari_interactive_landmarks.evaluation import calibration as cal  # noqa: E402
-from napari_interactive_landmarks.evaluation.calibration_stats import (  # noqa: E402
-    calibration_bins,
-    fit_temperatures,
-)
+from napari_interactive_landmarks.evaluation import calibration as cal
+from napari_interactive_landmarks.evaluation.calibration_stats import calibration_bins, fit_temperatures, target_nll
 
 CHOICES = ("none", "shared", "per-landmark")
-
-
-def target_nll(logits: torch.Tensor, targets: np.ndarray, temps: np.ndarray) -> float:
-    """Mean over (image, landmark) of −log p(target) under softmax2d(logits / T), the target's log-probability
-    interpolated bilinearly (the objective fit_temperatures minimises)."""
-    n, k, h, w = logits.shape
-    t = torch.as_tensor(np.broadcast_to(temps, (k,)).copy(), dtype=torch.float64)
-    total, count = 0.0, 0
-    for i in range(n):
-        x = logits[i].double() / t[:, None, None]
-        logp = x - torch.logsumexp(x.flatten(-2), -1)[:, None, None]
-        for j in range(k):
-            r, c = targets[i, j]
-            if not (np.isfinite(r) and np.isfinite(c)) or not (0 <= r <= h - 1 and 0 <= c <= w - 1):
-                continue
-            r0, c0 = int(np.floor(r)), int(np.floor(c))
-            r1, c1 = min(r0 + 1, h - 1), min(c0 + 1, w - 1)
-            wr, wc = r - r0, c - c0
-            v = ((1 - wr) * (1 - wc) * logp[j, r0, c0] + (1 - wr) * wc * logp[j, r0, c1]
-                 + wr * (1 - wc) * logp[j, r1, c0] + wr * wc * logp[j, r1, c1])
-            total -= float(v)
-            count += 1
-    return total / max(count, 1)
 
 
 def hottest_pixel_ece(data: dict, idx, temps) -> float:

@@ -21,6 +21,7 @@ from napari_interactive_landmarks.evaluation.calibration_stats import (
     fit_temperatures,
     good_erroneous_table,
     spearman,
+    target_nll,
     threshold_at_tpr,
 )
 
@@ -153,6 +154,23 @@ def test_fit_temperatures_recovers_known_temperature():
     shared = fit_temperatures(lt[:, 1:2], targets[:, 1:2], per_landmark=False)
     np.testing.assert_allclose(shared, [1.0], rtol=0.1)
 
+
+
+def test_target_nll_is_the_objective_the_fitted_temperatures_minimise():
+    rng = np.random.default_rng(2)
+    logits = torch.from_numpy(rng.normal(size=(200, 2, 9, 9)) * 2.0).float()
+    targets = _sample_targets(logits.numpy(), np.array([0.7, 1.5]), rng)
+    targets[:3, 0] = np.nan  # ignored, as by the fit
+    t = fit_temperatures(logits, targets)
+    best = target_nll(logits, targets, t)
+    for factor in (0.8, 1.25):
+        assert best < target_nll(logits, targets, t * factor)
+    assert best < target_nll(logits, targets)  # T = 1
+    # an integer target: −log of the softmax at that pixel
+    one = torch.zeros(1, 1, 3, 3)
+    one[0, 0, 1, 2] = 2.0
+    want = -float(torch.log_softmax(one.flatten() / 2.0, 0)[5])
+    assert target_nll(one, np.array([[[1.0, 2.0]]]), [2.0]) == pytest.approx(want, rel=1e-9)
 
 def test_fit_temperatures_without_usable_targets_is_identity():
     logits = torch.zeros(4, 2, 5, 5)

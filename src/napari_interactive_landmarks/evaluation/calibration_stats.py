@@ -38,6 +38,57 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
+def _logits_tensor(logits) -> torch.Tensor:
+    L = logits if torch.is_tensor(logits) else torch.from_numpy(np.asarray(logits))
+    L = L.detach()
+    if not torch.is_floating_point(L) or L.dtype in (torch.float16, torch.bfloat16):
+        L = L.float()
+    if L.ndim != 4:
+        raise ValueError(f"logits must be (N, K, h, w), got shape {tuple(L.shape)}")
+    return L
+
+
+def _target_logits(L: torch.Tensor, targets, subpixel: str, chunk: int):
+    """The logit at each (sub-pixel) target, bilinear or nearest, as float64 on the CPU (N, K), and which
+    (image, landmark) pairs are usable: a finite target inside the grid and finite logits."""
+    n, k, h, w = L.shape
+    tg = torch.as_tensor(_np(targets), device="cpu")  # book-keeping on the CPU; logits stay where they are
+    if tg.shape != (n, k, 2):
+        raise ValueError(f"targets must have shape {(n, k, 2)}, got {tuple(tg.shape)}")
+    dev = L.device
+
+    r, c = tg[..., 0], tg[..., 1]
+    valid = torch.isfinite(tg).all(-1) & (r >= -0.5) & (r <= h - 0.5) & (c >= -0.5) & (c <= w - 0.5)
+    finite = torch.cat([torch.isfinite(L[s : s + chunk]).flatten(-2).all(-1).cpu() for s in range(0, n, chunk)])
+    valid &= finite
+    r = torch.where(valid, r, 0.0)
+    c = torch.where(valid, c, 0.0)
+
+    ni = torch.arange(n, device="cpu")[:, None].expand(n, k)
+    ki = torch.arange(k, device="cpu")[None, :].expand(n, k)
+
+    def at(rows, cols):
+        return L[ni.to(dev), ki.to(dev), rows.to(dev), cols.to(dev)].double().cpu()
+
+    if subpixel == "nearest":
+        ri = torch.round(r).clamp(0, h - 1).long()
+        ci = torch.round(c).clamp(0, w - 1).long()
+        tval = at(ri, ci)
+    else:
+        rr, cc = r.clamp(0, h - 1), c.clamp(0, w - 1)
+        r0, c0 = torch.floor(rr).long(), torch.floor(cc).long()
+        r1, c1 = (r0 + 1).clamp(max=h - 1), (c0 + 1).clamp(max=w - 1)
+        wr, wc = rr - r0, cc - c0
+        tval = (
+            (1 - wr) * (1 - wc) * at(r0, c0)
+            + (1 - wr) * wc * at(r0, c1)
+            + wr * (1 - wc) * at(r1, c0)
+            + wr * wc * at(r1, c1)
+        )
+    tval = torch.where(valid, tval, 0.0)
+    return tval, valid
+
+
 def fit_temperatures(
     logits,
     targets,
@@ -76,48 +127,11 @@ def fit_temperatures(
     """
     if subpixel not in ("bilinear", "nearest"):
         raise ValueError(f"subpixel must be 'bilinear' or 'nearest', got {subpixel!r}")
-    L = logits if torch.is_tensor(logits) else torch.from_numpy(np.asarray(logits))
-    L = L.detach()
-    if not torch.is_floating_point(L) or L.dtype in (torch.float16, torch.bfloat16):
-        L = L.float()
-    if L.ndim != 4:
-        raise ValueError(f"logits must be (N, K, h, w), got shape {tuple(L.shape)}")
-    n, k, h, w = L.shape
-    tg = torch.as_tensor(_np(targets), device="cpu")  # book-keeping on the CPU; logits stay where they are
-    if tg.shape != (n, k, 2):
-        raise ValueError(f"targets must have shape {(n, k, 2)}, got {tuple(tg.shape)}")
+    L = _logits_tensor(logits)
+    n, k = L.shape[:2]
     chunk = max(1, int(chunk))
     dev = L.device
-
-    r, c = tg[..., 0], tg[..., 1]
-    valid = torch.isfinite(tg).all(-1) & (r >= -0.5) & (r <= h - 0.5) & (c >= -0.5) & (c <= w - 0.5)
-    finite = torch.cat([torch.isfinite(L[s : s + chunk]).flatten(-2).all(-1).cpu() for s in range(0, n, chunk)])
-    valid &= finite
-    r = torch.where(valid, r, 0.0)
-    c = torch.where(valid, c, 0.0)
-
-    ni = torch.arange(n, device="cpu")[:, None].expand(n, k)
-    ki = torch.arange(k, device="cpu")[None, :].expand(n, k)
-
-    def at(rows, cols):
-        return L[ni.to(dev), ki.to(dev), rows.to(dev), cols.to(dev)].double().cpu()
-
-    if subpixel == "nearest":
-        ri = torch.round(r).clamp(0, h - 1).long()
-        ci = torch.round(c).clamp(0, w - 1).long()
-        tval = at(ri, ci)
-    else:
-        rr, cc = r.clamp(0, h - 1), c.clamp(0, w - 1)
-        r0, c0 = torch.floor(rr).long(), torch.floor(cc).long()
-        r1, c1 = (r0 + 1).clamp(max=h - 1), (c0 + 1).clamp(max=w - 1)
-        wr, wc = rr - r0, cc - c0
-        tval = (
-            (1 - wr) * (1 - wc) * at(r0, c0)
-            + (1 - wr) * wc * at(r0, c1)
-            + wr * (1 - wc) * at(r1, c0)
-            + wr * wc * at(r1, c1)
-        )
-    tval = torch.where(valid, tval, 0.0)
+    tval, valid = _target_logits(L, targets, subpixel, chunk)
 
     count_k = valid.sum(0)  # (K,)
     fitted = count_k > 0
@@ -157,6 +171,24 @@ def fit_temperatures(
     t = np.where(np.isfinite(t), np.clip(t, T_MIN, T_MAX), 1.0)
     return np.where(fitted.numpy(), t, out)
 
+
+
+def target_nll(logits, targets, temperatures=None, subpixel: str = "bilinear", chunk: int = 16) -> float:
+    """Mean over the usable (image, landmark) pairs of ``−log p(target)`` under ``softmax2d(logits / T)``: the
+    objective ``fit_temperatures`` minimises (same target interpolation, same pairs ignored), for scoring
+    temperatures on other data. ``temperatures``: (K,), a scalar, or None for T = 1."""
+    L = _logits_tensor(logits)
+    n, k = L.shape[:2]
+    chunk = max(1, int(chunk))
+    tval, valid = _target_logits(L, targets, subpixel, chunk)
+    t = torch.as_tensor(np.broadcast_to(1.0 if temperatures is None else temperatures, (k,)).copy(),
+                        dtype=torch.float64)
+    total = 0.0
+    for s in range(0, n, chunk):
+        x = L[s : s + chunk].double() / t.to(L.device)[:, None, None]
+        lse = torch.logsumexp(x.flatten(-2), dim=-1).cpu()
+        total += float(torch.where(valid[s : s + chunk], lse - tval[s : s + chunk] / t, 0.0).sum())
+    return total / max(int(valid.sum()), 1)
 
 # --------------------------------------------------------------------------------------------------
 # calibration (reliability diagrams, ECE)
