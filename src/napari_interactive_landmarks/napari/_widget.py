@@ -137,6 +137,9 @@ class LandmarkWidget(QWidget):
         self.predictor = None
         self.layers: LandmarkLayers | None = None
         self.image_layer: Image | None = None
+        # layers of a previous adapter, hidden, removed once the current adapter's points are in the viewer (see
+        # _retire_layers: removing them first crashes software OpenGL)
+        self._retired: list = []
         self._manifest: dict = {}
         self._busy = 0
         self._unsubscribe = None  # from the current session's change events
@@ -367,20 +370,36 @@ class LandmarkWidget(QWidget):
         if self.image_combo.currentText() != current:
             self._on_image_chosen(self.image_combo.currentText())
         if self.layers is not None and self.layers.points is not None and self.layers.points not in self.viewer.layers:
-            # the user deleted the landmark layer: its outline, labels, lines and map go with it (after this
-            # event), the session stays; Detect (or undo, redo…) draws it again
-            adapter, self.layers = self.layers, None
-            orphans = [adapter.outline, adapter.labels, adapter.measurement_lines, adapter.uncertainty]
-            adapter.close(remove=False)  # stops listening now: no result may draw the points again
-            QTimer.singleShot(0, lambda: self._remove_layers(orphans))
+            # the user deleted the landmark layer: its outline, labels, lines and map go with it (hidden now,
+            # removed when Detect, undo, redo… draw the points again); the session stays
+            self._drop_layers()
 
-    def _remove_layers(self, layers) -> None:
+    def _retire_layers(self, layers) -> None:
+        """Hide a previous adapter's layers now and remove them once the current adapter has put its points layer
+        in the viewer (:meth:`_remove_retired`).
+
+        Removing them first crashes the viewer on software OpenGL (Mesa llvmpipe / softpipe, what Xvfb and many
+        remote desktops use): when the overlay layers are removed and the film is the only layer left, the first
+        layer added afterwards makes the next paint die in ``glDrawArrays`` (SIGSEGV). Reproduced with napari
+        alone (an image, a points layer with text; remove it, add points: exit 139), and not when the new layer is
+        added before the old ones are removed — which is the order kept here."""
         for lyr in layers:
-            if lyr is not None and lyr in self.viewer.layers:
+            if lyr is not None and lyr in self.viewer.layers and lyr not in self._retired:
+                lyr.visible = False
+                lyr.name = f"{lyr.name} (replaced)"  # the new layers keep the plain names
+                self._retired.append(lyr)
+
+    def _remove_retired(self) -> None:
+        """Remove the retired layers, once the current adapter's points layer is in the viewer."""
+        if not self._retired or self.layers is None or not self.layers._alive(self.layers.points):
+            return
+        layers, self._retired = self._retired, []
+        for lyr in layers:
+            if lyr in self.viewer.layers:
                 self.viewer.layers.remove(lyr)
 
     def _owned(self, layer) -> bool:
-        return self.layers is not None and layer is self.layers.uncertainty
+        return (self.layers is not None and layer is self.layers.uncertainty) or any(layer is r for r in self._retired)
 
     def _refresh_model_choices(self):
         from ..weights import load_manifest
@@ -525,7 +544,7 @@ class LandmarkWidget(QWidget):
         """Make a freshly built session the current one: the adapter draws it, the panel listens."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        self._drop_layers(remove=True)
+        self._drop_layers()
         self.predictor, self.session, self.image_layer = pred, session, layer
         self._ensure_layers()
         self._unsubscribe = session.subscribe(self._on_session_changed)  # after the adapter: its state is fresh
@@ -564,6 +583,7 @@ class LandmarkWidget(QWidget):
                                      show_labels=self.show_labels.isChecked())
         if self.session.detected:
             self.layers.sync()
+            self._remove_retired()
 
     def _ensure_session(self, on_ready):
         """Load the model (worker) and prepare the image if needed, then call on_ready()."""
@@ -745,6 +765,7 @@ class LandmarkWidget(QWidget):
     def _on_session_changed(self, change: str):
         if change == "image":
             return
+        self._remove_retired()  # the adapter (subscribed first) has drawn the new points
         self._update_buttons()
         if change == "pinned":
             return  # the model's answer follows as "result"
@@ -851,10 +872,13 @@ class LandmarkWidget(QWidget):
         self.meas_doubts.setVisible(bool(doubts))
 
     # ------------------------------------------------------------------ layers
-    def _drop_layers(self, remove=False):
-        if self.layers is not None:
-            self.layers.close(remove=remove)
-            self.layers = None
+    def _drop_layers(self):
+        """Detach the current adapter (it stops listening at once) and retire its layers."""
+        adapter, self.layers = self.layers, None
+        if adapter is not None:
+            layers = [adapter.points, adapter.outline, adapter.labels, adapter.measurement_lines, adapter.uncertainty]
+            adapter.close(remove=False)
+            self._retire_layers(layers)
 
     # ------------------------------------------------------------------ files
     def _save_dialog(self):
