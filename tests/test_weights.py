@@ -17,9 +17,6 @@ from napari_interactive_landmarks import weights as W
 def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv(W.MANIFEST_ENV, raising=False)
     monkeypatch.setenv(W.CACHE_ENV, str(tmp_path / "cache"))
-    W.clear_hash_cache()
-    yield
-    W.clear_hash_cache()
 
 
 def tiny_state_dict():
@@ -104,7 +101,7 @@ def test_register_and_load_manifest(registered):
     assert man.read_text().startswith("# my header\n")
 
 
-def test_resolve_packaged_and_cached_hash(registered, monkeypatch):
+def test_resolve_packaged_hashes_the_file_every_time(registered, monkeypatch):
     man, f = registered
     p = W.resolve_weights("tiny", manifest=man)
     assert p == f
@@ -113,9 +110,28 @@ def test_resolve_packaged_and_cached_hash(registered, monkeypatch):
     monkeypatch.setattr(W, "sha256_file", lambda path: calls.append(path) or real(path))
     for _ in range(3):
         W.resolve_weights("tiny", manifest=W.load_manifest(man))
-    assert calls == []  # hash cached by (path, mtime, size)
+    assert calls == [f] * 3  # no cache: what is loaded is what was checked (5-15 ms for 4-12 MB)
     sd, meta = W.load_weights(p)
     assert meta["model"] == "tiny" and "0.weight" in sd
+
+
+def test_a_file_edited_in_place_with_its_size_and_time_kept_is_refused(registered):
+    """Issue 'no crash, no silent wrong answer', item 8g: the in-process hash cache was keyed by size and
+    modification time, so a file changed in place with both restored (os.utime) was accepted, while a fresh
+    process refused it."""
+    import os
+
+    man, f = registered
+    W.resolve_weights("tiny", manifest=man)  # checked once in this process
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0xFF
+    with open(f, "r+b") as fh:  # in place: same inode, same size
+        fh.write(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f.stat().st_size, f.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    with pytest.raises(W.WeightsHashError, match="tiny.safetensors"):
+        W.resolve_weights("tiny", manifest=man)
 
 
 def test_corrupted_file_raises_hash_error(registered):
@@ -124,7 +140,6 @@ def test_corrupted_file_raises_hash_error(registered):
     data = bytearray(f.read_bytes())
     data[-5] ^= 0xFF
     f.write_bytes(bytes(data))
-    W.clear_hash_cache()
     with pytest.raises(W.WeightsHashError) as ei:
         W.resolve_weights("tiny", manifest=man)
     msg = str(ei.value)
