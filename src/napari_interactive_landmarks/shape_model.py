@@ -1,0 +1,283 @@
+"""The anatomy as a second channel for a correction: a statistical shape model (point distribution model) of the
+landmarks' joint positions, conditioned on the points a user has placed, multiplied into the network's calibrated
+probability maps (``../shared/docs/shape-prior.md``; Cootes et al.'s point distribution model, conditioned on
+partial observations as in Blanc, Syrkina & Székely).
+
+All coordinates here are **normalised image coordinates** u = ((row + 0.5) / H, (col + 0.5) / W) of an H × W image,
+so shapes of films of different sizes share one model; a shape is the (K, 2) array of its landmarks' u, flattened
+row-major into x ∈ R^{2K} = (r0, c0, r1, c1, …).
+
+- Fit: mean μ and covariance Σ from the training labels, pairwise-complete where some landmarks are unannotated
+  (NaN), stored raw; at use Σ is shrunk toward its diagonal, Σ_λ = (1 − λ) Σ + λ diag Σ, and floored to a
+  positive-definite matrix.
+- Conditioning on placed landmarks o at y: m = μ + Σ_·o Σ_oo⁻¹ (y − μ_o), C = Σ − Σ_·o Σ_oo⁻¹ Σ_o·; landmark j's
+  prior is N(m_j, τ C_j) (its 2 × 2 block), for all landmarks at once.
+- Each landmark given all the others (no click): from the precision Λ = Σ⁻¹, C_j = (Λ_jj)⁻¹ and
+  m_j = u_j − C_j (Λ (u − μ))_j.
+- The prior on a map's grid is made robust: log(w · N(cell; m_j, τ C_j) + (1 − w) · U), U = 1 the uniform density
+  over the (unit) normalised image, so that an implausible click can never drag a point off its map (w = 1 let one
+  film go from 227 to 863 px after one click).
+
+Nothing here imports torch, napari or Qt; :mod:`..inference.predictor` applies it to the maps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = ["ShapeModel", "ShapePriorSettings", "ShapeModelError", "normalise", "TENSOR_PREFIX"]
+
+TENSOR_PREFIX = "shape_model."  # the shape model's tensors in a weights file (float32, beside the network's)
+DIAGONAL_FLOOR = 1e-6  # variance floor in normalised units² (0.1 % of the image side): keeps Σ positive-definite
+
+
+class ShapeModelError(ValueError):
+    """A shape model that cannot be fitted or used, said in one line."""
+
+
+def normalise(coords, shape) -> np.ndarray:
+    """(…, K, 2) (row, col) pixels of an image of ``shape`` (H, W) → normalised u."""
+    h, w = float(shape[0]), float(shape[1])
+    return (np.asarray(coords, np.float64) + 0.5) / np.array([h, w])
+
+
+@dataclass
+class ShapePriorSettings:
+    """How the prior is applied, chosen per model on its validation split and kept in its model card."""
+
+    enabled: bool = True
+    tau: float = 1.0  # prior inflation: the conditional covariance is multiplied by tau
+    weight: float = 0.9  # robustness: w · N + (1 − w) · uniform; must be < 1
+    shrinkage: float = 0.05  # λ of the covariance's shrinkage toward its diagonal
+    zero_click: bool = False  # also before any click (each landmark given all the others, iterated)
+    zero_click_rounds: int = 2
+
+    def __post_init__(self):
+        self.enabled = bool(self.enabled)
+        self.zero_click = bool(self.zero_click)
+        for name in ("tau", "weight", "shrinkage"):
+            v = getattr(self, name)
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise ShapeModelError(f"shape prior: {name} must be a number, got {v!r}") from None
+            setattr(self, name, v)
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ShapeModelError(f"shape prior: tau must be positive and finite, got {self.tau}")
+        if not (0.0 <= self.weight < 1.0):
+            raise ShapeModelError(f"shape prior: weight must be in [0, 1) (1 would let an implausible click drag "
+                                  f"points off their maps), got {self.weight}")
+        if not (0.0 <= self.shrinkage <= 1.0):
+            raise ShapeModelError(f"shape prior: shrinkage must be in [0, 1], got {self.shrinkage}")
+        self.zero_click_rounds = int(self.zero_click_rounds)
+
+
+@dataclass
+class ShapeModel:
+    """A Gaussian model of the joint landmark positions (normalised coordinates), with its prior settings."""
+
+    mean: np.ndarray  # (2K,)
+    cov_raw: np.ndarray  # (2K, 2K) pairwise-complete sample covariance, before shrinkage
+    num_shapes: int
+    settings: ShapePriorSettings = field(default_factory=ShapePriorSettings)
+    schema: str | None = None  # the landmark set it was fitted for (name)
+    fitted_on: str = ""  # what it was fitted from (dataset / split), for the model card
+
+    def __post_init__(self):
+        self.mean = np.asarray(self.mean, np.float64).reshape(-1)
+        self.cov_raw = np.asarray(self.cov_raw, np.float64)
+        d = self.mean.size
+        if d == 0 or d % 2:
+            raise ShapeModelError(f"shape model: its mean has {d} values, not 2 per landmark")
+        if self.cov_raw.shape != (d, d):
+            raise ShapeModelError(f"shape model: covariance of shape {self.cov_raw.shape} for {d // 2} landmarks")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.cov_raw).all()):
+            raise ShapeModelError("shape model: its mean or covariance holds NaN or infinite values")
+        self._set_cov()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def fit(cls, shapes, settings: ShapePriorSettings | None = None, schema: str | None = None,
+            fitted_on: str = "") -> "ShapeModel":
+        """From (N, K, 2) normalised shapes (NaN = unannotated): mean and pairwise-complete covariance."""
+        x = np.asarray(shapes, np.float64)
+        if x.ndim != 3 or x.shape[-1] != 2:
+            raise ShapeModelError(f"shape model: shapes must be (N, K, 2), got {x.shape}")
+        n, k, _ = x.shape
+        x = x.reshape(n, 2 * k)
+        seen = np.isfinite(x)
+        per_landmark = seen.reshape(n, k, 2).all(-1).sum(0)
+        empty = np.flatnonzero(per_landmark < 2)
+        if len(empty):
+            raise ShapeModelError(f"shape model: landmark(s) {empty[:5].tolist()} are annotated in fewer than 2 of the "
+                                  f"{n} training shapes")
+        complete = int(seen.all(1).sum())
+        if n < max(10, k):
+            raise ShapeModelError(f"shape model: {n} training shapes are too few for {k} landmarks (at least "
+                                  f"{max(10, k)} needed)")
+        mean = np.nanmean(x, axis=0)
+        xc = np.where(seen, x - mean, 0.0)
+        m = seen.astype(np.float64)
+        count = m.T @ m
+        cov = (xc.T @ xc) / np.maximum(count - 1.0, 1.0)
+        cov[count < 2] = 0.0
+        sm = cls(mean, cov, n, settings or ShapePriorSettings(), schema, fitted_on)
+        sm.num_complete = complete
+        return sm
+
+    def with_settings(self, **changes) -> "ShapeModel":
+        """The same fit with other prior settings."""
+        return ShapeModel(self.mean, self.cov_raw, self.num_shapes,
+                          ShapePriorSettings(**{**asdict(self.settings), **changes}), self.schema, self.fitted_on)
+
+    def _set_cov(self):
+        lam = self.settings.shrinkage
+        cov = (1.0 - lam) * self.cov_raw + lam * np.diag(np.diag(self.cov_raw))
+        cov = 0.5 * (cov + cov.T)
+        vals, vecs = np.linalg.eigh(cov)
+        floor = max(DIAGONAL_FLOOR, 1e-9 * float(vals.max(initial=0.0)))
+        if not np.isfinite(vals).all():
+            raise ShapeModelError("shape model: its covariance is not finite after shrinkage")
+        self.cov = (vecs * np.maximum(vals, floor)) @ vecs.T
+        self.precision = (vecs / np.maximum(vals, floor)) @ vecs.T
+
+    @property
+    def num_landmarks(self) -> int:
+        return self.mean.size // 2
+
+    # ------------------------------------------------------------------ conditionals
+    def condition(self, indices, points) -> tuple[np.ndarray, np.ndarray]:
+        """Every landmark's Gaussian given landmarks ``indices`` at normalised ``points`` (n, 2): means (K, 2) and
+        2 × 2 covariances (K, 2, 2) (the given landmarks' own come out at their points with ~0 covariance)."""
+        idx = np.asarray(list(indices), int)
+        k = self.num_landmarks
+        if len(idx) == 0:
+            return self.mean.reshape(k, 2).copy(), _blocks(self.cov, k)
+        y = np.asarray(points, np.float64).reshape(-1)
+        o = np.stack([2 * idx, 2 * idx + 1], 1).reshape(-1)
+        s_oo = self.cov[np.ix_(o, o)]
+        s_ao = self.cov[:, o]
+        gain = np.linalg.solve(s_oo, s_ao.T).T  # Σ_·o Σ_oo⁻¹, (2K, 2n)
+        m = self.mean + gain @ (y - self.mean[o])
+        c = self.cov - gain @ s_ao.T
+        return m.reshape(k, 2), _blocks(0.5 * (c + c.T), k)
+
+    def leave_one_out(self, points) -> tuple[np.ndarray, np.ndarray]:
+        """Each landmark's Gaussian given all the others at normalised ``points`` (K, 2)."""
+        k = self.num_landmarks
+        u = np.asarray(points, np.float64).reshape(-1)
+        lam_blocks = _blocks(self.precision, k)
+        c = np.linalg.inv(lam_blocks)
+        r = (self.precision @ (u - self.mean)).reshape(k, 2)
+        m = u.reshape(k, 2) - np.einsum("kij,kj->ki", c, r)
+        return m, c
+
+    def log_prior_on_grid(self, means, covs, grid) -> np.ndarray:
+        """log(w · N(cell; m_j, τ C_j) + (1 − w)) at the centres of an (h, w) grid over the image, (K, h, w)
+        float32 — the robust prior the predictor adds to each landmark's log-probability map."""
+        h, w = int(grid[0]), int(grid[1])
+        tau, wt = self.settings.tau, self.settings.weight
+        cov = tau * np.asarray(covs, np.float64) + DIAGONAL_FLOOR * np.eye(2)
+        det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
+        inv00, inv11, inv01 = cov[:, 1, 1] / det, cov[:, 0, 0] / det, -cov[:, 0, 1] / det
+        ur = ((np.arange(h) + 0.5) / h)[None, :] - means[:, 0:1]  # (K, h)
+        uc = ((np.arange(w) + 0.5) / w)[None, :] - means[:, 1:2]  # (K, w)
+        q = (inv00[:, None, None] * (ur ** 2)[:, :, None] + inv11[:, None, None] * (uc ** 2)[:, None, :]
+             + 2 * inv01[:, None, None] * ur[:, :, None] * uc[:, None, :])
+        log_n = -0.5 * q - np.log(2 * np.pi * np.sqrt(det))[:, None, None]
+        if wt <= 0:
+            return np.zeros((len(means), h, w), np.float32)
+        return np.logaddexp(np.log(wt) + log_n, np.log1p(-wt)).astype(np.float32)
+
+    # ------------------------------------------------------------------ storage
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The arrays a weights file stores (float32), under :data:`TENSOR_PREFIX`."""
+        return {TENSOR_PREFIX + "mean": self.mean.astype(np.float32),
+                TENSOR_PREFIX + "cov": self.cov_raw.astype(np.float32)}
+
+    def card_field(self) -> dict:
+        """The model card's ``shape_prior`` field (settings and provenance; the arrays are tensors)."""
+        return {**asdict(self.settings), "num_shapes": int(self.num_shapes), "schema": self.schema,
+                "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_stored(cls, tensors: dict, card_field: dict | None, num_landmarks: int | None = None,
+                    schema: str | None = None) -> "ShapeModel | None":
+        """From a weights file's tensors and card field; None when the file has none. A stored model that cannot be
+        used (another landmark set, non-finite numbers, bad settings) is a :class:`ShapeModelError`."""
+        mean, cov = tensors.get(TENSOR_PREFIX + "mean"), tensors.get(TENSOR_PREFIX + "cov")
+        if mean is None and cov is None:
+            return None
+        if mean is None or cov is None:
+            raise ShapeModelError("the weights file holds half a shape model (its mean or its covariance is missing)")
+        meta = dict(card_field or {})
+        settings = ShapePriorSettings(**{k: meta[k] for k in ShapePriorSettings.__dataclass_fields__ if k in meta})
+        sm = cls(np.asarray(mean, np.float64), np.asarray(cov, np.float64), int(meta.get("num_shapes", 0)), settings,
+                 meta.get("schema"), str(meta.get("fitted_on", "")))
+        if num_landmarks is not None and sm.num_landmarks != num_landmarks:
+            raise ShapeModelError(f"its shape model is for {sm.num_landmarks} landmarks, the model predicts "
+                                  f"{num_landmarks}")
+        if schema is not None and sm.schema not in (None, schema):
+            raise ShapeModelError(f"its shape model is for the landmark set '{sm.schema}', not '{schema}'")
+        return sm
+
+
+def _blocks(mat: np.ndarray, k: int) -> np.ndarray:
+    """The K diagonal 2 × 2 blocks of a (2K, 2K) matrix, (K, 2, 2)."""
+    r = mat.reshape(k, 2, k, 2)
+    i = np.arange(k)
+    return r[i, :, i, :].copy()
+
+
+# ---------------------------------------------------------------------- fitting from a dataset, writing into weights
+def fit_from_samples(samples, schema_name: str | None, settings: ShapePriorSettings | None = None,
+                     fitted_on: str = "") -> tuple["ShapeModel", dict]:
+    """A shape model from dataset samples (``name``, ``coords`` in pixels, ``image_shape``); see
+    :func:`fit_from_labels`."""
+    return fit_from_labels([(s.name, s.coords, s.image_shape) for s in samples], schema_name, settings, fitted_on)
+
+
+def fit_from_labels(labels, schema_name: str | None, settings: ShapePriorSettings | None = None,
+                    fitted_on: str = "") -> tuple["ShapeModel", dict]:
+    """A shape model from ``(name, coords (K, 2) pixels, image shape (H, W))`` triples, leaving out labels with known
+    defects: on the AASCE spine set, images whose annotated vertebrae are out of order or upside down (the check the
+    Cobb-angle code makes). Returns the model and ``{image name: why left out}``."""
+    check = None
+    if schema_name == "aasce-spine68":
+        from .measurements.cobb import check_spine
+
+        check = check_spine
+    shapes, left_out = [], {}
+    for name, coords, shape in labels:
+        coords = np.asarray(coords, np.float64)
+        problem = check(coords) if check is not None and np.isfinite(coords).all() else None
+        if problem:
+            left_out[str(name)] = str(problem)
+            continue
+        shapes.append(normalise(coords, shape))
+    if not shapes:
+        raise ShapeModelError("shape model: no usable training shapes")
+    sm = ShapeModel.fit(np.stack(shapes), settings, schema_name, fitted_on)
+    return sm, left_out
+
+
+def write_into_weights(shape_model: ShapeModel, weights_in, weights_out) -> None:
+    """Copy a weights file with ``shape_model`` stored in it: its arrays as float32 tensors beside the network's
+    (which are kept bit for bit) and its settings as the model card's ``shape_prior`` field."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    from .io.files import replaced_atomically
+
+    with safe_open(str(weights_in), framework="np") as f:
+        meta = dict(f.metadata() or {})
+    tensors = {k: v for k, v in load_file(str(weights_in)).items() if not k.startswith(TENSOR_PREFIX)}
+    tensors.update(shape_model.tensors())
+    meta["shape_prior"] = json.dumps(shape_model.card_field())
+    with replaced_atomically(weights_out) as tmp:
+        save_file(tensors, tmp, metadata=meta)

@@ -1,0 +1,205 @@
+"""The shape model (the anatomy as a second channel for a correction): its Gaussian conditioning against the closed
+form, robustness to implausible clicks, storage in the weights file, and the fall-backs of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_interactive_landmarks.inference import Predictor
+from napari_interactive_landmarks.shape_model import (
+    TENSOR_PREFIX,
+    ShapeModel,
+    ShapeModelError,
+    ShapePriorSettings,
+    fit_from_labels,
+    normalise,
+    write_into_weights,
+)
+
+
+def _gaussian(k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2 * k, 2 * k)) * 0.05
+    cov = a @ a.T + 0.002 * np.eye(2 * k)  # eigenvalues well above the floor: no flooring, no shrinkage
+    mean = rng.uniform(0.2, 0.8, size=2 * k)
+    return ShapeModel(mean, cov, 100, ShapePriorSettings(shrinkage=0.0)), mean, cov
+
+
+def test_conditioning_matches_the_precision_form_of_the_closed_form():
+    sm, mean, cov = _gaussian()
+    k = 5
+    obs = [1, 3]
+    y = np.array([[0.4, 0.6], [0.5, 0.3]])
+    m, c = sm.condition(obs, y)
+    # independent closed form: the unobserved block a given o from the precision matrix
+    lam = np.linalg.inv(cov)
+    o = np.array([2, 3, 6, 7])
+    a = np.setdiff1d(np.arange(2 * k), o)
+    c_aa = np.linalg.inv(lam[np.ix_(a, a)])
+    m_a = mean[a] - c_aa @ lam[np.ix_(a, o)] @ (y.reshape(-1) - mean[o])
+    np.testing.assert_allclose(m.reshape(-1)[a], m_a, atol=1e-10)
+    for j, lm in enumerate(np.setdiff1d(np.arange(k), obs)):
+        np.testing.assert_allclose(c[lm], c_aa[2 * j:2 * j + 2, 2 * j:2 * j + 2], atol=1e-10)
+    np.testing.assert_allclose(m[obs], y, atol=1e-10)  # the observed come back where they were placed
+    assert np.abs(c[obs]).max() < 1e-10
+
+
+def test_each_landmark_given_all_the_others_equals_conditioning_on_them():
+    sm, _, _ = _gaussian(seed=1)
+    u = np.random.default_rng(2).uniform(0.2, 0.8, size=(5, 2))
+    m, c = sm.leave_one_out(u)
+    for j in range(5):
+        others = [i for i in range(5) if i != j]
+        mj, cj = sm.condition(others, u[others])
+        np.testing.assert_allclose(m[j], mj[j], atol=1e-9)
+        np.testing.assert_allclose(c[j], cj[j], atol=1e-9)
+
+
+def test_fit_recovers_a_known_gaussian_and_tolerates_unannotated_landmarks():
+    sm, mean, cov = _gaussian(seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.multivariate_normal(mean, cov, size=20000)
+    x[rng.random(x.shape[0]) < 0.3, 2:4] = np.nan  # landmark 1 unannotated in 30 % of the shapes
+    fit = ShapeModel.fit(x.reshape(-1, 5, 2), ShapePriorSettings(shrinkage=0.0))
+    np.testing.assert_allclose(fit.mean, mean, atol=0.003)
+    np.testing.assert_allclose(fit.cov_raw, cov, atol=0.0015)
+
+
+def test_robust_prior_is_flat_far_from_the_anatomy_and_peaked_at_it():
+    sm, _, _ = _gaussian()
+    m, c = sm.condition([0], [[0.5, 0.5]])
+    lp = sm.log_prior_on_grid(m, c, (64, 32))
+    assert lp.shape == (5, 64, 32) and np.isfinite(lp).all()
+    assert lp.min() >= np.log(0.1) - 1e-5  # never below the uniform part: no cell is ruled out
+    j = 2
+    r, col = np.unravel_index(lp[j].argmax(), lp[j].shape)
+    np.testing.assert_allclose([(r + 0.5) / 64, (col + 0.5) / 32], m[j], atol=1 / 32 + 1e-9)
+
+
+def test_bad_shape_sets_are_refused_in_one_line():
+    with pytest.raises(ShapeModelError, match="too few"):
+        ShapeModel.fit(np.random.default_rng(0).uniform(size=(5, 12, 2)))
+    x = np.random.default_rng(0).uniform(size=(40, 12, 2))
+    x[:, 4] = np.nan
+    with pytest.raises(ShapeModelError, match=r"landmark\(s\) \[4\]"):
+        ShapeModel.fit(x)
+    with pytest.raises(ShapeModelError, match="NaN or infinite"):
+        ShapeModel(np.zeros(4), np.full((4, 4), np.nan), 10)
+    with pytest.raises(ShapeModelError, match="weight"):
+        ShapePriorSettings(weight=1.0)
+
+
+# ---------------------------------------------------------------------- with a real (shipped phantom) model
+@pytest.fixture(scope="module")
+def phantom():
+    from napari_interactive_landmarks.data.phantom import make_phantom, phantom_set
+
+    pred = Predictor.from_name("phantom-spine", device="cpu")
+    ims, cs = phantom_set(60, 11, shape=(1024, 512), num_vertebrae=6)
+    sm, _ = fit_from_labels([(str(i), c, (1024, 512)) for i, c in enumerate(cs)], pred.schema.name)
+    img, gt = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)
+    return pred, sm, img, gt
+
+
+def test_a_click_far_outside_every_training_shape_moves_no_other_landmark_off_its_map(phantom):
+    pred, sm, img, _ = phantom
+    pred.set_shape_model(sm)
+    auto = pred.predict(img, shape_prior=False)
+    absurd = {0: (1000.0, 500.0)}  # the top vertebra's corner at the bottom right corner of the film
+    alone = pred.predict(img, clicks=absurd, previous=auto.coords, shape_prior=False)
+    fused = pred.predict(img, clicks=absurd, previous=auto.coords, shape_prior=True)
+    assert fused.shape_prior and not alone.shape_prior
+    np.testing.assert_array_equal(fused.coords[0], absurd[0])  # the user's point stays exactly where it was put
+    # every other landmark stays within its map's peak region (two cells of the stride-4 map, in original px)
+    cell = np.array([1024 / 64, 512 / 32])
+    assert (np.abs(fused.coords[1:] - alone.coords[1:]) <= 2 * cell).all()
+
+
+def test_a_plausible_click_moves_the_neighbours_toward_the_anatomy(phantom):
+    pred, sm, img, gt = phantom
+    pred.set_shape_model(sm)
+    auto = pred.predict(img, shape_prior=False)
+    worst = int(np.argmax(np.linalg.norm(auto.coords - gt, axis=1)))
+    clicks = {worst: tuple(gt[worst])}
+    alone = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=False)
+    fused = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=True)
+    err = lambda p: np.linalg.norm(p.coords - gt, axis=1).mean()  # noqa: E731
+    assert err(fused) <= err(alone) + 0.5
+    assert np.isfinite(fused.ere).all() and fused.ere[worst] == 0
+
+
+def test_the_prior_off_gives_the_network_alone(phantom):
+    pred, sm, img, _ = phantom
+    plain = Predictor.from_name("phantom-spine", device="cpu")
+    assert plain.shape_model is None  # an old weights file (no shape model) loads as it did
+    pred.set_shape_model(sm)
+    pred.use_shape_prior = False
+    try:
+        a = pred.predict(img, clicks={3: (300.0, 200.0)})
+    finally:
+        pred.use_shape_prior = True
+    b = plain.predict(img, clicks={3: (300.0, 200.0)})
+    np.testing.assert_array_equal(a.coords, b.coords)
+    np.testing.assert_array_equal(a.ere, b.ere)
+
+
+def test_the_shape_model_round_trips_through_the_weights_file_and_its_sha256(phantom, tmp_path):
+    from napari_interactive_landmarks import weights
+
+    pred, sm, img, _ = phantom
+    src = weights.resolve_weights("phantom-spine")
+    out = tmp_path / "with-shape.safetensors"
+    write_into_weights(sm.with_settings(tau=2.0), src, out)
+    back = Predictor.from_file(out, device="cpu")
+    assert back.shape_model is not None and back.shape_prior_active
+    np.testing.assert_allclose(back.shape_model.mean, sm.mean, atol=1e-6)
+    np.testing.assert_allclose(back.shape_model.cov_raw, sm.cov_raw, rtol=1e-5, atol=1e-9)
+    assert back.shape_model.settings.tau == 2.0 and back.card.shape_prior["num_shapes"] == 60
+    state, _ = weights.load_weights(out)
+    orig, _ = weights.load_weights(src)
+    for key, t in orig.items():  # the network's tensors are kept bit for bit
+        assert (state[key] == t).all()
+    digest = weights.sha256_file(out)
+    weights.verify_file(out, digest)
+    raw = bytearray(out.read_bytes())
+    header = int.from_bytes(raw[:8], "little")
+    raw[8 + header + 3] ^= 0x01  # one byte of the first tensor's data changed
+    bad = tmp_path / "edited.safetensors"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(weights.WeightsHashError):
+        weights.verify_file(bad, digest)
+
+
+def test_a_shape_model_for_another_landmark_set_falls_back_to_the_network_and_says_so(phantom, tmp_path, caplog):
+    from napari_interactive_landmarks import weights
+
+    pred, _, img, _ = phantom
+    other, _ = fit_from_labels([(str(i), c, (1000, 500)) for i, c in
+                                enumerate(np.random.default_rng(0).uniform(100, 400, size=(30, 20, 2)))], None)
+    out = tmp_path / "wrong-shape.safetensors"
+    write_into_weights(other, weights.resolve_weights("phantom-spine"), out)
+    with caplog.at_level("WARNING"):
+        back = Predictor.from_file(out, device="cpu")
+    assert back.shape_model is None and "20 landmarks" in back.shape_prior_problem
+    assert "network alone" in caplog.text
+    np.testing.assert_array_equal(back.predict(img).coords, Predictor.from_name("phantom-spine").predict(img).coords)
+    with pytest.raises(ShapeModelError):
+        pred.set_shape_model(other)
+
+
+def test_a_failing_prior_never_moves_the_users_points(phantom, monkeypatch):
+    pred, sm, img, _ = phantom
+    pred.set_shape_model(sm)
+
+    def broken(*a, **k):
+        raise np.linalg.LinAlgError("singular matrix")
+
+    monkeypatch.setattr(ShapeModel, "condition", broken)
+    clicks = {2: (250.0, 180.0)}
+    out = pred.predict(img, clicks=clicks)
+    alone = pred.predict(img, clicks=clicks, shape_prior=False)
+    assert not out.shape_prior and "failed" in pred.shape_prior_problem
+    np.testing.assert_array_equal(out.coords, alone.coords)
+    np.testing.assert_array_equal(out.coords[2], clicks[2])
+    pred.shape_prior_problem = None
