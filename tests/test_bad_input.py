@@ -383,3 +383,84 @@ def test_evaluate_skips_unreadable_images_and_says_how_many(predictor, tmp_path,
     assert res["num_images"] == 3 and res["num_skipped"] == 1
     assert [s["name"] for s in res["skipped"]] == ["c.png"] and "c.png" in res["skipped"][0]["reason"]
     assert "skipped 1 of 4" in cap.err + cap.out
+
+
+# ---------------------------------------------------------------- issue "no crash, no silent wrong answer", item 8
+
+
+def _weights_with_card(tmp_path, name, change):
+    """The shipped phantom model's weights with its model card (safetensors metadata) changed by ``change``."""
+    from napari_interactive_landmarks.weights import load_weights, resolve_weights, save_weights
+
+    state, meta = load_weights(resolve_weights("phantom-spine"))
+    meta = dict(meta)
+    change(meta)
+    return save_weights(state, tmp_path / name, metadata=meta)
+
+
+def test_a_model_config_asking_for_terabytes_is_one_clear_line(image, tmp_path, capsys):
+    """(a) The torch allocator's text ('[enforce fail at alloc_cpu.cpp] … DefaultCPUAllocator: can't allocate
+    memory: you tried to allocate 14745600000000 bytes') became: what the config asks for, and why it is refused —
+    before anything is allocated."""
+    from skimage.io import imsave
+
+    from napari_interactive_landmarks.cli import main
+    from napari_interactive_landmarks.weights import get_entry
+
+    def widen(meta):
+        cfg = json.loads(meta["config"])
+        cfg["backbone"]["widths"] = [8, 16, 32, 640000]  # a width typed with four extra zeros
+        meta["config"] = json.dumps(cfg)
+
+    weights = _weights_with_card(tmp_path, "wide.safetensors", widen)
+    img = tmp_path / "film.png"
+    imsave(img, (image * 255).astype(np.uint8), check_contrast=False)
+    rc = main(["predict", str(img), "--weights", str(weights), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "alloc" not in err.lower() and "Traceback" not in err
+    assert "wide.safetensors" in err and "TB" in err and "640000" in err and "memory" in err
+    from napari_interactive_landmarks.models.interactive import ModelTooLargeError, build_model, resolve_config
+
+    cfg = dict(get_entry("phantom-spine")["config"])
+    cfg["backbone"] = {**cfg["backbone"], "widths": [8, 16, 32, 640000]}
+    with pytest.raises(ModelTooLargeError, match=r"parameters \(\d+\.\d TB"):  # the trainer builds it here too
+        build_model(resolve_config(cfg))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_a_weights_file_with_an_unusable_temperature_is_refused_at_load_naming_it(image, tmp_path, bad):
+    """(b) It loaded, and then every prediction failed with a bare ValueError that blamed the image."""
+    from napari_interactive_landmarks.inference import Predictor
+
+    def spoil(meta):
+        temps = [1.0] * 24
+        temps[3] = bad
+        meta["temperatures"] = json.dumps(temps)
+
+    path = _weights_with_card(tmp_path, "hot.safetensors", spoil)
+    with pytest.raises(ValueError, match=rf"hot.safetensors: the temperature of landmark 3 is {bad:g}.*positive and "
+                                         "finite"):
+        Predictor.from_file(path)
+
+
+def test_loading_a_folder_as_a_landmark_file_says_it_is_a_folder(session, tmp_path):
+    """(e) It said 'not found'."""
+    from napari_interactive_landmarks.io.landmarks import read_landmarks_csv
+
+    folder = tmp_path / "points.json"
+    folder.mkdir()
+    snap = _snapshot(session)
+    with pytest.raises(IsADirectoryError, match="points.json: is a folder, not a landmark file"):
+        session.load(folder)
+    _assert_unchanged(session, snap)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        read_landmarks_csv(tmp_path)
+
+
+def test_previous_coordinates_given_as_strings_are_a_clear_prediction_error(predictor, image):
+    """(f) A bare ValueError ('could not convert string to float')."""
+    from napari_interactive_landmarks.inference import PredictionError
+
+    with pytest.raises(PredictionError, match=r"previous must be a \(24, 2\) array of \(row, col\) numbers"):
+        predictor.predict(image, clicks={0: (10.0, 10.0)}, previous=[["812", "a"]] * 24)

@@ -15,6 +15,7 @@ with BCE unless their config says ``heatmap: softmax``, which is what the model 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
@@ -28,6 +29,23 @@ DEFAULT_NORMALIZATION = {"intensity": "percentile 0.5-99.5 -> [0, 1]", "input": 
 
 class ModelCardError(ValueError):
     """A weights file or manifest entry lacks, or has a malformed, model-card field."""
+
+
+def check_temperatures(temperatures, source: str) -> list[float]:
+    """The per-landmark temperatures as floats, or a :class:`ModelCardError` naming ``source`` and the first bad
+    one: each must be a positive, finite number (dividing the logits by 0, a negative or NaN breaks every
+    prediction)."""
+    try:
+        temps = [float(t) for t in temperatures]
+    except (TypeError, ValueError):
+        raise ModelCardError(f"{source}: 'temperatures' must be a list of numbers, got {temperatures!r}") from None
+    bad = [i for i, t in enumerate(temps) if not (math.isfinite(t) and t > 0)]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ModelCardError(
+            f"{source}: the temperature of landmark {bad[0]} is {temps[bad[0]]:g}{more}; temperatures must be positive "
+            "and finite: calibrate the model again (napari-landmarks calibrate) or remove its temperatures")
+    return temps
 
 
 @dataclass
@@ -70,7 +88,7 @@ class ModelCard:
         if not isinstance(self.schema, (str, Mapping)):
             raise ModelCardError(f"{src}: 'schema' must be a landmark-set name or an inline landmark set")
         if self.temperatures is not None:
-            self.temperatures = [float(t) for t in self.temperatures]
+            self.temperatures = check_temperatures(self.temperatures, src)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -101,6 +119,8 @@ class ModelCard:
             if data.get("format") not in (None, FORMAT_V1):
                 raise ModelCardError(f"{src} lacks the model-card field 'heatmap' (how its logits were trained)")
             heatmap = (data.get("config") or {}).get("heatmap") or "sigmoid"  # v1: BCE unless the config says so
+        if data.get("temperatures") is not None:  # refused here, naming the file, not at the first prediction
+            check_temperatures(data["temperatures"], src)
         known = {f.name for f in fields(cls)}
         kw = {k: data[k] for k in known if k in data and data[k] is not None}
         kw.update(name=str(name or data.get("name") or "model"), heatmap=heatmap)

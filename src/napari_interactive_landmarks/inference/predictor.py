@@ -140,7 +140,7 @@ class Predictor:
         cfg = resolve_config({**card.config, "num_landmarks": schema.num_landmarks, "hint_sigma": card.sigma})
         check_input_size(cfg, card.input_size)
         state, _ = load_weights(weights_path)
-        model = build_model(cfg)
+        model = build_model(cfg, source=Path(weights_path).name)  # a config asking for TBs: one line, nothing allocated
         _load_state(model, state, weights_path, schema)
         pred = cls(model, schema, card.input_size, card.sigma, name, device, card.to_dict(),
                    temperatures=card.temperatures)
@@ -262,7 +262,11 @@ class Predictor:
         shape = prepared.original_shape
         clicks = self._check_clicks(clicks, shape)
         if previous is not None:
-            previous = np.asarray(previous, dtype=np.float64)
+            try:
+                previous = np.asarray(previous, dtype=np.float64)
+            except (TypeError, ValueError) as exc:  # e.g. strings: numpy's message would not say which argument
+                raise PredictionError(f"previous must be a ({self.num_landmarks}, 2) array of (row, col) numbers; "
+                                      f"its values are not numbers ({exc})") from None
             if previous.shape != (self.num_landmarks, 2):
                 raise PredictionError(
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")

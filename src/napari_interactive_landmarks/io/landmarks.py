@@ -411,8 +411,10 @@ def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> La
     Raises:
         LandmarkFileError: malformed content (the message names the file and the problem).
         FileNotFoundError: no such file.
+        IsADirectoryError: ``path`` is a folder.
     """
     p = Path(path)
+    _refuse_folder(p)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: landmark file not found")
     try:
@@ -479,7 +481,13 @@ def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> La
     )
 
 
+def _refuse_folder(p: Path) -> None:
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder, not a landmark file; give the .json or .csv file inside it")
+
+
 def _read_csv_rows(p: Path) -> tuple[list[str], list[dict]]:
+    _refuse_folder(p)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: file not found")
     try:

@@ -19,6 +19,7 @@ stem's stride 2 (where the reference adds them after a stride-2 conv of full-res
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 import torch.nn as nn
@@ -265,9 +266,63 @@ class InteractiveEncoderDecoder(nn.Module):
         return {"logits": logits, "aux": aux}
 
 
-def build_model(config: dict) -> nn.Module:
+class ModelTooLargeError(ValueError):
+    """A model config asks for more memory than the machine has (e.g. a width typed with extra zeros)."""
+
+
+def _size_text(nbytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 1e3:.1f} kB"
+
+
+def _physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def model_size(config: dict) -> tuple[int, int, str, tuple] | None:
+    """(parameters, bytes, largest tensor's name, its shape) of the model ``config`` builds, counted on PyTorch's
+    meta device (shapes only: nothing is allocated); None when the config does not build."""
+    make = InteractiveKeypointModel if (config.get("arch") or DEFAULTS["arch"]) == "interactive-hrnet-ocr" \
+        else InteractiveEncoderDecoder
+    try:
+        with torch.device("meta"):
+            model = make(config)
+    except Exception:  # noqa: BLE001 — building it for real says what is wrong
+        return None
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    if not tensors:
+        return None
+    name, big = max(tensors, key=lambda kv: kv[1].numel())
+    return (sum(t.numel() for _, t in model.named_parameters()), sum(t.numel() * t.element_size() for _, t in tensors),
+            name, tuple(big.shape))
+
+
+def build_model(config: dict, source: str | None = None) -> nn.Module:
+    """The network of ``config``. One that would not fit in this machine's memory is refused before anything is
+    allocated, with one line saying what it asks for (a :class:`ModelTooLargeError`); ``source`` names the file or
+    config in it."""
     arch = config.get("arch") or DEFAULTS["arch"]
     _arch(config)  # an unknown architecture: one line naming the known ones
-    if arch == "interactive-hrnet-ocr":
-        return InteractiveKeypointModel(config)
-    return InteractiveEncoderDecoder(config)
+    where = f"{source}: " if source else ""
+    size, have = model_size(config), _physical_memory()
+    asked = "" if size is None else (f"{size[0]:,} parameters ({_size_text(size[1])} in float32; the largest tensor, "
+                                     f"'{size[2]}', is {' × '.join(map(str, size[3]))})")
+    if size is not None and have is not None and size[1] > have:
+        raise ModelTooLargeError(f"{where}the model config asks for {asked}, more than this machine's memory "
+                                 f"({_size_text(have)}): is a width or channel count in the config wrong?")
+    try:
+        if arch == "interactive-hrnet-ocr":
+            return InteractiveKeypointModel(config)
+        return InteractiveEncoderDecoder(config)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+            raise
+        raise ModelTooLargeError(f"{where}the memory for the model could not be allocated: the config asks for "
+                                 f"{asked or 'more than is free'}; free memory or check its widths and channel "
+                                 "counts") from None
