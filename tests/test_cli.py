@@ -119,3 +119,153 @@ def test_calibrate_dry_run_fits_one_temperature_per_landmark(tiny_weights, gener
     assert rc == 0
     out = capsys.readouterr().out
     assert "over 16 landmarks" in out and "ECE" in out
+
+
+# ---------------------------------------------------------------- issue "no crash, no silent wrong answer", item 3
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory):
+    """Generated films: a wide 'cephalogram' (smooth noise, 600 × 500), a spine phantom (1024 × 512) with its true
+    corners, and a folder of 512 × 256 phantoms with one truncated file and a note."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.io import imsave
+
+    d = tmp_path_factory.mktemp("films")
+    noise = gaussian_filter(np.random.default_rng(0).random((600, 500)), 8)
+    imsave(d / "ceph.png", (255 * (noise - noise.min()) / np.ptp(noise)).astype(np.uint8), check_contrast=False)
+    spine, corners = make_phantom(np.random.default_rng(2024), shape=(1024, 512), num_vertebrae=6)
+    imsave(d / "spine.png", (spine * 255).astype(np.uint8), check_contrast=False)
+    folder = d / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.png", "c.png"):
+        img, _ = make_phantom(rng, shape=(512, 256), num_vertebrae=6)
+        imsave(folder / name, (img * 255).astype(np.uint8), check_contrast=False)
+    (folder / "b.png").write_bytes((folder / "b.png").read_bytes()[:80])  # cut off after its header
+    (folder / "notes.txt").write_text("not an image\n")
+    return {"ceph": d / "ceph.png", "spine": d / "spine.png", "corners": corners, "folder": folder}
+
+
+def test_predict_without_a_model_uses_the_shipped_model_that_fits_the_image(films, tmp_path, capsys):
+    """A cephalogram got the default spine model's 68 corners, exit 0, no warning; now it gets the model the viewer
+    would choose for it (choose_model_for_image, shared with the widget)."""
+    rc = main(["predict", str(films["ceph"]), "--out", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    res = json.loads((tmp_path / "ceph.landmarks.json").read_text())
+    assert res["model"] == "isbi-ceph" and res["landmark_set"] == "isbi-ceph19" and len(res["points"]) == 19
+    assert "model 'isbi-ceph'" in err  # the choice is said
+    from napari_interactive_landmarks.model_choice import choose_model_for_image  # the widget's choice too
+    from napari_interactive_landmarks.weights import load_manifest
+
+    assert choose_model_for_image(load_manifest(), (600, 500), synthetic=False) == "isbi-ceph"
+
+
+def test_predict_refuses_a_model_that_does_not_fit_the_image_in_one_line(films, tmp_path, capsys):
+    rc = main(["predict", str(films["ceph"]), "--model", "aasce-spine", "--out", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not list(tmp_path.iterdir())
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "ceph.png" in lines[0] and "aasce-spine" in lines[0] and "--no-fit-check" in lines[0]
+    rc = main(["predict", str(films["ceph"]), "--model", "aasce-spine", "--no-fit-check", "--out", str(tmp_path),
+               "--device", "cpu"])
+    assert rc == 0 and len(json.loads((tmp_path / "ceph.landmarks.json").read_text())["points"]) == 68
+
+
+def test_predict_takes_a_folder_and_reports_a_bad_file_in_one_line(films, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["predict", str(films["folder"]), "--model", "phantom-spine", "--out", str(out), "--device", "cpu"])
+    cap = capsys.readouterr()
+    assert rc == 1  # one image failed
+    assert sorted(p.name for p in out.iterdir()) == ["a.landmarks.json", "c.landmarks.json"]
+    bad = [ln for ln in cap.err.splitlines() if "b.png" in ln]
+    assert len(bad) == 1 and "skipped" in bad[0] and "notes.txt" not in cap.err + cap.out
+    assert cap.out.split() == [str(out / "a.landmarks.json"), str(out / "c.landmarks.json")]
+
+
+def test_predict_writes_each_points_ere_and_each_measurement_with_its_doubt(films, tmp_path, capsys):
+    """The JSON had expected_error null and uncertain false where the viewer showed '55.4° ± 15.7° ⚠', the CSV no
+    error column and no measurements file: predict now writes exactly what the viewer's session saves."""
+    from napari_interactive_landmarks.inference import LandmarkSession, Predictor
+    from napari_interactive_landmarks.io.images import read_image
+    from napari_interactive_landmarks.measurements import Measurement
+
+    gt = films["corners"]
+    fixed = {i: (round(float(gt[i, 0]), 1), round(float(gt[i, 1]), 1)) for i in range(12, 16)}  # V4's corners
+    corrections = [f"{i}:{r},{c}" for i, (r, c) in fixed.items()]
+    rc = main(["predict", str(films["spine"]), "--model", "phantom-spine", "--out", str(tmp_path), "--device", "cpu",
+               "--correct", *corrections])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    got = json.loads((tmp_path / "spine.landmarks.json").read_text())
+    # what the viewer's session saves for the same image and corrections
+    img = read_image(films["spine"])
+    session = LandmarkSession(Predictor.from_name("phantom-spine", device="cpu"), img.array, spacing=img.spacing,
+                              image_path=str(films["spine"]))
+    session.detect()
+    session.correct_many(fixed)
+    want = json.loads(session.save(tmp_path / "viewer.json").read_text())
+    assert got["points"] == want["points"] and got["measurements"] == want["measurements"]
+    ere = [p["expected_error_px"] for p in got["points"]]
+    assert all(e == 0.0 for e in ere[12:16]) and all(e > 0 for e in ere[:12] + ere[16:])
+    available = [m for m in got["measurements"].values() if m["available"]]
+    assert available, "V4 placed by hand: the phantom's Cobb angle can be measured"
+    for m in available:
+        assert m["expected_error"] is not None and m["uncertain"] == (m["doubt"] is not None)
+        assert f"{m['name']}: {Measurement(**m).shown()}" in err  # printed as the viewer's table shows it
+    rc = main(["predict", str(films["spine"]), "--model", "phantom-spine", "--out", str(tmp_path), "--device", "cpu",
+               "--format", "csv", "--correct", *corrections])
+    assert rc == 0
+    with (tmp_path / "spine.landmarks.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [float(r["expected_error_px"]) for r in rows] == pytest.approx(ere)
+    with (tmp_path / "spine.landmarks.measurements.csv").open() as fh:
+        meas = {r["name"]: r for r in csv.DictReader(fh)}
+    for m in available:
+        assert float(meas[m["name"]]["expected_error"]) == pytest.approx(m["expected_error"], abs=1e-4)
+
+
+def test_predict_says_once_how_to_overwrite(films, tmp_path, capsys):
+    img = films["folder"] / "a.png"
+    args = ["predict", str(img), "--model", "phantom-spine", "--out", str(tmp_path), "--device", "cpu"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("overwrite") == 1 and "--overwrite" in err and "a.landmarks.json" in err
+
+
+# ---------------------------------------------------------------- item 8: clear messages
+
+
+def test_a_negative_correction_index_says_the_range(films, tmp_path, capsys):
+    """argparse took '-1:100,100' for an option: 'unrecognized arguments'."""
+    img = films["folder"] / "a.png"
+    rc = main(["predict", str(img), "--model", "phantom-spine", "--out", str(tmp_path), "--device", "cpu",
+               "--correct", "2:40,30", "-1:100,100"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unrecognized" not in err
+    assert "landmark index -1" in err and "0..23" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", ["file", "below_a_file", "refused"])
+def test_an_unusable_out_folder_is_one_clear_line(films, tmp_path, capsys, monkeypatch, case):
+    import errno
+    import pathlib
+
+    f = tmp_path / "taken"
+    f.write_text("")
+    out = {"file": f, "below_a_file": f / "sub", "refused": tmp_path / "new"}[case]
+    if case == "refused":  # as a read-only parent does (root may create folders anyway: simulated)
+        def refuse(self, *a, **kw):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    rc = main(["predict", str(films["folder"] / "a.png"), "--model", "phantom-spine", "--out", str(out),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Errno" not in err and len(err.strip().splitlines()) == 1
+    assert str(out) in err
+    assert ("Permission denied" if case == "refused" else "is a file, not a folder") in err

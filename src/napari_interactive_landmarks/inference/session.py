@@ -426,7 +426,8 @@ class LandmarkSession:
                 for i, n in enumerate(self.schema.landmarks)]
 
     def save(self, path, overwrite: bool = False) -> Path:
-        """Write the landmark JSON (or CSV by extension, plus ``<stem>.measurements.csv`` next to it). Refuses to
+        """Write the landmark JSON (or CSV by extension, plus ``<stem>.measurements.csv`` next to it), each point
+        with its expected error and each measurement with its doubt, as the viewer shows them. Refuses to
         overwrite unless asked.
 
         All or nothing: every target is checked before anything is written (one that exists without
@@ -440,14 +441,14 @@ class LandmarkSession:
         self._need_state()
         path = Path(path)
         st = self._state
-        common = dict(pinned=st.pinned, scores=st.scores)
+        spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
+        common = dict(pinned=st.pinned, scores=st.scores, ere=st.ere)  # each point's ERE as the viewer shows it
         measurements = {k: m.to_dict() for k, m in self.measurements().items()}
         if path.suffix.lower() == ".csv":
-            texts = {path: format_landmarks_csv(st.coords, list(self.schema.landmarks), **common)}
+            texts = {path: format_landmarks_csv(st.coords, list(self.schema.landmarks), spacing=spacing, **common)}
             if measurements:
                 texts[path.with_name(path.stem + ".measurements.csv")] = format_measurements_csv(measurements)
         else:
-            spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
             texts = {path: format_landmarks_json(
                 st.coords, list(self.schema.landmarks), landmark_set=self.schema.name, model=self.predictor.name,
                 image_path=None if self.image_path is None else str(self.image_path),

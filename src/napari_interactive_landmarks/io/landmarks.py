@@ -47,6 +47,7 @@ __all__ = [
 SCHEMA_ID = "napari-interactive-landmarks/landmarks/v1"
 STATUSES = ("predicted", "corrected", "missing")
 CSV_COLUMNS = ("index", "label", "row", "col", "pinned", "status", "score")
+ERE_COLUMNS = ("expected_error_px", "expected_error_mm")  # written after CSV_COLUMNS when the points have an ERE
 GENERIC_CSV = "landmarks.csv"
 
 
@@ -84,6 +85,9 @@ class LandmarkFile:
         model: name of the model that predicted the points, or None.
         image_path, image_shape (H, W), spacing (row_mm, col_mm): the image the points belong to.
         measurements: free-form JSON-serialisable dict (e.g. Cobb angles).
+        ere: (K,) expected radial error of each point in original pixels (0 where pinned, NaN where unknown), or
+            None: a model's points carry it (written as ``expected_error_px`` and, with a spacing,
+            ``expected_error_mm``: the px value times the mean spacing, the figure the viewer shows).
     """
 
     labels: Sequence[str]
@@ -97,6 +101,7 @@ class LandmarkFile:
     image_shape: tuple[int, int] | None = None
     spacing: tuple[float, float] | None = None
     measurements: dict = field(default_factory=dict)
+    ere: np.ndarray | None = None
 
     def __post_init__(self):
         self.labels = [str(x) for x in self.labels]
@@ -149,6 +154,19 @@ class LandmarkFile:
         if self.image_path is not None:
             self.image_path = os.fspath(self.image_path)
         self.measurements = dict(self.measurements or {})
+        if self.ere is not None:
+            self.ere = np.asarray(self.ere, dtype=np.float64).reshape(-1)
+            if self.ere.shape != (k,):
+                raise ValueError(f"ere must have {k} values, got {self.ere.shape[0]}")
+
+    def ere_columns(self, i: int) -> dict:
+        """Point ``i``'s expected error as written: ``expected_error_px`` and ``expected_error_mm`` (None without a
+        spacing); empty without ERE."""
+        if self.ere is None:
+            return {}
+        px = _opt_float(self.ere[i])
+        mm = None if px is None or self.spacing is None else px * float(np.mean(self.spacing))
+        return dict(zip(ERE_COLUMNS, (px, mm)))
 
     @property
     def num_landmarks(self) -> int:
@@ -170,6 +188,7 @@ class LandmarkFile:
                 "pinned": bool(self.pinned[i]),
                 "status": self.status[i],
                 "score": _opt_float(self.scores[i]),
+                **self.ere_columns(i),
             })
         return {
             "schema": SCHEMA_ID,
@@ -237,15 +256,17 @@ def write_landmarks_json(
     status=None,
     scores=None,
     measurements: dict | None = None,
+    ere=None,
     overwrite: bool = False,
 ) -> Path:
-    """Write landmarks as JSON (``SCHEMA_ID`` format). ``coords`` is (K, 2) row/col or a LandmarkFile.
+    """Write landmarks as JSON (``SCHEMA_ID`` format). ``coords`` is (K, 2) row/col or a LandmarkFile; ``ere``
+    (K,) the points' expected radial error in original pixels, when known.
 
     Raises FileExistsError if ``path`` exists and ``overwrite`` is False. Returns the path written.
     """
     text = format_landmarks_json(coords, labels, landmark_set=landmark_set, model=model, image_path=image_path,
                                  image_shape=image_shape, spacing=spacing, pinned=pinned, status=status,
-                                 scores=scores, measurements=measurements)
+                                 scores=scores, measurements=measurements, ere=ere)
     return _atomic_write_text(path, text, overwrite)
 
 
@@ -262,11 +283,12 @@ def format_landmarks_json(
     status=None,
     scores=None,
     measurements: dict | None = None,
+    ere=None,
 ) -> str:
     """The text :func:`write_landmarks_json` writes (same arguments, without ``path`` and ``overwrite``)."""
     lf = _as_file(coords, labels, dict(
         landmark_set=landmark_set, model=model, image_path=image_path, image_shape=image_shape,
-        spacing=spacing, pinned=pinned, status=status, scores=scores, measurements=measurements,
+        spacing=spacing, pinned=pinned, status=status, scores=scores, measurements=measurements, ere=ere,
     ))
     d = _nan_to_none(json.loads(json.dumps(lf.to_dict(), default=_json_default)))
     return json.dumps(d, indent=2, allow_nan=False) + "\n"
@@ -280,24 +302,27 @@ def write_landmarks_csv(
     pinned=None,
     status=None,
     scores=None,
+    ere=None,
+    spacing=None,
     overwrite: bool = False,
 ) -> Path:
-    """Write landmarks as CSV with columns ``index,label,row,col,pinned,status,score``.
+    """Write landmarks as CSV with columns ``index,label,row,col,pinned,status,score`` (and, with ``ere``,
+    ``expected_error_px,expected_error_mm``; the mm column needs ``spacing``).
 
     Missing positions and unknown scores are empty cells. Image and model metadata are not stored in
     CSV; use JSON to keep them. Raises FileExistsError if ``path`` exists and ``overwrite`` is False.
     """
-    return _atomic_write_text(path, format_landmarks_csv(coords, labels, pinned=pinned, status=status, scores=scores),
-                              overwrite)
+    return _atomic_write_text(path, format_landmarks_csv(coords, labels, pinned=pinned, status=status, scores=scores,
+                                                         ere=ere, spacing=spacing), overwrite)
 
 
 def format_landmarks_csv(coords, labels: Sequence[str] | None = None, *, pinned=None, status=None,
-                         scores=None) -> str:
+                         scores=None, ere=None, spacing=None) -> str:
     """The text :func:`write_landmarks_csv` writes (same arguments, without ``path`` and ``overwrite``)."""
-    lf = _as_file(coords, labels, dict(pinned=pinned, status=status, scores=scores))
+    lf = _as_file(coords, labels, dict(pinned=pinned, status=status, scores=scores, ere=ere, spacing=spacing))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow(CSV_COLUMNS + (ERE_COLUMNS if lf.ere is not None else ()))
     for i, label in enumerate(lf.labels):
         r, c = lf.coords[i]
         s = lf.scores[i]
@@ -308,6 +333,7 @@ def format_landmarks_csv(coords, labels: Sequence[str] | None = None, *, pinned=
             "true" if lf.pinned[i] else "false",
             lf.status[i],
             "" if np.isnan(s) else repr(float(s)),
+            *("" if v is None else repr(v) for v in lf.ere_columns(i).values()),
         ])
     return buf.getvalue()
 

@@ -121,6 +121,16 @@ class Measurement:
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
 
+    def shown(self) -> str:
+        """The value as the viewer's table shows it: value ± expected error, ⚠ when uncertain (``67.2° ± 21.4° ⚠``),
+        or ``unavailable ⚠``."""
+        if not self.available:
+            return "unavailable ⚠"
+        text = format_value(self.value, self.unit)
+        if self.expected_error is not None and np.isfinite(self.expected_error):
+            text += f" ± {format_value(self.expected_error, self.unit)}"
+        return text + " ⚠" if self.uncertain else text
+
     def __str__(self) -> str:
         if not self.available:
             return f"{self.name}: unavailable ({self.reason})"

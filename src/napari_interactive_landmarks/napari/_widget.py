@@ -17,7 +17,6 @@ In napari's console the same methods are reachable as ``landmarks`` (``landmarks
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..inference.session import LandmarkSession, PartialFileError, SessionError
+from ..model_choice import choose_model_for_image, misfit_reason
 from ._layer_sync import LandmarkLayers
 from ._layers import META_KEY
 
@@ -55,9 +55,6 @@ WEIGHTS_FILE_ITEM = "Weights file…"
 # unpinning several points re-runs once, from the event loop's next pass; a drag re-runs at once (edits made
 # while an inference runs are merged by the session into a single follow-up run)
 DEBOUNCE_MS = 0
-# a model whose input aspect ratio differs from the image's by more than this factor is probably the wrong
-# landmark set for the image (a spine AP film is ~2.7:1 tall, the spine model's input 2:1; a cephalogram ~1:1.2)
-ASPECT_MISMATCH = 1.6
 PROGRESS_AFTER_MS = 400
 
 SHORTCUTS = [
@@ -99,34 +96,6 @@ def _describe(exc: BaseException) -> str:
 def _full_resolution(layer):
     """An image layer's data (the full-resolution level of a multiscale one), not loaded."""
     return layer.data[0] if layer.multiscale else layer.data
-
-
-def _model_aspect(entry: dict) -> float | None:
-    size = entry.get("input_size") if isinstance(entry, dict) else None
-    try:
-        return float(size[0]) / float(size[1])
-    except (TypeError, ValueError, IndexError, ZeroDivisionError):
-        return None
-
-
-def _is_synthetic(entry: dict) -> bool:
-    return str(((entry or {}).get("training") or {}).get("dataset", "")).lower() == "phantom"
-
-
-def choose_model_for_image(manifest: dict, shape, synthetic: bool) -> str | None:
-    """The shipped model that fits an image: the phantom model for the synthetic sample only; for a real
-    film the model whose input aspect ratio (rows / cols) is closest to the image's."""
-    if not manifest:
-        return None
-    if synthetic:
-        for name, entry in manifest.items():
-            if _is_synthetic(entry):
-                return name
-    real = {n: e for n, e in manifest.items() if not _is_synthetic(e) and _model_aspect(e)}
-    if not real or shape is None:
-        return next(iter(real or manifest), None)
-    aspect = float(shape[0]) / max(float(shape[1]), 1.0)
-    return min(real, key=lambda n: abs(math.log(aspect / _model_aspect(real[n]))))
 
 
 class LandmarkWidget(QWidget):
@@ -504,18 +473,8 @@ class LandmarkWidget(QWidget):
 
     def _mismatch_warning(self, name: str, layer: Image) -> str | None:
         """Why the model's landmark set looks wrong for the image (None when it looks right)."""
-        entry = self._manifest.get(name) or {}
-        shape = np.shape(_full_resolution(layer))[:2]
-        if _is_synthetic(entry) and not self._synthetic(layer):
-            return (f"'{name}' is the toy model for the synthetic phantom, not for real films: its points on "
-                    f"'{layer.name}' mean nothing. Choose a model for this kind of film.")
-        aspect, want = shape[0] / max(shape[1], 1), _model_aspect(entry)
-        if want and abs(math.log(aspect / want)) > math.log(ASPECT_MISMATCH):
-            kind = "tall" if aspect > 1 else "wide"
-            return (f"'{layer.name}' is {shape[0]} × {shape[1]} ({kind}); '{name}' expects "
-                    f"{entry.get('schema', 'its landmark set')} images of about {want:.1f}:1 (rows:cols). "
-                    "Check that the model fits this film.")
-        return None
+        return misfit_reason(name, self._manifest.get(name) or {}, np.shape(_full_resolution(layer))[:2],
+                             image_name=layer.name, synthetic=self._synthetic(layer))
 
     def _plan(self):
         """(layer, model name, weights path, need_model, need_image) for the current choices, or a message."""
@@ -828,8 +787,6 @@ class LandmarkWidget(QWidget):
     def _fill_measurements(self):
         """The measurements table (value ± expected error, one line each, ⚠ where in doubt) and, under it, the
         whole reason for every measurement that is unavailable or uncertain: doubt is shown, never hidden."""
-        from ..measurements.core import format_value
-
         ms = self.measurements
         t = self.meas_table
         doubts = []
@@ -840,16 +797,13 @@ class LandmarkWidget(QWidget):
             for row, m in enumerate(ms.values()):
                 name = QTableWidgetItem(m.name)
                 name.setToolTip(m.definition)
+                text = m.shown()  # value ± expected error, ⚠ where in doubt (the CLI prints the same)
                 if not m.available:
-                    text, tip = "unavailable ⚠", f"unavailable: {m.reason}"
+                    tip = f"unavailable: {m.reason}"
                     doubts.append((m.name, f"unavailable: {m.reason}"))
                 else:
-                    text, tip = format_value(m.value, m.unit), m.definition
-                    err = getattr(m, "expected_error", None)
-                    if err is not None and np.isfinite(err):
-                        text += f" ± {format_value(err, m.unit)}"
+                    tip = m.definition
                     if getattr(m, "uncertain", False):
-                        text += " ⚠"
                         doubt = getattr(m, "doubt", None) or "uncertain"
                         tip = f"{doubt}\n\n{m.definition}"
                         doubts.append((m.name, doubt))
