@@ -12,7 +12,7 @@
 # best.safetensors (whole model card) whenever validation improves.
 set -euo pipefail
 cmd="${1:-status}"; shift || true
-NICE="${CPU_TRAIN_NICE:-10}"
+NICE="${CPU_TRAIN_NICE:-19}"
 
 root_for() {  # dataset name → raw data folder
   case "$1" in

@@ -269,3 +269,49 @@ def test_an_unusable_out_folder_is_one_clear_line(films, tmp_path, capsys, monke
     assert rc == 2 and "Errno" not in err and len(err.strip().splitlines()) == 1
     assert str(out) in err
     assert ("Permission denied" if case == "refused" else "is a file, not a folder") in err
+
+
+def _generic_folder(root, n, seed=11):
+    from skimage.io import imsave
+
+    from napari_interactive_landmarks.data.phantom import phantom_schema_dict
+
+    names = phantom_schema_dict(4)["landmarks"]
+    rng = np.random.default_rng(seed)
+    with (root / "landmarks.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label", "row", "col"])
+        for i in range(n):
+            img, pts = make_phantom(rng, shape=(256, 128), num_vertebrae=4)
+            imsave(root / f"img{i}.png", (img * 255).astype(np.uint8), check_contrast=False)
+            for name, (r, c) in zip(names, pts):
+                w.writerow([f"img{i}.png", name, f"{r:.2f}", f"{c:.2f}"])
+    return root
+
+
+def test_a_users_own_dataset_gets_a_shape_model_that_predictions_use(tiny_weights, tmp_path, capsys):
+    from napari_interactive_landmarks.inference import Predictor
+
+    root = _generic_folder(tmp_path / "own", 24) if (tmp_path / "own").mkdir() is None else None
+    out = tmp_path / "with-prior.safetensors"
+    rc = main(["shape-model", "--weights", str(tiny_weights), "--dataset", "generic", "--root", str(root),
+               "--split", ".", "--out", str(out), "--tau", "2", "--no-progress", "--device", "cpu"])
+    assert rc == 0 and "shape model of 24 shapes" in capsys.readouterr().out
+    pred = Predictor.from_file(out, device="cpu")
+    assert pred.shape_prior_active and pred.shape_model.settings.tau == 2.0
+    runs = {}
+    for flag in ([], ["--no-shape-prior"]):
+        js = tmp_path / f"eval{len(flag)}.json"
+        assert main(["evaluate", "--weights", str(out), "--dataset", "generic", "--root", str(root), "--split", ".",
+                     "--clicks", "2", "--limit", "6", "--json", str(js), "--no-progress", "--no-calibration",
+                     "--device", "cpu", *flag]) == 0
+        runs[bool(flag)] = json.loads(js.read_text())["mre_model"]
+    assert runs[True][0] == pytest.approx(runs[False][0])  # before any click the prior is not used
+    assert runs[True][1:] != runs[False][1:]               # after a click it is, and --no-shape-prior turns it off
+    few = _generic_folder(tmp_path / "few", 5, seed=3) if (tmp_path / "few").mkdir() is None else None
+    capsys.readouterr()
+    rc = main(["shape-model", "--weights", str(tiny_weights), "--dataset", "generic", "--root", str(few),
+               "--split", ".", "--out", str(tmp_path / "x.safetensors"), "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "too few" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.safetensors").exists()

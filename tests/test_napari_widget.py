@@ -475,3 +475,30 @@ def test_set_spacing_refuses_nonsense_and_changes_nothing(widget):
             widget.session.set_spacing(bad)
     assert widget.session.spacing is None
     np.testing.assert_allclose(widget.session.coords, before)
+
+
+def test_shape_prior_checkbox_reruns_with_the_same_corrections(widget):
+    from napari_interactive_landmarks.data.phantom import make_phantom, phantom_set
+    from napari_interactive_landmarks.shape_model import fit_from_labels
+
+    assert not widget.shape_prior_box.isEnabled()  # the phantom model ships no shape model
+    _, cs = phantom_set(60, 11, shape=(1024, 512), num_vertebrae=6)
+    sm, _ = fit_from_labels([(str(i), c, (1024, 512)) for i, c in enumerate(cs)], widget.predictor.schema.name)
+    widget.predictor.set_shape_model(sm)
+    widget._show_shape_prior()
+    assert widget.shape_prior_box.isEnabled() and widget.shape_prior_box.isChecked()
+    _, gt = make_phantom(np.random.default_rng(2024), shape=(1024, 512), num_vertebrae=6)
+    simulate_drag(widget.points_layer, 0, gt[0] + np.array([60.0, 0.0]))  # a vertebra corner moved down by hand
+    wait_until_idle(widget, 60)
+    assert widget.session.last_prediction.shape_prior
+    with_prior = widget.session.coords
+    widget.shape_prior_box.setChecked(False)                             # the network alone, same correction
+    wait_until_idle(widget, 60)
+    assert not widget.predictor.use_shape_prior and not widget.session.last_prediction.shape_prior
+    alone = widget.session.coords
+    np.testing.assert_array_equal(alone[0], with_prior[0])               # the user's point never moves
+    assert not np.allclose(alone, with_prior)                            # the others follow the switch
+    np.testing.assert_allclose(_layer_coords(widget), alone)
+    widget.shape_prior_box.setChecked(True)
+    wait_until_idle(widget, 60)
+    np.testing.assert_allclose(widget.session.coords, with_prior, atol=0.05)  # ("previous" differs a little)

@@ -1,3 +1,4 @@
+import json
 import csv
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_checkpoint_resume_and_best_export(tiny_run, tmp_path):
     assert (out / "last.ckpt").is_file() and (out / "best.safetensors").is_file()
     state, meta = load_weights(out / "best.safetensors")
     assert "config" in meta
+    # the run's own labels give the weights a shape model (a user's own landmark set included)
+    assert "shape_model.mean" in state and json.loads(meta["shape_prior"])["num_shapes"] == 64
     t2 = Trainer({**trainer.cfg, "out_dir": str(out)})
     t2.resume()
     assert t2.epoch == trainer.epoch

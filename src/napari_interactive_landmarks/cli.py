@@ -77,8 +77,47 @@ def _load_predictor(args, name: str | None = None):
     from .inference import Predictor
 
     if name is None and getattr(args, "weights", None):
-        return Predictor.from_file(args.weights, device=args.device)
-    return Predictor.from_name(name or args.model, device=args.device)
+        pred = Predictor.from_file(args.weights, device=args.device)
+    else:
+        pred = Predictor.from_name(name or args.model, device=args.device)
+    if getattr(args, "no_shape_prior", False):
+        pred.use_shape_prior = False
+    return pred
+
+
+def _cmd_shape_model(args):
+    """Fit a shape model from a dataset's labels and store it in a copy of the weights file (or in place)."""
+    from .shape_model import ShapePriorSettings, fit_from_samples, write_into_weights
+    from .weights import resolve_weights
+
+    predictor = _load_predictor(args)
+    if not args.root and args.dataset != "phantom":
+        raise CLIError("--root DIR is required (the dataset folder)")
+    samples = _dataset_samples(args, predictor)
+    settings = ShapePriorSettings(enabled=not args.off, tau=args.tau, weight=args.weight, shrinkage=args.shrinkage,
+                                  zero_click=args.zero_click)
+    sm, left_out = fit_from_samples(samples, predictor.schema.name, settings,
+                                    fitted_on=f"{args.dataset} {args.split}" + (
+                                        f" of {args.split_file or predictor.info.get('training', {}).get('split_file')}"
+                                        if args.split in ("train", "val", "calib", "eval") else ""))
+    source = Path(args.weights) if args.weights else resolve_weights(args.model)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and out.resolve() != source.resolve():
+        raise CLIError(f"{out} exists: choose another --out or add --overwrite")
+    write_into_weights(sm, source, out)
+    print(f"wrote {out}: shape model of {sm.num_shapes} shapes ({len(left_out)} label sets left out"
+          + (f": {', '.join(sorted(left_out)[:5])}{'…' if len(left_out) > 5 else ''}" if left_out else "")
+          + f"), prior {'on' if settings.enabled else 'off'} (tau {settings.tau:g}, weight {settings.weight:g}, "
+            f"shrinkage {settings.shrinkage:g}{', also before any click' if settings.zero_click else ''})")
+    if args.register:
+        from . import weights
+
+        entry = weights.get_entry(args.register, weights.load_manifest())
+        entry = {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")}
+        entry["shape_prior"] = sm.card_field()
+        weights.register_model(args.register, entry, out)
+        print(f"registered {args.register} with its shape model (sha256 {weights.sha256_file(out)[:12]}…)")
+    return 0
 
 
 def _set_threads(args):
@@ -473,7 +512,7 @@ def _cmd_demo(args):
     corrections = [_parse_click(c, None) for c in (args.correct or [])]
     return run_demo(image=args.image, model=args.model, corrections=corrections, screenshot=args.screenshot,
                     json_out=args.json, keep_open=not (args.screenshot or args.json) or args.keep_open,
-                    timeout=args.timeout)
+                    timeout=args.timeout, shape_prior=not args.no_shape_prior)
 
 
 def _add_dataset_args(p, split_help):
@@ -491,6 +530,8 @@ def _add_model_args(p, model_help="model name from weights_manifest.yaml (defaul
     p.add_argument("--weights", help="a .safetensors file instead of a manifest name")
     p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cuda, mps or cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-shape-prior", dest="no_shape_prior", action="store_true",
+                   help="the network alone: do not decode under the model's shape prior (for comparison)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -511,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", help="write the final points as JSON")
     d.add_argument("--keep-open", action="store_true", help="keep the viewer open after writing the outputs")
     d.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each model update")
+    d.add_argument("--no-shape-prior", dest="no_shape_prior", action="store_true",
+                   help="start with the anatomy's shape prior off (the widget's checkbox)")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train an interactive model from a YAML config",
@@ -614,6 +657,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-clicks", dest="num_clicks", type=int, default=3)
     b.add_argument("--json", help="write the figures as JSON")
     b.set_defaults(func=_cmd_bench)
+
+    sm = sub.add_parser("shape-model", help="fit the anatomy's shape prior from a dataset's labels into a weights file",
+                        description="A Gaussian model of the landmarks' joint positions, fitted from the labels of a "
+                                    "split (on the AASCE spine set, films whose vertebrae are out of order are left "
+                                    "out), stored with its prior settings in a copy of the weights file; every "
+                                    "prediction with that file then decodes the unclicked landmarks under it. Choose "
+                                    "the settings on validation data (benchmarks/shape_prior_eval.py).")
+    _add_model_args(sm)
+    _add_dataset_args(sm, "the labels to fit: 'train' (the model's own training part of its split file) or a "
+                          "dataset split")
+    sm.add_argument("--out", required=True, help="the weights file to write (may be the --weights file itself)")
+    sm.add_argument("--tau", type=float, default=1.0, help="prior width: conditional covariance × tau (default 1)")
+    sm.add_argument("--weight", type=float, default=0.9,
+                    help="robustness: weight of the Gaussian against a uniform, < 1 (default 0.9)")
+    sm.add_argument("--shrinkage", type=float, default=0.05, help="covariance shrinkage toward its diagonal")
+    sm.add_argument("--zero-click", dest="zero_click", action="store_true", help="use the prior before any click too")
+    sm.add_argument("--off", action="store_true", help="store the model but leave the prior off (it did not help)")
+    sm.add_argument("--overwrite", action="store_true")
+    sm.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")
+    sm.set_defaults(func=_cmd_shape_model)
 
     w = sub.add_parser("weights", help="list, verify, fetch, register or remove model weights",
                        description="Models in weights_manifest.yaml: list them, verify sha256 hashes, fetch a "

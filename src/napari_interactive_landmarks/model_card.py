@@ -62,6 +62,8 @@ class ModelCard:
     training: dict = field(default_factory=dict)  # dataset, split file, epochs, seed, device, loss, …
     metrics: dict = field(default_factory=dict)
     calibration: dict | None = None
+    # the shape prior's settings and provenance (its arrays are tensors of the weights file; see shape_model.py)
+    shape_prior: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -149,8 +151,9 @@ class ModelCard:
         """The manifest form (without file / sha256 / url, which belong to the stored file)."""
         d = self.to_dict()
         d.pop("name")
-        if d.get("calibration") is None:
-            d.pop("calibration")
+        for key in ("calibration", "shape_prior"):
+            if d.get(key) is None:
+                d.pop(key)
         return d
 
     def to_metadata(self) -> dict[str, str]:

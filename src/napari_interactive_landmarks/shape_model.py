@@ -175,22 +175,42 @@ class ShapeModel:
         m = u.reshape(k, 2) - np.einsum("kij,kj->ki", c, r)
         return m, c
 
-    def log_prior_on_grid(self, means, covs, grid) -> np.ndarray:
+    def log_prior_on_grid(self, means, covs, grid, rows=None) -> np.ndarray:
         """log(w · N(cell; m_j, τ C_j) + (1 − w)) at the centres of an (h, w) grid over the image, (K, h, w)
-        float32 — the robust prior the predictor adds to each landmark's log-probability map."""
+        float32 — the robust prior the predictor adds to each landmark's log-probability map (``rows``: only these
+        landmarks, the others get the flat log(1 − w)).
+
+        Written as log(1 − w) + log1p(w N / (1 − w)) and evaluated only inside each landmark's box where the
+        Gaussian term exceeds e⁻¹² of the uniform one (elsewhere it adds less than 10⁻⁵ to a log-probability), which keeps all
+        68 landmarks of a 128 × 64 map at about a millisecond on a CPU."""
         h, w = int(grid[0]), int(grid[1])
+        means = np.asarray(means, np.float64)
+        k = len(means)
         tau, wt = self.settings.tau, self.settings.weight
+        floor = np.float32(np.log1p(-wt))
+        out = np.full((k, h, w), floor, np.float32)
+        if wt <= 0:
+            return out
         cov = tau * np.asarray(covs, np.float64) + DIAGONAL_FLOOR * np.eye(2)
         det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
-        inv00, inv11, inv01 = cov[:, 1, 1] / det, cov[:, 0, 0] / det, -cov[:, 0, 1] / det
-        ur = ((np.arange(h) + 0.5) / h)[None, :] - means[:, 0:1]  # (K, h)
-        uc = ((np.arange(w) + 0.5) / w)[None, :] - means[:, 1:2]  # (K, w)
-        q = (inv00[:, None, None] * (ur ** 2)[:, :, None] + inv11[:, None, None] * (uc ** 2)[:, None, :]
-             + 2 * inv01[:, None, None] * ur[:, :, None] * uc[:, None, :])
-        log_n = -0.5 * q - np.log(2 * np.pi * np.sqrt(det))[:, None, None]
-        if wt <= 0:
-            return np.zeros((len(means), h, w), np.float32)
-        return np.logaddexp(np.log(wt) + log_n, np.log1p(-wt)).astype(np.float32)
+        inv = np.stack([cov[:, 1, 1], cov[:, 0, 0], -cov[:, 0, 1]], 1) / det[:, None]  # i00, i11, i01
+        log_c = np.log(wt) - np.log1p(-wt) - np.log(2 * np.pi * np.sqrt(det))  # log(w N / (1 − w)) at the mean
+        radius2 = 2.0 * (log_c + 12.0)  # Mahalanobis² inside which the term matters (> e⁻¹² of the floor)
+        centres_r, centres_c = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
+        for j in range(k) if rows is None else rows:
+            if radius2[j] <= 0:
+                continue
+            half_r, half_c = np.sqrt(radius2[j] * cov[j, 0, 0]), np.sqrt(radius2[j] * cov[j, 1, 1])
+            r0, r1 = np.searchsorted(centres_r, [means[j, 0] - half_r, means[j, 0] + half_r])
+            c0, c1 = np.searchsorted(centres_c, [means[j, 1] - half_c, means[j, 1] + half_c])
+            if r0 >= r1 or c0 >= c1:
+                continue
+            dr = (centres_r[r0:r1] - means[j, 0]).astype(np.float32)[:, None]
+            dc = (centres_c[c0:c1] - means[j, 1]).astype(np.float32)[None, :]
+            z = (np.float32(log_c[j]) - np.float32(0.5 * inv[j, 0]) * dr * dr) - np.float32(0.5 * inv[j, 1]) * dc * dc
+            z -= np.float32(inv[j, 2]) * dr * dc
+            out[j, r0:r1, c0:c1] += np.logaddexp(np.float32(0.0), z)
+        return out
 
     # ------------------------------------------------------------------ storage
     def tensors(self) -> dict[str, np.ndarray]:

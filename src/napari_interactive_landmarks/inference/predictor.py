@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,16 @@ import numpy as np
 import torch
 
 from ..codecs.codec import LandmarkCodec
+from ..codecs.heatmaps import decode_strided_logits
 from ..codecs.uncertainty import expected_radial_error, softmax_maps
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
 from ..models.interactive import build_model, check_input_size, resolve_config
 from ..schemas import LandmarkSchema, load_schema
+from ..shape_model import TENSOR_PREFIX, ShapeModel, ShapeModelError, normalise
 from .device import choose_device
+
+log = logging.getLogger(__name__)
 
 
 class PredictionError(ValueError):
@@ -62,6 +67,8 @@ class Prediction:
     ere: np.ndarray | None = None  # (K,) expected radial error, original pixels (0 for clicked landmarks)
     temperatures: np.ndarray | None = field(default=None, repr=False)  # (K,) used for ``ere``; None = 1
     prob: np.ndarray | None = field(default=None, repr=False)  # (K, h/4, w/4) calibrated probability maps
+    # True when the points were decoded under the shape prior (then ``prob`` and ``ere`` are the posterior's)
+    shape_prior: bool = False
 
     def probabilities(self) -> np.ndarray:
         """Calibrated per-landmark probability maps (2-D softmax of logits / T), (K, h/4, w/4), each sums to 1."""
@@ -111,6 +118,9 @@ class Predictor:
         if self.temperatures is not None and self.temperatures.shape not in ((), (schema.num_landmarks,)):
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
+        self.shape_model: ShapeModel | None = None
+        self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
+        self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
         self.heatmap = getattr(model, "heatmap", "sigmoid")
         # every coordinate conversion; the logits' stride is the model's (4: HRNet, 1: FARNet / CHH U-Net)
         self.codec = LandmarkCodec(self.input_size, self.sigma, self.heatmap, stride=getattr(model, "output_stride", 4))
@@ -140,12 +150,33 @@ class Predictor:
         cfg = resolve_config({**card.config, "num_landmarks": schema.num_landmarks, "hint_sigma": card.sigma})
         check_input_size(cfg, card.input_size)
         state, _ = load_weights(weights_path)
+        shape_tensors = {k: state.pop(k).numpy() for k in [k for k in state if k.startswith(TENSOR_PREFIX)]}
         model = build_model(cfg, source=Path(weights_path).name)  # a config asking for TBs: one line, nothing allocated
         _load_state(model, state, weights_path, schema)
         pred = cls(model, schema, card.input_size, card.sigma, name, device, card.to_dict(),
                    temperatures=card.temperatures)
         pred.card = card
+        try:
+            pred.set_shape_model(ShapeModel.from_stored(shape_tensors, card.shape_prior, schema.num_landmarks,
+                                                        schema.name))
+        except ShapeModelError as exc:
+            pred.shape_prior_problem = f"{Path(weights_path).name}: {exc}; the network alone places the points"
+            log.warning(pred.shape_prior_problem)
         return pred
+
+    def set_shape_model(self, shape_model: ShapeModel | None) -> None:
+        """Use ``shape_model`` (or none) for decoding under the anatomy's prior."""
+        if shape_model is not None and shape_model.num_landmarks != self.num_landmarks:
+            raise ShapeModelError(f"a shape model for {shape_model.num_landmarks} landmarks cannot serve model "
+                                  f"'{self.name}' ({self.num_landmarks} landmarks)")
+        self.shape_model = shape_model
+        self.shape_prior_problem = None
+
+    @property
+    def shape_prior_active(self) -> bool:
+        """Whether predictions are decoded under the shape prior (a model with one, enabled in its card, and not
+        switched off by the user)."""
+        return self.use_shape_prior and self.shape_model is not None and self.shape_model.settings.enabled
 
     @classmethod
     def from_entry(cls, name: str, entry: dict, weights_path, device=None) -> "Predictor":
@@ -257,7 +288,9 @@ class Predictor:
         return self.codec.hints(p, c, m)
 
     @torch.no_grad()
-    def predict(self, image, clicks=None, previous=None) -> Prediction:
+    def predict(self, image, clicks=None, previous=None, shape_prior: bool | None = None) -> Prediction:
+        """Landmarks of ``image`` given ``clicks`` and the ``previous`` prediction. ``shape_prior`` (default: the
+        predictor's :attr:`shape_prior_active`) decodes the unclicked landmarks under the anatomy's prior."""
         prepared = self.prepare(image)
         shape = prepared.original_shape
         clicks = self._check_clicks(clicks, shape)
@@ -275,22 +308,79 @@ class Predictor:
         # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one
         # map at a time, 2-7 x faster from a contiguous copy (benchmarks/uncertainty_cost.py --weights --image)
         logits = out["logits"].float().contiguous()
-        net, peak = self.codec.decode(logits)
-        net_np = net[0].cpu().numpy().astype(np.float64)
+        prior_on = self.shape_prior_active if shape_prior is None else bool(shape_prior and self.shape_model is not None)
+        # the network's own decoding: skipped when the prior decodes every landmark after a click (softmax models,
+        # whose reported peak comes from the calibrated maps below); needed before any click to start from
+        net_np = peak = posterior = None
+        if not (prior_on and clicks and self.heatmap == "softmax"):
+            net, peak = self.codec.decode(logits)
+            net_np = net[0].cpu().numpy().astype(np.float64)
+        if prior_on:
+            fused = self._decode_under_prior(logits[0], net_np, clicks, shape)
+            if fused is not None:
+                net_np, posterior = fused
+        if net_np is None:  # the prior failed (said once): the network alone
+            net, peak = self.codec.decode(logits)
+            net_np = net[0].cpu().numpy().astype(np.float64)
         coords = self.codec.to_original(net_np, shape)
         clicked = np.zeros(self.num_landmarks, bool)
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
             clicked[i] = True
         self._check_finite(coords)
-        ere, prob = self._ere(logits[0], net_np, shape) if self.compute_ere else (None, None)
+        if not self.compute_ere:
+            ere, prob = None, None
+        elif posterior is not None:  # the posterior's spread: what the shown points are uncertain by
+            ere, prob = self._ere(posterior, net_np, shape, calibrated=True)
+        else:
+            ere, prob = self._ere(logits[0], net_np, shape)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
         if self.heatmap == "softmax":  # the calibrated maps' maxima (reusing them when the ERE needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
-                          ere, self.temperatures, None if prob is None else prob.cpu().numpy())
+                          ere, self.temperatures, None if prob is None else prob.cpu().numpy(),
+                          shape_prior=posterior is not None)
+
+    def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape):
+        """The unclicked landmarks decoded from their calibrated maps times their click-conditioned shape prior:
+        (network-pixel coordinates (K, 2), posterior log-maps (K, h, w)), or None when the prior does not apply
+        (no click and no zero-click use) or fails (said once; the network alone then places the points)."""
+        sm = self.shape_model
+        if not clicks and not sm.settings.zero_click:
+            return None
+        grid = tuple(logits.shape[-2:])
+        t = torch.ones(self.num_landmarks, dtype=logits.dtype, device=logits.device) if self.temperatures is None \
+            else torch.as_tensor(np.broadcast_to(self.temperatures, (self.num_landmarks,)).copy(), dtype=logits.dtype,
+                                 device=logits.device)
+        tempered = logits / t[:, None, None]
+        try:
+            if clicks:
+                idx = sorted(clicks)
+                means, covs = sm.condition(idx, normalise([clicks[i] for i in idx], shape))
+                rounds = 1
+            else:
+                rounds = max(1, sm.settings.zero_click_rounds)
+            cur = net_np  # (None after a click: the prior's own decoding is the first)
+            for _ in range(rounds):
+                if not clicks:  # each landmark given all the others where they are now (iterated conditional modes)
+                    means, covs = sm.leave_one_out(normalise(self.codec.to_original(cur, shape), shape))
+                free = [i for i in range(self.num_landmarks) if i not in clicks]  # a clicked point is not decoded
+                prior = torch.from_numpy(sm.log_prior_on_grid(means, covs, grid, rows=free)).to(logits.device,
+                                                                                                logits.dtype)
+                fused = tempered + prior
+                net, _ = decode_strided_logits(fused[None], self.input_size, window=self.codec.window,
+                                               heatmap="softmax")
+                cur = net[0].cpu().numpy().astype(np.float64)
+        except (np.linalg.LinAlgError, ShapeModelError, FloatingPointError, ValueError) as exc:
+            if self.shape_prior_problem is None:
+                self.shape_prior_problem = f"the shape prior failed ({exc}); the network alone places the points"
+                log.warning(self.shape_prior_problem)
+            return None
+        if not np.isfinite(cur).all():
+            return None
+        return cur, fused
 
     def _check_finite(self, coords: np.ndarray) -> None:
         """A result with non-finite coordinates is an error, never a result (NaN weights or logits)."""
@@ -301,12 +391,13 @@ class Predictor:
                 f"the model '{self.name}' returned non-finite coordinates for {len(bad)} "
                 f"landmark{'s' if len(bad) != 1 else ''} ({names}): the weights file may be corrupt")
 
-    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape):
+    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape, calibrated: bool = False):
         """Expected radial error (McCouat & Voiculescu 2022) of each landmark from the calibrated 2-D softmax
         of its stride-4 logits, in original pixels (rows and columns scaled separately); returns it with the
-        calibrated maps (float32 torch, on the model's device)."""
+        calibrated maps (float32 torch, on the model's device). ``calibrated``: the logits are already divided by
+        the temperatures (the shape prior's posterior log-maps)."""
         grid = tuple(logits.shape[-2:])
-        prob = softmax_maps(logits.float(), self.temperatures)
+        prob = softmax_maps(logits.float(), None if calibrated else self.temperatures)
         pred_grid = self.codec.network_to_grid(net_coords, grid)
         return expected_radial_error(prob, pred_grid, scale=self.codec.grid_scale(shape, grid)), prob
 

@@ -25,7 +25,7 @@ def wait_until_idle(widget, timeout: float = 300.0) -> None:
 
 
 def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=None, keep_open=True,
-             timeout=300.0) -> int:
+             timeout=300.0, shape_prior=True) -> int:
     import napari
 
     from ._reader import get_reader
@@ -49,6 +49,7 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = LandmarkWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Landmark detection", area="right")
+    widget.shape_prior_box.setChecked(bool(shape_prior))
     if model is None and not image:
         model = DEFAULT_PHANTOM_MODEL
     if model is not None:  # otherwise the widget has picked the shipped model that fits the image

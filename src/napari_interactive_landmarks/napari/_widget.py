@@ -267,6 +267,13 @@ class LandmarkWidget(QWidget):
                                     "hover a point for its full name")
         self.show_labels.toggled.connect(self._toggle_labels)
         lay.addWidget(self.show_labels)
+        self.shape_prior_box = QCheckBox("Use the anatomy (shape prior)")
+        self.shape_prior_box.setChecked(True)
+        self.shape_prior_box.setToolTip(
+            "After a correction, place the other points where both the network's map and a statistical model of "
+            "the anatomy (learned from the training labels) expect them; untick to see the network alone")
+        self.shape_prior_box.toggled.connect(self._toggle_shape_prior)
+        lay.addWidget(self.shape_prior_box)
         self.meas_box = QGroupBox("Measurements")
         ml = QVBoxLayout(self.meas_box)
         self.meas_table = QTableWidget(0, 2)
@@ -509,6 +516,7 @@ class LandmarkWidget(QWidget):
         self._unsubscribe = session.subscribe(self._on_session_changed)  # after the adapter: its state is fresh
         self._fitted = False
         self._show_spacing()
+        self._show_shape_prior()
 
     def _show_spacing(self):
         sp = None if self.session is None else self.session.spacing
@@ -652,6 +660,31 @@ class LandmarkWidget(QWidget):
     def _toggle_uncertainty(self, on):
         if self.layers is not None:
             self.layers.set_uncertainty_visible(on)
+
+    def _toggle_shape_prior(self, on):
+        """Switch the shape prior and re-run with the same corrections (the points follow)."""
+        pred = self.predictor
+        if pred is None or pred.shape_model is None:
+            return
+        pred.use_shape_prior = bool(on)
+        if on and not pred.shape_model.settings.enabled:  # off in the model's card: the user asks for it anyway
+            pred.shape_model.settings.enabled = True
+        if self.session is not None and self.session.detected and self.session.pinned.any():
+            self.say("Shape prior " + ("on" if on else "off") + ": re-running…")
+            self._start_inference()
+
+    def _show_shape_prior(self):
+        """The checkbox follows the current model: enabled when it carries a shape model, ticked when it is in use."""
+        pred = self.predictor
+        has = pred is not None and pred.shape_model is not None
+        self.shape_prior_box.blockSignals(True)
+        if has:
+            pred.use_shape_prior = pred.use_shape_prior and self.shape_prior_box.isChecked()
+            self.shape_prior_box.setChecked(pred.shape_prior_active)
+        self.shape_prior_box.setEnabled(has)
+        self.shape_prior_box.blockSignals(False)
+        if pred is not None and pred.shape_prior_problem:
+            self.say(pred.shape_prior_problem, "warning")
 
     def _toggle_labels(self, on):
         if self.layers is not None:

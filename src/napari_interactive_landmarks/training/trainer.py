@@ -215,6 +215,9 @@ class Trainer:
         from ..weights import load_weights
 
         state, _ = load_weights(path)
+        from ..shape_model import TENSOR_PREFIX
+
+        state = {k: v for k, v in state.items() if not k.startswith(TENSOR_PREFIX)}  # the network's tensors only
         own = self.model.state_dict()
         bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
         if bad or len(state) != len(own):
@@ -438,7 +441,32 @@ class Trainer:
         card = self.model_card(metrics)
         sd = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         save_weights(sd, self.out / "best.safetensors", metadata=card.to_metadata())
+        shape_model = self.fit_shape_model()
+        if shape_model is not None:
+            from ..shape_model import write_into_weights
+
+            write_into_weights(shape_model, self.out / "best.safetensors", self.out / "best.safetensors")
+            card.shape_prior = shape_model.card_field()
         (self.out / "best.yaml").write_text(yaml.safe_dump(card.to_entry(), sort_keys=False))
+
+    def fit_shape_model(self):
+        """The shape model of this run's training labels (default prior settings; choose them on validation with
+        benchmarks/shape_prior_eval.py), or None where the labels cannot make one (said in the log)."""
+        from ..shape_model import ShapeModelError, fit_from_labels
+
+        data = getattr(self, "train_set", None)
+        if data is None or not len(data):
+            return None
+        try:
+            sm, left_out = fit_from_labels(zip(data.names, data.orig_coords, data.orig_shapes), self.schema.name,
+                                           fitted_on=f"{self.cfg['dataset']} {self.cfg['data_split']} train part of "
+                                                     f"{self.cfg['split_file']}")
+        except ShapeModelError as exc:
+            log.warning("no shape model for this run: %s", exc)
+            return None
+        if left_out:
+            log.info("shape model: %d training label sets left out (%s)", len(left_out), ", ".join(sorted(left_out)[:5]))
+        return sm
 
     # ----------------------------------------------------------------- loop
     def fit(self, resume=False, progress=True):
