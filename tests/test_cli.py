@@ -30,22 +30,7 @@ def tiny_weights(tiny_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def generic_dataset(tmp_path_factory):
     """A user's own dataset in the generic format: PNG images + landmarks.csv (long format)."""
-    from skimage.io import imsave
-
-    from napari_interactive_landmarks.data.phantom import phantom_schema_dict
-
-    root = tmp_path_factory.mktemp("generic")
-    names = phantom_schema_dict(4)["landmarks"]
-    rng = np.random.default_rng(7)
-    with (root / "landmarks.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "label", "row", "col"])
-        for i in range(4):
-            img, pts = make_phantom(rng, shape=(256, 128), num_vertebrae=4)
-            imsave(root / f"img{i}.png", (img * 255).astype(np.uint8), check_contrast=False)
-            for n, (r, c) in zip(names, pts):
-                w.writerow([f"img{i}.png", n, f"{r:.2f}", f"{c:.2f}"])
-    return root
+    return _generic_folder(tmp_path_factory.mktemp("generic"), 4, seed=7)
 
 
 def test_evaluate_runs_the_click_protocol_and_writes_json(tiny_weights, generic_dataset, tmp_path):
@@ -272,6 +257,7 @@ def test_an_unusable_out_folder_is_one_clear_line(films, tmp_path, capsys, monke
 
 
 def _generic_folder(root, n, seed=11):
+    """``n`` generated phantom films as PNG + landmarks.csv (long format) in ``root``."""
     from skimage.io import imsave
 
     from napari_interactive_landmarks.data.phantom import phantom_schema_dict
