@@ -131,7 +131,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": pred.name, "dataset": args.dataset, "split": args.split, "tracks": results,
-                       "shape_model": {"num_shapes": base.num_shapes, "fitted_on": base.fitted_on}}, f, indent=1)
+                       "shape_model": {"num_shapes": base.num_shapes, "fitted_on": base.fitted_on}}, f,
+                      separators=(",", ":"))
 
 
 if __name__ == "__main__":
