@@ -114,7 +114,6 @@ class ShapeModel:
         if len(empty):
             raise ShapeModelError(f"shape model: landmark(s) {empty[:5].tolist()} are annotated in fewer than 2 of the "
                                   f"{n} training shapes")
-        complete = int(seen.all(1).sum())
         if n < max(10, k):
             raise ShapeModelError(f"shape model: {n} training shapes are too few for {k} landmarks (at least "
                                   f"{max(10, k)} needed)")
@@ -124,9 +123,7 @@ class ShapeModel:
         count = m.T @ m
         cov = (xc.T @ xc) / np.maximum(count - 1.0, 1.0)
         cov[count < 2] = 0.0
-        sm = cls(mean, cov, n, settings or ShapePriorSettings(), schema, fitted_on)
-        sm.num_complete = complete
-        return sm
+        return cls(mean, cov, n, settings or ShapePriorSettings(), schema, fitted_on)
 
     def with_settings(self, **changes) -> "ShapeModel":
         """The same fit with other prior settings."""

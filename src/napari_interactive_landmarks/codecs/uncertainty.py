@@ -37,6 +37,7 @@ import torch
 
 __all__ = [
     "softmax_maps",
+    "tempered_logits",
     "grid_scale",
     "hottest_points",
     "max_confidence",
@@ -71,6 +72,14 @@ def _temperatures(temperatures, k: int, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def tempered_logits(logits: torch.Tensor, temperatures=None) -> torch.Tensor:
+    """``logits / T`` per landmark channel of ``(..., K, h, w)`` torch logits (``temperatures`` None: as they are);
+    the log of the calibrated maps up to each channel's constant."""
+    if temperatures is None:
+        return logits
+    return logits / _temperatures(temperatures, logits.shape[-3], logits)[:, None, None]
+
+
 def softmax_maps(logits, temperatures=None):
     """2-D softmax of ``logits / T`` over each ``(h, w)`` channel.
 
@@ -92,9 +101,7 @@ def softmax_maps(logits, temperatures=None):
         x = x.float()
     if x.ndim < 3:
         raise ValueError(f"logits must be (..., K, h, w), got shape {tuple(x.shape)}")
-    k = x.shape[-3]
-    if temperatures is not None:
-        x = x / _temperatures(temperatures, k, x)[:, None, None]
+    x = tempered_logits(x, temperatures)
     flat = x.flatten(-2)
     # the usual case: one read, one softmax (a finite sum means every value is finite: NaN and ±inf propagate;
     # a sum that is not finite, from bad values or an overflow, goes through the element-wise policy below)

@@ -25,7 +25,7 @@ import torch
 
 from ..codecs.codec import LandmarkCodec
 from ..codecs.heatmaps import decode_strided_logits
-from ..codecs.uncertainty import expected_radial_error, softmax_maps
+from ..codecs.uncertainty import expected_radial_error, softmax_maps, tempered_logits
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
 from ..models.interactive import build_model, check_input_size, resolve_config
@@ -351,10 +351,8 @@ class Predictor:
         if not clicks and not sm.settings.zero_click:
             return None
         grid = tuple(logits.shape[-2:])
-        t = torch.ones(self.num_landmarks, dtype=logits.dtype, device=logits.device) if self.temperatures is None \
-            else torch.as_tensor(np.broadcast_to(self.temperatures, (self.num_landmarks,)).copy(), dtype=logits.dtype,
-                                 device=logits.device)
-        tempered = logits / t[:, None, None]
+        tempered = tempered_logits(logits, self.temperatures)
+        free = [i for i in range(self.num_landmarks) if i not in clicks]  # a clicked point is not decoded
         try:
             if clicks:
                 idx = sorted(clicks)
@@ -366,7 +364,6 @@ class Predictor:
             for _ in range(rounds):
                 if not clicks:  # each landmark given all the others where they are now (iterated conditional modes)
                     means, covs = sm.leave_one_out(normalise(self.codec.to_original(cur, shape), shape))
-                free = [i for i in range(self.num_landmarks) if i not in clicks]  # a clicked point is not decoded
                 prior = torch.from_numpy(sm.log_prior_on_grid(means, covs, grid, rows=free)).to(logits.device,
                                                                                                 logits.dtype)
                 fused = tempered + prior
