@@ -1,9 +1,26 @@
 """npe2 reader: radiographs (PNG / JPEG / TIFF / BMP / DICOM) and this package's landmark files.
 
-``get_reader(path)`` decides cheaply (extension; for JSON a peek for the schema id; for CSV the exact
-header line) and returns a reader function, or None so that napari tries other readers. Errors found
-while reading (corrupt image, malformed landmark file) are raised by the reader function with a message
-naming the file and the problem; napari shows it as a notification.
+``get_reader(path)`` decides by content, cheaply, and returns a reader function, or None so that napari tries
+other readers:
+
+- a file named as an image (``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff``/``.bmp``/``.dcm``/``.dicom``) is
+  claimed (the image reader recognises the format by content and explains a corrupt file);
+- any other file is claimed as an image when its first bytes are DICOM's (the 128-byte preamble + ``DICM``:
+  an extensionless DICOM as PACS and CD exports name them, ``IM000001``) or PNG / JPEG / TIFF's. DICOM
+  without the preamble is left alone unless named ``.dcm``/``.dicom``: pydicom's ``force=True`` "reads"
+  almost any file, so content alone would claim text files as images;
+- a landmark JSON (any name but ``.csv``) is claimed when it parses as a JSON object whose top-level
+  ``"schema"`` is this package's ``SCHEMA_ID``, as ``io.landmarks`` writes it; JSON that merely mentions
+  the schema id (in a comment field, a list of formats…) is not;
+- a ``.csv`` when its header line is exactly this package's landmark columns.
+
+The manifest offers this reader ``*.json``, ``*.csv``, the image extensions, and names without a dot (one
+pattern per length, 1 to 64 characters): not ``"*"``, because napari (0.9) decides from the patterns alone
+whether several plugins could read a file, and then File › Open and drag and drop ask the user to pick one
+(``viewer.open(path, plugin=None)`` refuses) — ``"*"`` would do that for every ``.npy``, ``.zarr``,
+``.nii``… that napari's own reader opens today. Errors found while reading (corrupt image, malformed landmark file) are
+raised by the reader function with a message naming the file and the problem; napari shows it as a
+notification.
 
 Scale convention: an image layer gets ``scale`` = the pixel spacing from the file header (DICOM only; other
 formats carry none, so (1, 1)). A landmark layer read from JSON gets ``scale`` = its ``spacing_mm`` only
@@ -13,15 +30,20 @@ scaled the same way; otherwise the scale is (1, 1) and the spacing is kept in th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from ..io.images import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, is_dicom_file, read_image
+from ..io.images import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, is_dicom_file, read_image, sniff_format
 from ..io.landmarks import CSV_COLUMNS, SCHEMA_ID, read_landmarks_csv, read_landmarks_json
 from ._layers import META_KEY, points_layer_kwargs
 
 __all__ = ["get_reader", "read_image_layer", "read_landmark_layer"]
 
 _PEEK_BYTES = 65536
+#: A landmark file of 68 points is ~20 KB; JSON larger than this is not parsed to see whether it is one.
+_MAX_JSON_BYTES = 32 * 2**20
+#: Formats claimed by content whatever the file's name (BMP's two-byte "BM" is too weak a sign on its own).
+_SNIFFED_IMAGE_FORMATS = ("dicom", "png", "jpeg", "tiff")
 
 
 def get_reader(path):
@@ -39,9 +61,13 @@ def get_reader(path):
         return None
     if suffix in IMAGE_EXTENSIONS:
         return read_image_layer
-    if suffix == ".json" and _is_landmark_json(p):
-        return read_landmark_layer
-    if suffix == ".csv" and _is_landmark_csv(p):
+    if suffix == ".csv":
+        return read_landmark_layer if _is_landmark_csv(p) else None
+    if not p.is_file():  # missing, or a pipe / device that reading would block on
+        return None
+    if suffix != ".json" and sniff_format(p) in _SNIFFED_IMAGE_FORMATS:
+        return read_image_layer
+    if _is_landmark_json(p):
         return read_landmark_layer
     return None
 
@@ -55,8 +81,22 @@ def _peek(p: Path, n: int = _PEEK_BYTES) -> str | None:
 
 
 def _is_landmark_json(p: Path) -> bool:
-    head = _peek(p)
-    return head is not None and SCHEMA_ID in head
+    """A JSON object whose top-level ``"schema"`` is ``SCHEMA_ID`` (what ``write_landmarks_json`` writes).
+    Malformed points are left to the reader function, which names the problem."""
+    try:
+        if p.stat().st_size > _MAX_JSON_BYTES:
+            return False
+        with open(p, "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return False
+    if raw.lstrip()[:1] != b"{":
+        return False
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(d, dict) and d.get("schema") == SCHEMA_ID
 
 
 def _is_landmark_csv(p: Path) -> bool:
