@@ -23,11 +23,24 @@ def test_ci_runs_exactly_the_readme_commands():
     assert ci == commands
 
 
+def test_setup_installs_into_a_git_ignored_venv():
+    """Debian 12's Python refuses `pip install` outside a virtual environment (PEP 668): setup.sh makes .venv,
+    pip runs only inside it, and the README's commands use its tools."""
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "python3 -m venv .venv" in setup
+    pip_lines = [line for line in setup.splitlines() if "pip install" in line and not line.startswith("#")]
+    assert pip_lines and all(line.startswith(".venv/bin/python -m pip install") for line in pip_lines)
+    demo, tests = _readme_setup_commands()
+    assert "xvfb-run -a .venv/bin/napari-landmarks demo" in demo
+    assert tests.startswith(".venv/bin/python -m pytest")
+    assert ".venv/" in (REPO / ".gitignore").read_text().splitlines()
+
+
 def test_every_library_checked_has_its_package_in_the_apt_list():
     apt = {line.strip() for line in (REPO / "scripts" / "apt-packages.txt").read_text().splitlines()
            if line.strip() and not line.startswith("#")}
     assert set(_system.QT_XCB_LIBRARIES.values()) <= apt
-    assert {"xvfb", "xauth", "libgl1-mesa-dri"} <= apt
+    assert {"xvfb", "xauth", "libgl1-mesa-dri", "x11-utils", "python3-venv"} <= apt
     assert "apt-packages.txt" in (REPO / "scripts" / "setup.sh").read_text()
 
 
