@@ -283,21 +283,50 @@ def _cmd_calibrate(args):
     print(f"temperatures: median {np.median(temps):.3f} (range {temps.min():.3f}–{temps.max():.3f}) over "
           f"{len(temps)} landmarks, fitted on {len(samples)} images")
     print(f"on the calibration images themselves: ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f}")
+    regions = None
+    if args.level is not None:
+        regions = _fit_regions(args, predictor, samples, temps)
     if args.dry_run:
         return 0
     info = {"dataset": args.dataset, "split": args.split, "num_images": len(samples),
             "ece_before": round(cm["ece_before"], 5), "ece_after": round(cm["ece_after"], 5)}
+    what = f"{len(temps)} temperatures" + (f" and {regions['level']:.0%} regions" if regions else "")
     if args.weights:
         from .training.export import store_temperatures_in_file
 
-        store_temperatures_in_file(args.weights, temps, info)
-        print(f"stored {len(temps)} temperatures in {args.weights}")
+        store_temperatures_in_file(args.weights, temps, info, regions)
+        print(f"stored {what} in {args.weights}")
         return 0
     from .training.export import store_temperatures
 
-    store_temperatures(predictor.name, temps, info)
-    print(f"stored {len(temps)} temperatures for '{predictor.name}' in the manifest")
+    store_temperatures(predictor.name, temps, info, regions=regions)
+    print(f"stored {what} for '{predictor.name}' in the manifest")
     return 0
+
+
+def _fit_regions(args, predictor, samples, temps) -> dict:
+    """The conformal regions (regions.py) on the calibration images, with the temperatures just fitted, on the click
+    protocol (0…--region-clicks worst-first clicks): the card's ``regions`` field. Too few images: one line."""
+    import numpy as np
+
+    from .evaluation.protocol import collect_region_scores
+    from .regions import RegionError, fit_regions
+
+    if not 0.5 <= args.level < 1:
+        raise CLIError(f"--level must be in [0.5, 1), got {args.level}")
+    predictor.temperatures = np.asarray(temps, np.float64)
+    scores = collect_region_scores(predictor, samples, max_clicks=args.region_clicks, progress=not args.no_progress)
+    try:
+        cal = fit_regions(scores, args.level, pooled={"auto": None, "yes": True, "no": False}[args.pooled],
+                          clicks=list(range(args.region_clicks + 1)),
+                          fitted_on=f"{args.dataset} {args.split} ({len(samples)} images, 0-{args.region_clicks} "
+                                    "worst-first clicks)")
+    except RegionError as exc:
+        raise CLIError(f"no regions fitted: {exc}") from None
+    r = cal.radii
+    print(f"{cal.level:.0%} regions: Mahalanobis radius {'pooled' if cal.pooled else 'per landmark'} "
+          f"{np.median(r):.2f} (range {r.min():.2f}–{r.max():.2f}) from {int(np.isfinite(scores).sum())} scores")
+    return cal.to_card()
 
 
 def _parse_click(text, predictor):
@@ -623,6 +652,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(c, "calibration images: e.g. 'calib' (AASCE) or 'val' (ISBI), disjoint from evaluation")
     c.add_argument("--dry-run", action="store_true",
                    help="print the temperatures, do not store them (in the manifest for --model, in the file for --weights)")
+    c.add_argument("--level", type=float, default=0.95,
+                   help="also fit conformal regions holding the true point with this probability (default 0.95)")
+    c.add_argument("--no-regions", dest="level", action="store_const", const=None,
+                   help="temperatures only (a model's stored regions are then dropped: they belong to old temperatures)")
+    c.add_argument("--region-clicks", type=int, default=3,
+                   help="the regions are fitted on 0..N worst-first clicks of the click protocol (default 3)")
+    c.add_argument("--pooled", choices=("auto", "yes", "no"), default="auto",
+                   help="one radius for all landmarks, or one each (auto: each when every landmark has enough scores)")
     c.set_defaults(func=_cmd_calibrate)
 
     pr = sub.add_parser("predict", help="detect landmarks in images and write them as JSON or CSV",

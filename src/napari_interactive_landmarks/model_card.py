@@ -64,6 +64,8 @@ class ModelCard:
     calibration: dict | None = None
     # the shape prior's settings and provenance (its arrays are tensors of the weights file; see shape_model.py)
     shape_prior: dict | None = None
+    # the conformal regions' level and radii (regions.py), fitted by `calibrate`
+    regions: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -151,7 +153,7 @@ class ModelCard:
         """The manifest form (without file / sha256 / url, which belong to the stored file)."""
         d = self.to_dict()
         d.pop("name")
-        for key in ("calibration", "shape_prior"):
+        for key in ("calibration", "shape_prior", "regions"):
             if d.get(key) is None:
                 d.pop(key)
         return d

@@ -42,6 +42,7 @@ __all__ = [
     "hottest_points",
     "max_confidence",
     "expected_radial_error",
+    "spread_covariance",
 ]
 
 T_MIN, T_MAX = 1e-3, 1e3
@@ -225,3 +226,47 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
     ok = usable & (m > 0) & (total > 0)
     ere = torch.where(ok, num / torch.where(ok, total, torch.ones_like(total)), torch.full_like(total, math.nan))
     return ere.reshape(lead).cpu().numpy().astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# the map's spread as a 2 × 2 covariance (the shape of the conformal regions, ``regions.py``)
+# --------------------------------------------------------------------------------------------------
+
+
+def spread_covariance(prob, pred, scale=None, threshold: float = 0.05) -> np.ndarray:
+    """``(..., K, 2, 2)`` second moment of each map about its prediction, ``Σ p · d dᵀ`` with
+    ``d = (Δrow · sy, Δcol · sx)``, after the same pre-processing as :func:`expected_radial_error`
+    (values ``<= threshold ×`` the maximum cut, the rest renormalised): the ellipse the map's mass
+    spreads over around the shown point, in the unit of ``scale``.  A quantisation floor of one grid
+    pixel's variance (``s² / 12`` per axis) keeps it invertible for a one-pixel map.  NaN where the
+    ERE is NaN (no usable mass, or a non-finite prediction)."""
+    if not 0.0 <= float(threshold) < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    p = torch.from_numpy(_np(prob)) if not torch.is_tensor(prob) else prob.detach().double()
+    c = torch.as_tensor(_np(pred), dtype=p.dtype, device=p.device)
+    if p.ndim < 2 or tuple(c.shape) != tuple(p.shape[:-2]) + (2,):
+        raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
+    s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
+    h, w = p.shape[-2:]
+    lead = tuple(p.shape[:-2])
+    n_maps = math.prod(lead)
+    p, c = p.reshape(n_maps, h, w), c.reshape(n_maps, 2)
+    zero = torch.zeros((), dtype=p.dtype, device=p.device)
+    usable = torch.isfinite(p).flatten(-2).all(-1) & torch.isfinite(c).all(-1)
+    p = torch.where(usable[:, None, None], p, zero)
+    c = torch.where(usable[:, None], c, zero)
+    m = p.amax(dim=(-2, -1)).clamp_min(0.0) if p.numel() else torch.zeros(n_maps, dtype=p.dtype)
+    q = torch.where(p > threshold * m[:, None, None], p, zero)
+    total = q.sum(dim=(-2, -1))
+    ok = usable & (m > 0) & (total > 0)
+    q = q / torch.where(ok, total, torch.ones_like(total))[:, None, None]
+    sy, sx = float(s[0]), float(s[1])
+    dy = (torch.arange(h, dtype=p.dtype, device=p.device) - c[:, 0, None]) * sy  # (L, h)
+    dx = (torch.arange(w, dtype=p.dtype, device=p.device) - c[:, 1, None]) * sx  # (L, w)
+    qy, qx = q.sum(-1), q.sum(-2)  # marginals (L, h), (L, w)
+    syy = (qy * dy * dy).sum(-1) + sy * sy / 12.0
+    sxx = (qx * dx * dx).sum(-1) + sx * sx / 12.0
+    sxy = torch.einsum("lhw,lh,lw->l", q, dy, dx)
+    cov = torch.stack([torch.stack([syy, sxy], -1), torch.stack([sxy, sxx], -1)], -2)
+    cov = torch.where(ok[:, None, None], cov, torch.full_like(cov, math.nan))
+    return cov.reshape(lead + (2, 2)).cpu().numpy().astype(np.float64)

@@ -76,6 +76,7 @@ class ImageTrace:
     manual_clicked: list[int]
     ere: np.ndarray | None = None  # (S, K) predicted ERE per step (pixels), when available
     scores: np.ndarray | None = None  # (S, K)
+    spread: np.ndarray | None = None  # (S, K, 2, 2) each point's map spread (the conformal regions' shape), px²
     extra: dict = field(default_factory=dict)
 
     @property
@@ -218,6 +219,7 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
             f"{type(predictor).__name__} returned pred.ere=None"
         )
     errs = radial_errors(cur, gt)
+    spread_steps = [_spread_of(session, k)]
 
     coords_steps, err_steps = [cur], [errs]
     ere_steps = [cur_ere] if cur_ere is not None else None
@@ -236,6 +238,7 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
             session.correct(idx, clicker.position(gt[idx], image_shape))
             cur, cur_ere, cur_scores = _session_state(session, k)
             errs = radial_errors(cur, gt)
+        spread_steps.append(_spread_of(session, k))
         coords_steps.append(cur)
         err_steps.append(errs)
         if ere_steps is not None:
@@ -267,7 +270,57 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         manual_clicked=m_clicked,
         ere=np.stack(ere_steps) if ere_steps is not None else None,
         scores=np.stack(score_steps) if score_steps is not None else None,
+        spread=None if any(v is None for v in spread_steps) else np.stack(spread_steps),
     )
+
+
+def _spread_of(session, k: int) -> np.ndarray | None:
+    """(K, 2, 2) the map spread of the session's last prediction (NaN for pinned points), or None."""
+    v = getattr(session.last_prediction, "spread", None)
+    if v is None:
+        return None
+    v = np.array(v, dtype=np.float64)
+    if v.shape != (k, 2, 2):
+        raise ValueError(f"predictor returned spread of shape {v.shape}, expected ({k}, 2, 2)")
+    v[np.asarray(session.pinned, bool)] = np.nan  # a person's point has no region
+    return v
+
+
+def region_scores(trace: ImageTrace) -> np.ndarray | None:
+    """(S, K) Mahalanobis radius of each true point under its map spread about the shown point (NaN for clicked
+    or unannotated landmarks): the conformal regions' nonconformity scores."""
+    from ..regions import mahalanobis_radius
+
+    if trace.spread is None:
+        return None
+    return mahalanobis_radius(trace.gt[None] - trace.coords, trace.spread)
+
+
+def _region_summary(scores, areas_cal, areas_gauss, radii, level: float, unit: str) -> dict:
+    """Coverage and median area of the conformal regions (when the model has them) and of the map's own Gaussian
+    ellipse at the same level, per click count and per landmark. ``scores`` (N, S, K); areas (N, S, K)."""
+    from ..regions import gaussian_radius
+
+    out = {"level": level, "area_unit": f"{unit}^2"}
+    tracks = [("heatmap_gaussian", np.full(scores.shape[-1], gaussian_radius(level)), areas_gauss)]
+    if radii is not None:
+        tracks.insert(0, ("conformal", radii, areas_cal))
+    for name, r, areas in tracks:
+        valid = np.isfinite(scores)
+        hit = np.where(valid, scores <= r, False)
+        with np.errstate(invalid="ignore"):
+            cov_click = [_json_float(100.0 * hit[:, j].sum() / valid[:, j].sum()) if valid[:, j].any() else None
+                         for j in range(scores.shape[1])]
+            per_lm = [_json_float(100.0 * hit[:, :, k].sum() / valid[:, :, k].sum()) if valid[:, :, k].any()
+                      else None for k in range(scores.shape[2])]
+            per_lm0 = [_json_float(100.0 * hit[:, 0, k].sum() / valid[:, 0, k].sum()) if valid[:, 0, k].any()
+                       else None for k in range(scores.shape[2])]
+        area_click = [_json_float(np.nanmedian(np.where(valid[:, j], areas[:, j], np.nan)))
+                      if valid[:, j].any() else None for j in range(scores.shape[1])]
+        out[name] = {"coverage_per_click": cov_click, "median_area_per_click": area_click,
+                     "coverage_per_landmark": per_lm, "coverage_per_landmark_0": per_lm0,
+                     "coverage_all": _json_float(100.0 * hit.sum() / max(valid.sum(), 1))}
+    return out
 
 
 # --------------------------------------------------------------------------- dataset level
@@ -344,6 +397,8 @@ def evaluate_dataset(
         iterator = tqdm(samples, desc=f"evaluate ({order})", unit="img", file=sys.stderr)
 
     mre_m, mre_h, err_m, err_h, errors_0, ere_0, per_image = [], [], [], [], [], [], []
+    region_s, region_a, gauss_a = [], [], []  # per image (S, K): region scores, conformal / Gaussian areas
+    regions = getattr(predictor, "regions", None)
     deltas, collapses = [], []  # per image: (α,) change of the unclicked landmarks' error; collapse onto the click
     skipped = []  # images that cannot be read or used: reported, the others evaluated
     has_ere = True
@@ -365,6 +420,15 @@ def evaluate_dataset(
         mre_h.append(mre(e_manual, axis=-1))
         errors_0.append(e_model[0])
         deltas.append(others_delta(e_model, tr.clicked))
+        rs = region_scores(tr)
+        if rs is not None:
+            from ..regions import gaussian_radius, region_area
+
+            a2 = 1.0 if spacing is None else float(np.prod(np.asarray(spacing, dtype=np.float64)))
+            region_s.append(rs)
+            gauss_a.append(region_area(tr.spread, gaussian_radius(regions.level if regions else 0.95)) * a2)
+            if regions is not None:
+                region_a.append(region_area(tr.spread, regions.radii) * a2)
         collapses.append(collapsed_onto_click(tr.coords, tr.gt, tr.clicked))
         if tr.ere is None:
             has_ere = False
@@ -412,6 +476,10 @@ def evaluate_dataset(
             stacked = np.stack(errs, axis=0) if errs else np.empty((0, s, 0))  # (N, S, K)
             per_step = [sdr(stacked[:, j], radii) for j in range(s)]  # S x (R,)
             result[key] = {_key(r): [_json_float(p[i]) for p in per_step] for i, r in enumerate(radii)}
+    if region_s and len(region_s) == len(per_image):
+        result["regions"] = _region_summary(np.stack(region_s), np.stack(region_a) if region_a else None,
+                                            np.stack(gauss_a), None if regions is None else regions.radii,
+                                            regions.level if regions is not None else 0.95, unit)
     result["per_image"] = per_image
     result["errors_0"] = [_json_list(e) for e in errors_0]
     result["ere_0"] = [_json_list(e) for e in ere_0] if (has_ere and samples) else None
@@ -487,4 +555,39 @@ def format_report(result: dict) -> str:
                 f"{_fmt(result['sdr'][r][k], 6, 1)} / {_fmt(result['sdr_manual'][r][k], 6, 1)}" for r in radii
             ]
             lines.append(f"{k:>6} " + " ".join(f"{c:>15}" for c in cells))
+    reg = result.get("regions")
+    if reg:
+        lvl = f"{reg['level']:.0%}"
+        lines += ["", f"{lvl} regions of the unclicked landmarks: coverage % / median area {reg['area_unit']}",
+                  f"{'clicks':>6} {'conformal':>22} {'map ellipse (uncalibrated)':>28}"]
+        con, gau = reg.get("conformal"), reg["heatmap_gaussian"]
+        for k in range(len(gau["coverage_per_click"])):
+            c = (f"{_fmt(con['coverage_per_click'][k], 6, 1)} / {_fmt(con['median_area_per_click'][k], 9, 0)}"
+                 if con else "—")
+            g = f"{_fmt(gau['coverage_per_click'][k], 6, 1)} / {_fmt(gau['median_area_per_click'][k], 9, 0)}"
+            lines.append(f"{k:>6} {c:>22} {g:>28}")
+        if con is None:
+            lines.append("(the model has no conformal regions: napari-landmarks calibrate fits them)")
     return "\n".join(lines)
+
+
+def collect_region_scores(predictor, samples, max_clicks: int = 3, progress: bool = True) -> np.ndarray:
+    """(N · (max_clicks + 1), K) region scores of ``samples`` on the click protocol (worst-first clicks at the
+    ground truth, 0…max_clicks; NaN for clicked and unannotated landmarks): what `calibrate` fits the conformal
+    radii on, so that the regions hold after corrections too. Images that cannot be read are left out."""
+    rows = []
+    iterator = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="region scores", unit="img", file=sys.stderr)
+    for sample in iterator:
+        try:
+            tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order="worst")
+        except ImageError:
+            continue
+        rs = region_scores(tr)
+        if rs is None:
+            raise ValueError("the predictor gives no map spread (an ERE-less model): it cannot have regions")
+        rows.append(rs)
+    return np.concatenate(rows, axis=0) if rows else np.empty((0, int(predictor.num_landmarks)))

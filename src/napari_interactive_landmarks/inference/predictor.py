@@ -25,7 +25,7 @@ import torch
 
 from ..codecs.codec import LandmarkCodec
 from ..codecs.heatmaps import decode_strided_logits
-from ..codecs.uncertainty import expected_radial_error, softmax_maps, tempered_logits
+from ..codecs.uncertainty import expected_radial_error, softmax_maps, spread_covariance, tempered_logits
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d
 from ..models.interactive import build_model, check_input_size, resolve_config
@@ -69,6 +69,21 @@ class Prediction:
     prob: np.ndarray | None = field(default=None, repr=False)  # (K, h/4, w/4) calibrated probability maps
     # True when the points were decoded under the shape prior (then ``prob`` and ``ere`` are the posterior's)
     shape_prior: bool = False
+    # (K, 2, 2) the map's spread about each point, original pixels² (NaN for clicked landmarks): the regions' shape
+    spread: np.ndarray | None = field(default=None, repr=False)
+    # (K,) the conformal radius of each landmark's region (NaN for clicked ones), when the model has regions
+    region_radius: np.ndarray | None = None
+    region_level: float | None = None
+
+    def regions(self):
+        """Each landmark's conformal region as ``(semi_axes (K, 2), angle_deg (K,), area_px2 (K,))`` around
+        :attr:`coords`, or None when the model has no regions; NaN for clicked landmarks."""
+        from ..regions import ellipses, region_area
+
+        if self.region_radius is None or self.spread is None:
+            return None
+        axes, angle = ellipses(self.spread, self.region_radius)
+        return axes, angle, region_area(self.spread, self.region_radius)
 
     def probabilities(self) -> np.ndarray:
         """Calibrated per-landmark probability maps (2-D softmax of logits / T), (K, h/4, w/4), each sums to 1."""
@@ -118,6 +133,8 @@ class Predictor:
         if self.temperatures is not None and self.temperatures.shape not in ((), (schema.num_landmarks,)):
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
+        self.regions = None  # RegionCalibration, when the card has conformal regions
+        self.regions_problem: str | None = None  # why the card's regions are not used
         self.shape_model: ShapeModel | None = None
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
         self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
@@ -156,6 +173,14 @@ class Predictor:
         pred = cls(model, schema, card.input_size, card.sigma, name, device, card.to_dict(),
                    temperatures=card.temperatures)
         pred.card = card
+        if card.regions is not None:
+            from ..regions import RegionCalibration, RegionError
+
+            try:
+                pred.regions = RegionCalibration.from_card(card.regions, schema.num_landmarks, Path(weights_path).name)
+            except RegionError as exc:
+                pred.regions_problem = f"{exc}; no regions are drawn"
+                log.warning(pred.regions_problem)
         try:
             pred.set_shape_model(ShapeModel.from_stored(shape_tensors, card.shape_prior, schema.num_landmarks,
                                                         schema.name))
@@ -328,6 +353,7 @@ class Predictor:
             coords[i] = pos  # a user's point is never moved
             clicked[i] = True
         self._check_finite(coords)
+        spread = radius = None
         if not self.compute_ere:
             ere, prob = None, None
         elif posterior is not None:  # the posterior's spread: what the shown points are uncertain by
@@ -336,12 +362,19 @@ class Predictor:
             ere, prob = self._ere(logits[0], net_np, shape)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
+            grid = tuple(prob.shape[-2:])
+            spread = spread_covariance(prob, self.codec.network_to_grid(net_np, grid),
+                                       scale=self.codec.grid_scale(shape, grid))
+            spread[clicked] = np.nan
+            if self.regions is not None:
+                radius = np.where(clicked, np.nan, self.regions.radii)
         if self.heatmap == "softmax":  # the calibrated maps' maxima (reusing them when the ERE needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, None if prob is None else prob.cpu().numpy(),
-                          shape_prior=posterior is not None)
+                          shape_prior=posterior is not None, spread=spread, region_radius=radius,
+                          region_level=None if self.regions is None else self.regions.level)
 
     def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape):
         """The unclicked landmarks decoded from their calibrated maps times their click-conditioned shape prior:

@@ -49,7 +49,7 @@ def register_run(name: str, run_dir: Path, description: str = "", extra_metrics:
     return register_model(name, entry, dest, manifest_path=manifest_path)
 
 
-def store_temperatures(name: str, temperatures, info: dict, manifest_path=None) -> dict:
+def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, regions: dict | None = None) -> dict:
     """Put fitted temperatures into a shipped model's manifest entry and its weights file's metadata (the
     file is rewritten, so its sha256 in the manifest is updated too)."""
     from ..weights import get_entry, load_manifest, resolve_weights
@@ -59,28 +59,34 @@ def store_temperatures(name: str, temperatures, info: dict, manifest_path=None) 
     manifest = load_manifest(manifest_path)
     entry = dict(get_entry(name, manifest))
     path = resolve_weights(name, manifest=manifest)
-    card = _with_temperatures(ModelCard.from_mapping(entry, name=name), temperatures, info)
+    card = _with_temperatures(ModelCard.from_mapping(entry, name=name), temperatures, info, regions)
     entry.update(temperatures=card.temperatures, calibration=info)
+    if regions is not None:
+        entry["regions"] = regions
     _rewrite_card(path, card)
     for key in ("sha256", "size_bytes"):
         entry.pop(key, None)
     return register_model(name, entry, path, manifest_path=manifest_path)
 
 
-def store_temperatures_in_file(path, temperatures, info: dict) -> Path:
+def store_temperatures_in_file(path, temperatures, info: dict, regions: dict | None = None) -> Path:
     """Put fitted temperatures into a self-describing weights file's model card (rewritten atomically; the
     tensors are unchanged). For a file that is not in the manifest (``calibrate --weights FILE``)."""
     from ..model_card import ModelCard
 
     path = Path(path)
     card = ModelCard.from_metadata(load_weights(path)[1], source=path.name)
-    _rewrite_card(path, _with_temperatures(card, temperatures, info))
+    _rewrite_card(path, _with_temperatures(card, temperatures, info, regions))
     return path
 
 
-def _with_temperatures(card, temperatures, info: dict):
+def _with_temperatures(card, temperatures, info: dict, regions: dict | None = None):
     card.temperatures = [round(float(t), 5) for t in temperatures]
     card.calibration = info
+    if regions is not None:  # (fitted with these temperatures: a re-calibration without regions drops stale ones)
+        card.regions = regions
+    else:
+        card.regions = None
     return card
 
 
