@@ -61,11 +61,12 @@ def _cmd_pack(args):
         cfg["root"] = args.root
     schema = load_schema(cfg["schema"])
     size = tuple(cfg["input_size"])
+    out = Path(args.out or f"{cfg['name']}.pack.npz")
     if cfg["dataset"] == "phantom":
         train_set, val_set = phantom_cached_sets(cfg, size, schema.num_landmarks)
-    else:
-        train_set, val_set = raw_dataset_sets(cfg, size, schema, progress=not args.no_progress)
-    out = Path(args.out or f"{cfg['name']}.pack.npz")
+    else:  # a seeded split (a dataset without a split file) is written next to the pack
+        split_dest = out.with_name(out.name.removesuffix(".npz") + ".split.json")
+        train_set, val_set = raw_dataset_sets(cfg, size, schema, progress=not args.no_progress, split_dest=split_dest)
     header = write_pack(out, cfg, train_set, val_set, quality=args.quality, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB): {header['counts']['train']} training + "
           f"{header['counts']['val']} validation images at {size[0]} × {size[1]}, JPEG quality {args.quality}")

@@ -27,7 +27,7 @@ from ..data.augment import AugmentConfig, augment
 from ..data.cache import CachedSet, build_cache, preprocess
 from ..data.clicks import Clicker, sample_initial_clicks
 from ..data.datasets import load_dataset
-from ..data.splits import apply_split, load_split
+from ..data.splits import apply_split, resolve_split
 from ..inference.device import choose_device
 from ..model_card import DEFAULT_NORMALIZATION, ModelCard
 from ..models.interactive import build_model, check_input_size, resolve_config, upsample_logits
@@ -40,7 +40,9 @@ DEFAULT_CONFIG = {
     "dataset": "aasce",          # aasce | isbi2015 | generic
     "root": None,                 # dataset root (or env NAPARI_LANDMARKS_DATA)
     "data_split": "training",     # the dataset split the train/val split file refers to
-    "split_file": "aasce_seed0",  # committed split (name under data/splits or a path)
+    # committed split (name under data/splits or a path); null: the dataset's shipped split (aasce, isbi2015),
+    # else a seeded split of the images written to <out_dir>/split.json (data.splits.resolve_split)
+    "split_file": None,
     "schema": "aasce-spine68",
     "input_size": [512, 256],
     "sigma": 7.5,
@@ -423,7 +425,8 @@ class Trainer:
                         "weight": self.cfg["morphology"].get("weight", 0)},
             temperatures=None,
             training={"dataset": self.cfg["dataset"], "data_split": self.cfg["data_split"],
-                      "split_file": str(self.cfg["split_file"]), "epochs_run": self.epoch,
+                      "split_file": None if self.cfg["split_file"] is None else str(self.cfg["split_file"]),
+                      "epochs_run": self.epoch,
                       "best_epoch": self.best_epoch, "seed": self.cfg["seed"], "device": str(self.device),
                       "world_size": self.dist.world_size, "amp": "bf16" if self.amp else "none",
                       "pretrained": False, "heatmap_loss": self.cfg["heatmap_loss"],
@@ -540,13 +543,24 @@ def _resized(logits, size):
     return logits if tuple(logits.shape[-2:]) == tuple(size) else upsample_logits(logits, size)
 
 
-def raw_dataset_sets(cfg: dict, size, schema, progress=True) -> tuple[CachedSet, CachedSet]:
-    """The train and validation sets of a config from the raw dataset folder, through the preprocessing cache."""
+def raw_dataset_sets(cfg: dict, size, schema, progress=True, split_dest=None) -> tuple[CachedSet, CachedSet]:
+    """The train and validation sets of a config from the raw dataset folder, through the preprocessing cache.
+
+    Without a ``split_file`` the dataset's shipped split is used, or, for a dataset that has none (a user's own
+    folder), a seeded split written to ``split_dest`` (default ``<out_dir>/split.json``); ``cfg['split_file']``
+    is then set to that file, so that the run's model card names it."""
+    from .distributed import current
+
     root = cfg["root"] or os.environ.get("NAPARI_LANDMARKS_DATA")
     if not root:
         raise ValueError("no dataset root: set 'root' in the config, --root, NAPARI_LANDMARKS_DATA, or --pack")
     samples = load_dataset(cfg["dataset"], root, cfg["data_split"], schema.landmarks)
-    split = load_split(cfg["split_file"])
+    if split_dest is None and cfg.get("out_dir"):
+        split_dest = Path(cfg["out_dir"]) / "split.json"
+    split, source = resolve_split(cfg["split_file"], cfg["dataset"], [s.name for s in samples], split_dest,
+                                  write=current().is_main)
+    if not cfg["split_file"] and source and split.get("generated"):
+        cfg["split_file"] = source
     tr, va = apply_split(samples, split, "train"), apply_split(samples, split, "val")
     key = f"{cfg['dataset']}_{cfg['data_split']}"
     return build_cache(tr, size, key + "_train", progress=progress), build_cache(va, size, key + "_val", progress=progress)
