@@ -155,17 +155,18 @@ def check_pack(header: dict, cfg: dict, source="training pack") -> None:
         problems.append(f"preprocessing version {header.get('preproc_version')}, this package's is {PREPROC_VERSION}")
     if cfg.get("dataset") and cfg.get("dataset") != "phantom" and header.get("dataset") != cfg["dataset"]:
         problems.append(f"dataset '{header.get('dataset')}', the config's is '{cfg['dataset']}'")
-    if cfg.get("dataset") != "phantom" and cfg.get("split_file"):
-        try:
-            from .splits import load_split
+    from .splits import SHIPPED_SPLITS, load_split
 
-            split = load_split(cfg["split_file"])
+    split_name = cfg.get("split_file") or SHIPPED_SPLITS.get(str(cfg.get("dataset")).lower())  # none named: shipped
+    if cfg.get("dataset") != "phantom" and split_name:
+        try:
+            split = load_split(split_name)
         except FileNotFoundError:
             split = None
         if split is not None:
             for part in PARTS:
                 if part in split and header.get("names_sha", {}).get(part) != _names_hash(split[part]):
-                    problems.append(f"a different '{part}' split than the config's split file '{cfg['split_file']}'")
+                    problems.append(f"a different '{part}' split than the config's split file '{split_name}'")
     if problems:
         raise PackError(f"{source} was made for another config: " + "; ".join(problems))
 
