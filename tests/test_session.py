@@ -97,7 +97,7 @@ def test_bad_corrections_are_refused_and_lose_nothing(session):
     with pytest.raises(PredictionError, match="out of range"):
         session.correct(99, (5.0, 5.0))
     np.testing.assert_array_equal(session.coords, before)
-    assert not session.can_undo or not session.pinned.any()
+    assert not session.can_undo and not session.pinned.any()  # nothing was pinned, no undo step was made
 
 
 def test_no_detection_yet_is_a_clear_error(tiny_run):
@@ -177,3 +177,66 @@ def test_edits_made_while_the_model_runs_are_merged_into_one_follow_up_run(sessi
     assert session.begin() is not None
     session.cancel()  # e.g. the worker failed: the session is free again
     assert not session.running and session.begin() is not None
+
+
+# ---------------------------------------------------------------- the session itself keeps pins (issue 22)
+
+
+class _ClickIgnoringPredictor:
+    """A model that ignores clicks and never re-pins them: each call returns every point shifted by one more
+    pixel. Whatever keeps a corrected point in place must then be the session."""
+
+    def __init__(self):
+        from napari_interactive_landmarks.data.phantom import phantom_schema_dict
+
+        self.schema = load_schema(phantom_schema_dict(2))  # 8 landmarks
+        k = self.schema.num_landmarks
+        self.calls = []
+        self.base = np.stack([np.arange(k) * 10.0 + 20.0, np.full(k, 50.0)], axis=1)
+
+    def prepare(self, image):
+        return type("P", (), {"original_shape": (200, 100)})()
+
+    def _check_clicks(self, updates, shape):
+        return {int(i): (float(r), float(c)) for i, (r, c) in updates.items()}
+
+    def predict(self, prepared, clicks=None, previous=None):
+        from types import SimpleNamespace
+
+        self.calls.append(dict(clicks or {}))
+        k = len(self.base)
+        return SimpleNamespace(coords=self.base + len(self.calls), scores=np.full(k, 0.5), ere=None,
+                               clicked=np.zeros(k, bool))
+
+
+def test_the_session_keeps_pinned_points_even_when_the_model_moves_them():
+    p = _ClickIgnoringPredictor()
+    s = LandmarkSession(p, np.zeros((200, 100)))
+    s.detect()
+    s.correct(2, (77.0, 33.0))
+    s.correct(4, (150.0, 10.0))
+    s.detect()
+    assert p.calls[-1] == {2: (77.0, 33.0), 4: (150.0, 10.0)}  # every pin went to the model as a click
+    c = s.coords
+    assert tuple(c[2]) == (77.0, 33.0) and tuple(c[4]) == (150.0, 10.0)
+    free = [0, 1, 3, 5, 6, 7]
+    np.testing.assert_array_equal(c[free], p.base[free] + len(p.calls))  # the others: the model's newest output
+    assert np.isnan(s.scores[[2, 4]]).all() and (s.scores[free] == 0.5).all()
+    s.unpin(2)
+    assert tuple(s.coords[4]) == (150.0, 10.0) and tuple(s.coords[2]) == tuple(p.base[2] + len(p.calls))
+
+
+def test_undo_history_is_capped_at_max_history():
+    p = _ClickIgnoringPredictor()
+    s = LandmarkSession(p, np.zeros((200, 100)), max_history=3)
+    s.detect()
+    assert not s.can_undo
+    for i in range(5):
+        s.pin({0: (10.0 + i, 20.0)})
+    assert s.coords[0, 0] == 14.0
+    for want in (13.0, 12.0, 11.0):  # the three newest steps come back ...
+        assert s.undo() and s.coords[0, 0] == want
+    assert not s.undo() and s.coords[0, 0] == 11.0  # ... older ones were dropped
+    for want in (12.0, 13.0, 14.0):
+        assert s.redo() and s.coords[0, 0] == want
+    assert not s.redo()
