@@ -76,7 +76,8 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{PKG}/inference/session.py",
         "        coords[free] = pred.coords[free]\n",
         "        coords = pred.coords.copy()  # MUTANT: pins overwritten\n",
-        ("tests/test_session.py::test_a_prediction_never_overwrites_a_pinned_point",),
+        ("tests/test_session.py::test_the_session_keeps_pinned_points_even_when_the_model_moves_them",
+         "tests/test_session.py::test_a_prediction_never_overwrites_a_pinned_point"),
     ),
     Mutant(
         "cache-ignores-labels",
