@@ -153,18 +153,22 @@ def test_spine_measurements_and_missing_vertebra():
     s = compute_measurements("aasce-spine68", make_spine(S_TILTS), image_shape=(300, 1000))
     assert s["cobb_main"].details["s_curve"] and s["cobb_main"].details["curve"] == "tl"  # image height used
     assert s["cobb_tl"].value == pytest.approx(35.0) and s["cobb_pt"].value == pytest.approx(0.0, abs=1e-9)
-    c[9] = np.nan  # T3 top-right
+    c[9] = np.nan  # T3 top-right: T3 is left out, and it lies next to the main curve's upper end T4
+    m = compute_measurements("aasce-spine68", c)
+    assert m["cobb_main"].available and m["cobb_main"].details["left_out"] == {"T3": "corners missing"}
+    assert m["cobb_main"].uncertain and "T3 was left out next to the end vertebra T4" in m["cobb_main"].doubt
+    c[4:68] = np.nan  # fewer than 3 vertebrae left: unavailable, with the reason
     m = compute_measurements("aasce-spine68", c)
     assert not m["cobb_main"].available and m["cobb_main"].value is None
-    assert "T3" in m["cobb_main"].reason and "missing" in m["cobb_main"].reason
+    assert "T3: corners missing" in m["cobb_main"].reason and "fewer than 3" in m["cobb_main"].reason
 
 
-def test_spine_out_of_order_is_unavailable_not_raised():
+def test_spine_out_of_order_leaves_a_vertebra_out_not_raised():
     c = make_spine(C_TILTS).reshape(17, 4, 2)
     c[[10, 11]] = c[[11, 10]]
     m = compute_measurements("aasce-spine68", c.reshape(68, 2))
-    assert all(not v.available for v in m.values())
-    assert "T12 is not below T11" in m["cobb_tl"].reason
+    assert all(v.available for v in m.values())
+    assert m["cobb_tl"].details["left_out"] == {"T12": "out of order (not between T11 and L1)"}
 
 
 def cephalo(sna_deg=82.0, snb_deg=80.0, fma_deg=25.0, facial_deg=87.0):
@@ -437,8 +441,13 @@ def test_session_measurements_carry_the_current_ere():
     img, gt = make_phantom(np.random.default_rng(2024), shape=(1024, 512), num_vertebrae=6)  # the sample data
     s = LandmarkSession(Predictor.from_name("phantom-spine"), img)
     s.detect()
-    # the shipped toy model puts V4 upside down here: the GUI can name it
-    assert corners_out_of_order(s.schema, s.coords) == ["V4"] and not s.measurements()["cobb_main"].available
+    # V4 placed upside down (by hand here, as a model might): named, and the angle measured without it
+    flipped = gt.copy()
+    flipped[12:16] = gt[[14, 15, 12, 13]]
+    s.pin({i: tuple(flipped[i]) for i in range(12, 16)})
+    assert "V4" in corners_out_of_order(s.schema, s.coords)
+    m = s.measurements()["cobb_main"]
+    assert m.available and m.details["left_out"]["V4"] == "upside down (top corners below bottom corners)"
     s.pin({i: tuple(gt[i]) for i in range(12, 16)})  # correct V4 by hand, then let the model refine the rest
     s.detect()
     m = s.measurements()["cobb_main"]

@@ -191,33 +191,37 @@ def test_closing_with_unsaved_corrections_asks(widget, monkeypatch):
     assert asked
 
 
-def test_measurement_panel_and_overlay_follow_corrections(widget):
-    """The sample phantom's automatic prediction has one crossed vertebra, so the Cobb angle is unavailable
-    (with the reason shown); correcting the three worst corners through the layer makes it available and,
-    as the model moves the others, close to the phantom's true angle, with its two end-vertebra lines drawn."""
+def test_measurement_panel_and_overlay_follow_corrections(widget, qtbot):
+    """A constructed landmark set — the sample phantom's true corners, every point placed by hand — with V4
+    upside down: the Cobb angle is measured from the other vertebrae, the table names its end vertebrae and the
+    line under it says V4 was left out and why. Dragging V4's corners to their places through the layer brings
+    V4 back: the note goes and the angle is the phantom's true one, with its two end-vertebra lines drawn."""
     from napari_interactive_landmarks.data.phantom import make_phantom
     from napari_interactive_landmarks.measurements import compute_measurements
 
     _, gt = make_phantom(np.random.default_rng(2024), shape=(1024, 512), num_vertebrae=6)  # the sample's truth
-    true_cobb = compute_measurements(widget.session.schema, gt, image_shape=(1024, 512))["cobb_main"].value
+    truth = compute_measurements(widget.session.schema, gt, image_shape=(1024, 512))["cobb_main"]
+    flipped = gt.copy()
+    flipped[12:16] = gt[[14, 15, 12, 13]]  # V4's top and bottom corners exchanged
+    widget.session.correct_many({i: tuple(flipped[i]) for i in range(24)})
+    wait_until_idle(widget, 60)
+    why = "V4: upside down (top corners below bottom corners)"
+    qtbot.waitUntil(lambda: why in widget.meas_doubts.text(), timeout=20000)  # the whole reason, not cut off
     assert widget.meas_table.rowCount() == 1 and widget.meas_table.item(0, 0).text() == "cobb_main"
-    texts = [widget.meas_table.item(0, 1).text()]
-    first = widget.measurements["cobb_main"]
-    assert not first.available and first.reason in widget.meas_doubts.text()  # the whole reason, not cut off
-    for _ in range(3):  # fix the worst landmark three times, as a clinician would
-        err = np.linalg.norm(widget.session.coords - gt, axis=1)
-        err[widget.session.pinned] = -1
-        k = int(np.argmax(err))
+    m = widget.measurements["cobb_main"]
+    assert m.available and list(m.details["left_out"]) == ["V4"]
+    ends = f"({m.details['upper_end']}–{m.details['lower_end']})"
+    first = widget.meas_table.item(0, 1).text()
+    assert first == m.shown() and ends in first and first.split(" ")[0].endswith("°")
+    for k in range(12, 16):  # put V4's corners where they belong, as a clinician would
         point = int(list(widget.points_layer.features["index"]).index(k))
         simulate_drag(widget.points_layer, point, gt[k])
         wait_until_idle(widget, 60)
-        texts.append(widget.meas_table.item(0, 1).text())
+    qtbot.waitUntil(lambda: "V4" not in widget.meas_doubts.text(), timeout=20000)
     m = widget.measurements["cobb_main"]
-    assert m.available, m.reason
-    assert len(set(texts)) > 1                      # the panel changed after corrections
-    value_line = texts[-1].splitlines()[0]         # the value (± its expected error); doubt, if any, below
-    assert texts[0].startswith("unavailable") and value_line.split(" ± ")[0].endswith("°")
-    assert abs(m.value - true_cobb) < 3.0
+    assert m.available and "left_out" not in m.details and m.note is None
+    assert m.value == pytest.approx(truth.value)
+    assert widget.meas_table.item(0, 1).text() == m.shown() == truth.shown().replace("°", "° ± 0.0°", 1)
     assert widget.measurement_layer is not None and len(widget.measurement_layer.data) == 2
 
 

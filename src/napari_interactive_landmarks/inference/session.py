@@ -58,18 +58,23 @@ class PartialFileError(SessionError):
 
 def format_measurements_csv(measurements: dict) -> str:
     """Measurements as CSV text: name, value, unit, available, reason, expected_error (same unit; empty when
-    unknown), uncertain, doubt, definition."""
+    unknown), uncertain, doubt, definition, end_vertebrae (a Cobb angle's, "T5–T11"), left_out (vertebrae the
+    Cobb angles were computed without, "T9: upside down (…); L2: …")."""
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["name", "value", "unit", "available", "reason", "expected_error", "uncertain", "doubt", "definition"])
+    w.writerow(["name", "value", "unit", "available", "reason", "expected_error", "uncertain", "doubt", "definition",
+                "end_vertebrae", "left_out"])
     for name, m in measurements.items():
         err = m.get("expected_error")
+        det = m.get("details") or {}
+        ends = f"{det['upper_end']}–{det['lower_end']}" if det.get("upper_end") and det.get("lower_end") else ""
+        left_out = "; ".join(f"{v}: {why}" for v, why in (det.get("left_out") or {}).items())
         w.writerow([name, "" if m["value"] is None else f"{m['value']:.4f}", m["unit"], m["available"],
                     m.get("reason") or "", "" if err is None else f"{err:.4f}", bool(m.get("uncertain")),
-                    m.get("doubt") or "", m.get("definition", "")])
+                    m.get("doubt") or "", m.get("definition", ""), ends, left_out])
     return buf.getvalue()
 
 

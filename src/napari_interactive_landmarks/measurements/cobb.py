@@ -32,6 +32,16 @@ Method (the challenge's reference code, re-implemented; the choices are ours whe
    the image (``image_height / 2``), as in the reference code. When the image height is not given, the
    middle of the spine's own vertical extent is used instead (see ``cobb_angles``).
 
+Implausible vertebrae (``exclude_implausible=True``, what the clinical measurements use). A vertebra whose 4
+corners do not form a plausible vertebra — corners missing, degenerate (zero width or height), left and right
+swapped, upside down, twisted (its outline crosses itself), or out of order along the spine — is left out and
+the angles are computed from the others (:func:`vertebra_problems` says which and why). End vertebrae keep their
+index in the whole spine. A left-out vertebra *could* have been an end vertebra of a curve when it lies next to
+one of the curve's end vertebrae (between it and the nearest kept vertebra, or beyond it at the end of the
+spine): a vertebra's tilt varies smoothly along the spine, so only there can a missing vertebra be more tilted
+than the measured end, and the angle measured without it is then at best a lower bound
+(:meth:`CobbResult.possible_ends`).
+
 Naming. The reference code returns ``[main, second, third]`` (the order of the dataset's ``angles.csv``,
 whose columns the dataset calls PT, MT, TL/L even though the first is always the largest angle);
 :attr:`CobbResult.challenge_angles` keeps that order and is what SMAPE compares against ``angles.csv``.
@@ -83,8 +93,29 @@ class CobbResult:
     s_curve: bool
     challenge_angles: tuple[float, float, float]
     vertebra_lines: np.ndarray  # (V, 2, 2): left-edge midpoint, right-edge midpoint of each vertebra (row, col)
-    centreline: np.ndarray  # (2V, 2): top- and bottom-edge midpoints, top to bottom
+    centreline: np.ndarray  # (2V, 2): top- and bottom-edge midpoints, top to bottom (of the kept vertebrae)
     notes: tuple[str, ...] = field(default=())
+    excluded: dict = field(default_factory=dict)  # vertebra index -> why it was left out (exclude_implausible)
+    kept: tuple[int, ...] = ()  # indices of the vertebrae the angles were computed from (all when none excluded)
+
+    def possible_ends(self, key: str) -> dict[int, int]:
+        """Left-out vertebrae that could have been an end vertebra of curve ``key`` ('pt', 'mt', 'tl'):
+        ``{left-out index: the end vertebra it could replace}`` — those lying between an end vertebra and the
+        nearest kept vertebra on either side (or beyond the end vertebra when it is the first or last kept one).
+        Empty when nothing was left out."""
+        if not self.excluded:
+            return {}
+        kept = list(self.kept)
+        nv = len(self.vertebra_lines)
+        out = {}
+        for end in (self.curves[key].upper, self.curves[key].lower):
+            pos = kept.index(end)
+            lo = kept[pos - 1] if pos > 0 else -1
+            hi = kept[pos + 1] if pos + 1 < len(kept) else nv
+            for v in sorted(self.excluded):
+                if lo < v < hi:
+                    out.setdefault(v, end)
+        return out
 
     @property
     def angles(self) -> np.ndarray:
@@ -140,6 +171,75 @@ def check_spine(coords, vertebra_names=None, check_order: bool = True) -> str | 
     return None
 
 
+def vertebra_problems(coords, vertebra_names=None) -> dict[int, str]:
+    """``{vertebra index: why its corners do not form a plausible vertebra}``, in spine order; {} when all do.
+
+    Per vertebra (corners TL, TR, BL, BR): "corners missing", "degenerate (...)" (left and right edges, or top
+    and bottom edges, at the same place), "left and right swapped (right corners not to the right of the left
+    corners)", "upside down (top corners below bottom corners)", "twisted (its outline crosses itself)"
+    (several joined with "; "). Then, among the others, the order along the spine: the longest run of
+    vertebrae whose centres go strictly down is kept, and each other one is "out of order (not between A and
+    B)", A and B its nearest kept neighbours (one of two swapped vertebrae is left out this way)."""
+    from .outline import is_twisted
+
+    c = np.asarray(coords, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2 or c.shape[0] % 4 or c.shape[0] < 12:
+        raise CobbError(f"expected 4 corners for each of at least 3 vertebrae, got landmarks of shape {c.shape}")
+    nv = c.shape[0] // 4
+    names = list(vertebra_names) if vertebra_names is not None else [f"vertebra {i + 1}" for i in range(nv)]
+    v4 = c.reshape(nv, 4, 2)
+    finite = np.all(np.isfinite(v4), axis=(1, 2))
+    with np.errstate(invalid="ignore"):
+        g = vertebra_geometry(c)
+        vec = g["right"] - g["left"]
+        twisted = np.atleast_1d(is_twisted(v4))
+    out = {}
+    for v in range(nv):
+        if not finite[v]:
+            out[v] = "corners missing"
+            continue
+        why = []
+        if np.hypot(*vec[v]) < 1e-9:
+            why.append("degenerate (left and right edges coincide)")
+        elif vec[v, 1] <= 0:
+            why.append("left and right swapped (right corners not to the right of the left corners)")
+        dz = g["bottom"][v, 0] - g["top"][v, 0]
+        if abs(dz) < 1e-9:
+            why.append("degenerate (top and bottom edges at the same height)")
+        elif dz < 0:
+            why.append("upside down (top corners below bottom corners)")
+        if twisted[v] and not why:
+            why.append("twisted (its outline crosses itself)")
+        if why:
+            out[v] = "; ".join(why)
+    # order: the longest chain of the remaining vertebrae with centres strictly going down (ties: the chain
+    # that keeps the upper vertebrae)
+    rest = [v for v in range(nv) if v not in out]
+    rows = g["centre"][:, 0]
+    best, prev = {}, {}
+    for i, v in enumerate(rest):
+        best[v], prev[v] = 1, None
+        for u in rest[:i]:
+            if rows[u] < rows[v] and best[u] + 1 > best[v]:
+                best[v], prev[v] = best[u] + 1, u
+    if rest:
+        v = max(rest, key=lambda u: (best[u], -u))
+        chain = []
+        while v is not None:
+            chain.append(v)
+            v = prev[v]
+        chain = chain[::-1]
+        for v in rest:
+            if v in chain:
+                continue
+            above = [u for u in chain if u < v]
+            below = [u for u in chain if u > v]
+            where = " and ".join(names[u] for u in ([above[-1]] if above else []) + ([below[0]] if below else []))
+            out[v] = f"out of order (not between {where})" if above and below else \
+                f"out of order (not {'below' if above else 'above'} {where})"
+    return dict(sorted(out.items()))
+
+
 def _list(items) -> str:
     return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
@@ -182,7 +282,7 @@ def _apex(centres: np.ndarray, upper: int, lower: int) -> int | None:
 
 
 def cobb_angles(coords, image_height: float | None = None, *, vertebra_names=None, check_order: bool = True,
-                s_tolerance: float = 0.0) -> CobbResult:
+                s_tolerance: float = 0.0, exclude_implausible: bool = False) -> CobbResult:
     """Cobb angles of a spine (AASCE 2019 method; see the module docstring).
 
     Args:
@@ -196,6 +296,10 @@ def cobb_angles(coords, image_height: float | None = None, *, vertebra_names=Non
         check_order: refuse vertebrae that are flipped or out of order (``CobbError``). False computes anyway,
             as the reference code does (useful to score raw predictions).
         s_tolerance: pixels a centreline point must lie beyond the end-to-end line to count for the S test.
+        exclude_implausible: leave out the vertebrae :func:`vertebra_problems` names (missing, degenerate,
+            flipped, twisted or out of order) and compute the angles from the others instead of refusing;
+            ``excluded`` says which and why, ``kept`` which were used, curve indices stay those of the whole
+            spine. Raises ``CobbError`` only when fewer than 3 vertebrae are left.
 
     Raises:
         CobbError: missing (NaN) corners, a vertebra of zero width, or (with ``check_order``) a vertebra whose
@@ -203,6 +307,8 @@ def cobb_angles(coords, image_height: float | None = None, *, vertebra_names=Non
             which is not below the previous one.
     """
     c = np.asarray(coords, dtype=np.float64)
+    if exclude_implausible:
+        return _cobb_without(c, image_height, vertebra_names, s_tolerance)
     reason = check_spine(c, vertebra_names, check_order=check_order)
     if reason:
         raise CobbError(reason)
@@ -249,7 +355,33 @@ def cobb_angles(coords, image_height: float | None = None, *, vertebra_names=Non
         pt=curves["pt"].angle, mt=curves["mt"].angle, tl=curves["tl"].angle, main_angle=main, curves=curves,
         main=by_rank["1"], s_curve=s_curve,
         challenge_angles=(main, curves[by_rank["2"]].angle, curves[by_rank["3"]].angle),
-        vertebra_lines=np.stack([g["left"], g["right"]], axis=1), centreline=centreline, notes=tuple(notes))
+        vertebra_lines=np.stack([g["left"], g["right"]], axis=1), centreline=centreline, notes=tuple(notes),
+        kept=tuple(range(nv)))
+
+
+def _cobb_without(c: np.ndarray, image_height, vertebra_names, s_tolerance) -> CobbResult:
+    """:func:`cobb_angles` with ``exclude_implausible``: the method on the plausible vertebrae only, indices
+    mapped back to the whole spine."""
+    excluded = vertebra_problems(c, vertebra_names)
+    nv = c.shape[0] // 4
+    names = list(vertebra_names) if vertebra_names is not None else [f"vertebra {i + 1}" for i in range(nv)]
+    kept = [v for v in range(nv) if v not in excluded]
+    if len(kept) < 3:
+        raise CobbError("fewer than 3 plausible vertebrae: " + "; ".join(f"{names[v]}: {why}"
+                                                                          for v, why in excluded.items()))
+    sub = c.reshape(nv, 4, 2)[kept].reshape(-1, 2)
+    res = cobb_angles(sub, image_height, check_order=False, s_tolerance=s_tolerance)
+    if not excluded:
+        return res
+    k = np.asarray(kept)
+    curves = {key: CobbCurve(cv.angle, int(k[cv.upper]), int(k[cv.lower]),
+                             None if cv.apex is None else int(k[cv.apex]), cv.lines) for key, cv in res.curves.items()}
+    with np.errstate(invalid="ignore"):
+        g = vertebra_geometry(c)
+    return CobbResult(pt=res.pt, mt=res.mt, tl=res.tl, main_angle=res.main_angle, curves=curves, main=res.main,
+                      s_curve=res.s_curve, challenge_angles=res.challenge_angles,
+                      vertebra_lines=np.stack([g["left"], g["right"]], axis=1), centreline=res.centreline,
+                      notes=res.notes, excluded=excluded, kept=tuple(kept))
 
 
 @dataclass(frozen=True)

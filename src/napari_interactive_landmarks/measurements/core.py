@@ -20,9 +20,16 @@ Landmarks are given by name (or 0-based index). A distance declared in ``mm`` is
 pixel spacing is known and in px otherwise. With a spacing, all geometry (angles included) is computed in
 physical units, so an anisotropic spacing is honoured.
 
-Bad geometry never raises: a measurement whose landmarks are missing (NaN), coincident (zero-length line) or
-out of order (Cobb) comes back with ``available=False`` and a plain-language ``reason``; the others still
-compute. Malformed *definitions* raise :class:`~napari_interactive_landmarks.schemas.SchemaError`
+Bad geometry never raises: a measurement whose landmarks are missing (NaN) or coincident (zero-length line)
+comes back with ``available=False`` and a plain-language ``reason``; the others still compute. A Cobb angle is
+computed from the vertebrae whose corners form a plausible vertebra: one that is missing a corner, degenerate,
+mirrored, upside down, twisted or out of order is left out (``details["left_out"]``: name → why, and ``note``:
+"left out — T9: upside down (top corners below bottom corners)"), and only when fewer than 3 remain is the angle
+unavailable. Its end vertebrae are ``details["upper_end"]``/``["lower_end"]`` and :meth:`Measurement.shown`
+names them ("32.1° ± 4.0° (T5–T11)"). When a left-out vertebra lies next to one of the angle's end vertebrae it
+may be the true end and the angle is at best a lower bound: the measurement is then ``uncertain`` (with or
+without ERE) and its ``doubt`` says so (``details["left_out_may_be_end"]`` names them). Malformed
+*definitions* raise :class:`~napari_interactive_landmarks.schemas.SchemaError`
 (:func:`validate_definitions`).
 
 Confidence. Every measurement records the landmarks it rests on (``rests_on``: the definition's landmarks; for
@@ -117,18 +124,22 @@ class Measurement:
     expected_error: float | None = None  # in ``unit``; None without ERE (or when unavailable)
     uncertain: bool = False  # expected_error above the measurement's tolerance, or an ERE unknown
     doubt: str | None = None  # when uncertain: why, naming the weakest landmarks
+    note: str | None = None  # a remark that is not a doubt (Cobb: which vertebrae were left out, and why)
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
 
     def shown(self) -> str:
-        """The value as the viewer's table shows it: value ± expected error, ⚠ when uncertain (``67.2° ± 21.4° ⚠``),
-        or ``unavailable ⚠``."""
+        """The value as the viewer's table shows it: value ± expected error, a Cobb angle's end vertebrae, ⚠ when
+        uncertain (``67.2° ± 21.4° (T5–T11) ⚠``), or ``unavailable ⚠``."""
         if not self.available:
             return "unavailable ⚠"
         text = format_value(self.value, self.unit)
         if self.expected_error is not None and np.isfinite(self.expected_error):
             text += f" ± {format_value(self.expected_error, self.unit)}"
+        ends = (self.details or {}).get("upper_end"), (self.details or {}).get("lower_end")
+        if self.kind == "cobb" and all(ends):
+            text += f" ({ends[0]}–{ends[1]})"
         return text + " ⚠" if self.uncertain else text
 
     def __str__(self) -> str:
@@ -430,6 +441,7 @@ class _Context:
     ere: np.ndarray | None = None
     sample_cache: dict = field(default_factory=dict)
     _mc: tuple | None = None
+    left_out_doubt: dict = field(default_factory=dict)  # Cobb measurement name -> why a left-out vertebra matters
 
     def get(self, name: str) -> Measurement:
         if name not in self.done:
@@ -464,6 +476,10 @@ class _Context:
                 self._confidence(d, m)
             except (ArithmeticError, ValueError) as exc:  # the value stands; only its confidence is unknown
                 m.uncertain, m.doubt = True, f"uncertain: its expected error could not be computed ({exc})"
+        extra = self.left_out_doubt.get(d.name)
+        if extra and m.available:  # a left-out vertebra may be an end vertebra: a lower bound, whatever the ERE
+            m.uncertain = True
+            m.doubt = f"{m.doubt}; {extra}" if m.doubt else f"uncertain: {extra}"
         return m
 
     def _unit(self, d: _Def) -> str:
@@ -521,7 +537,7 @@ class _Context:
             try:
                 h = None if self.image_shape is None else float(self.image_shape[0])
                 res = cobb_angles(self.phys[list(key)], None if h is None else h * self._row_spacing(),
-                                  vertebra_names=groups)
+                                  vertebra_names=groups, exclude_implausible=True)
                 self.cobb_cache[key] = (res, None)
             except CobbError as exc:
                 self.cobb_cache[key] = (None, str(exc))
@@ -539,8 +555,21 @@ class _Context:
                    "main_curve": res.main, "lines": lines}
         if res.notes:
             details["notes"] = list(res.notes)
+        possible = res.possible_ends(ckey)
+        if res.excluded:  # implausible vertebrae: the angles come from the others; say which and why
+            details["left_out"] = {groups[v]: why for v, why in res.excluded.items()}
+            details["left_out_may_be_end"] = [groups[v] for v in possible]
         m = self._result(d, cv.angle, **details)
         m.rests_on = [int(i) for v in (cv.upper, cv.lower) for i in d.landmarks[4 * v:4 * v + 4]]
+        if res.excluded:
+            m.note = "left out — " + "; ".join(f"{groups[v]}: {why}" for v, why in res.excluded.items())
+        if possible:
+            who = ", ".join(groups[v] for v in possible)
+            instead = ", ".join(dict.fromkeys(groups[e] for e in possible.values()))
+            one = len(possible) == 1
+            self.left_out_doubt[d.name] = (
+                f"{who} {'was' if one else 'were'} left out next to the end vertebra{'' if one else 'e'} {instead} "
+                f"and may be the true end{'' if one else 's'}: the angle is at best a lower bound")
         return m
 
     def _row_spacing(self) -> float:
@@ -612,8 +641,21 @@ class _Context:
         key = ("batch",) + d.landmarks
         if key not in self.cobb_cache:
             h = None if self.image_shape is None else float(self.image_shape[0]) * self._row_spacing()
-            self.cobb_cache[key] = cobb_batch_sample_last(self._mc_points()[1][list(d.landmarks)], h)
+            kept = self._cobb_kept(d)  # the left-out vertebrae stay out of every sample too
+            b = cobb_batch_sample_last(self._mc_points()[1][self._cobb_corners(d, kept)], h)
+            if len(kept) < len(d.landmarks) // 4:
+                b = replace(b, ends=np.asarray(kept)[b.ends])  # end vertebrae as indices in the whole spine
+            self.cobb_cache[key] = b
         return self.cobb_cache[key]
+
+    def _cobb_kept(self, d: _Def) -> list[int]:
+        """The vertebrae (indices into the definition's groups) the Cobb angles were computed from."""
+        res = self.cobb_cache.get(d.landmarks, (None, None))[0]
+        return list(res.kept) if res is not None else list(range(len(d.landmarks) // 4))
+
+    @staticmethod
+    def _cobb_corners(d: _Def, vertebrae) -> list[int]:
+        return [i for v in vertebrae for i in d.landmarks[4 * v:4 * v + 4]]
 
     def _cobb_curve_index(self, d: _Def, batch) -> np.ndarray:
         curve = d.options["curve"]
@@ -636,6 +678,8 @@ class _Context:
         """Every landmark the computation of ``d`` reads (a Cobb angle: all vertebrae it chooses from)."""
         if d.of:
             return [i for o in d.of for i in self._inputs(self.defs[o])]
+        if d.kind == "cobb":
+            return self._cobb_corners(d, self._cobb_kept(d))
         return list(d.landmarks)
 
     def _period(self, d: _Def) -> float | None:

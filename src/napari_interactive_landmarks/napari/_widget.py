@@ -840,6 +840,9 @@ class LandmarkWidget(QWidget):
                         doubt = getattr(m, "doubt", None) or "uncertain"
                         tip = f"{doubt}\n\n{m.definition}"
                         doubts.append((m.name, doubt))
+                    if getattr(m, "note", None):  # e.g. the vertebrae a Cobb angle was computed without
+                        tip = f"{m.note}\n\n{tip}"
+                        doubts.append((m.name, m.note))
                 val = QTableWidgetItem(text)
                 val.setToolTip(tip)
                 if not m.available or getattr(m, "uncertain", False):
