@@ -283,3 +283,46 @@ def test_click_noise_moves_the_clicked_points_off_the_ground_truth_for_model_and
     assert noisy["click_noise_px"] == 3.0 and exact["click_noise_px"] == 0.0
     assert noisy["mre_model"][0] == exact["mre_model"][0]  # no click yet
     assert noisy["mre_model"][2] != exact["mre_model"][2] and noisy["mre_manual"][2] != exact["mre_manual"][2]
+
+
+# ------------------------------------------------------------------ does a click help the others? (issue 22)
+
+
+class _GrowingPredictor(FakePredictor):
+    """Like FakePredictor, but each image's offsets are multiplied by its own factor per click (< 1 helps the
+    unclicked landmarks, > 1 harms them)."""
+
+    def __init__(self, gts, offsets, factors):
+        super().__init__(gts, offsets)
+        self.factors = factors
+
+    def predict(self, prepared, clicks, previous=None):
+        clicks = dict(clicks or {})
+        name = getattr(prepared, "name", prepared)
+        coords = self.gts[name] + self.offsets[name] * self.factors[name] ** len(clicks)
+        for i, (r, c) in clicks.items():
+            coords[i] = (r, c)
+        return FakePrediction(coords=coords, scores=np.ones(len(coords)))
+
+
+def test_others_delta_and_harm_rate_computed_by_hand():
+    """The fake predictor halves every unclicked offset per click. Image 0 errors [4, 8, 2, 2]: click 1
+    (landmark 1, the worst) leaves [2, 0, 1, 1], so the others (0, 2, 3) change by (-2 - 1 - 1) / 3 = -4/3;
+    click 2 (landmark 0): (2, 3) by -1/2; click 3 (landmark 2): (3) by -1/4; click 4 leaves no other landmark.
+    Image 1 has twice the offsets: twice the deltas. No click harms."""
+    pred, samples = make(n=2)
+    r = evaluate_dataset(pred, samples, max_clicks=4, progress=False)
+    one = evaluate_dataset(pred, samples[:1], max_clicks=4, progress=False)
+    np.testing.assert_allclose(one["others_delta"][:3], [-4 / 3, -1 / 2, -1 / 4])
+    assert one["others_delta"][3] is None
+    np.testing.assert_allclose(r["others_delta"][:3], [-2.0, -0.75, -0.375])  # mean of x1 and x2
+    assert r["others_delta"][3] is None
+    assert r["harm_rate"][:3] == [0.0, 0.0, 0.0] and r["harm_rate"][3] is None and r["harm_rate_all"] == 0.0
+
+    # image 1's offsets now grow by half per click: errors [8, 16, 4, 4] -> click on 1: [12, 0, 6, 6], the
+    # others +8/3; click on 0: [0, 0, 9, 9], the others +3. Image 0 still halves: harm in 1 of 2 images.
+    grow = _GrowingPredictor(pred.gts, pred.offsets, {"img0": 0.5, "img1": 1.5})
+    r = evaluate_dataset(grow, samples, max_clicks=2, progress=False)
+    np.testing.assert_allclose(r["others_delta"], [(-4 / 3 + 8 / 3) / 2, (-1 / 2 + 3) / 2])
+    assert r["harm_rate"] == [50.0, 50.0] and r["harm_rate_all"] == 50.0
+    assert "harm" in format_report(r)
