@@ -20,13 +20,17 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..inference.session import LandmarkSession, SessionError
-from ._layers import META_KEY, points_layer_kwargs, skeleton_shapes
+from ..label_placement import BrightBackground, place_labels, text_size_in_data
+from ._layers import META_KEY, PINNED_SIZE_FACTOR, point_size, points_layer_kwargs, skeleton_shapes
 
 LABEL_COLOR = "#ffffff"
+DARK_LABEL_COLOR = "#0d1b2a"  # a label that found no place off bright bone is written dark instead of white
 OUTLINE_COLOR = "#ffd54f"
 TWISTED_OUTLINE_COLOR = "#ff5252"
 MEASUREMENT_COLOR = "#ff4081"
 CUE_COLOR = (1.0, 0.32, 0.32, 1.0)
+LABEL_FONT_SIZE = 10  # screen pixels; the labels' boxes in data units follow the zoom
+RELABEL_AFTER_ZOOM_MS = 150
 
 
 def _action(event) -> str:
@@ -94,6 +98,9 @@ class LandmarkLayers:
         self.measurement_lines = None
         self.uncertainty = None
         self.labels = None
+        self.label_lines = None  # leader lines from a point to its label, where the label had to be set off
+        self.label_placement = None  # the last LabelPlacement (boxes in data units)
+        self._background = (None, None)  # (key, BrightBackground of the film): white labels avoid bright bone
         self.measurements: dict = {}
         self.corner_problems: dict = {}  # vertebra → why its labelled corners are out of order
         self._outline_colors: list = []
@@ -105,6 +112,14 @@ class LandmarkLayers:
         self._rest.setSingleShot(True)
         self._rest.setInterval(0)
         self._rest.timeout.connect(self._sync_rest)
+        # labels keep their size on the screen: after a zoom they are placed again (once the zoom has settled)
+        self._relabel = QTimer()
+        self._relabel.setSingleShot(True)
+        self._relabel.setInterval(RELABEL_AFTER_ZOOM_MS)
+        self._relabel.timeout.connect(self._relabel_now)
+        self._camera = self._viewer_camera()
+        if self._camera is not None:
+            self._camera.events.zoom.connect(self._on_zoom)
         self._unsubscribe = session.subscribe(self._on_session_changed)
 
     # ------------------------------------------------------------------ placement
@@ -253,45 +268,113 @@ class LandmarkLayers:
                 self.outline.edge_color = colors
         self._outline_colors = colors
 
-    def _label_points(self):
-        """(positions (N, 2), short texts, full names) of the labels to draw: a vertebra's name once, level with
-        its centre; otherwise each landmark's abbreviation, set off from its point away from the landmarks'
-        centroid (the profile's points are close together: labels on the outside overlap less)."""
+    def _viewer_camera(self):
+        scene = getattr(self.viewer, "scene", None)  # napari ≥ 0.9: viewer.scene.camera (viewer.camera deprecated)
+        if scene is not None and hasattr(scene, "camera"):
+            camera = scene.camera
+        else:
+            camera = getattr(self.viewer, "camera", None)
+        return camera if camera is not None and hasattr(camera, "events") else None
+
+    def _on_zoom(self, event=None) -> None:
+        if self._alive(self.labels):
+            self._relabel.start()
+
+    def _relabel_now(self) -> None:
+        if self._alive(self.points) and self._alive(self.labels) and self.session.detected:
+            self._sync_labels()
+
+    def _label_anchors(self):
+        """(anchors (N, 2), short texts, full names, preferred sides (N, 2), soft obstacles (K, 4)) of the labels to
+        draw: a vertebra's name once, at the middle of its left side, preferably on the left (over soft tissue,
+        not over bright bone; the vertebrae's boxes are to be avoided); otherwise each landmark's abbreviation at
+        its point, preferably away from the landmarks' centroid (on the outside of the profile)."""
         s = self.session
         coords = s.coords
         groups = s.schema.group_labels(coords)
         if groups:
-            # level with the vertebra's centre, beside it on the left: over soft tissue, not over bright bone
-            pos, names = [], []
+            anchors, names, boxes = [], [], []
             for g, (r, _c), members in groups:
                 pts = coords[list(members)]
                 pts = pts[np.isfinite(pts).all(1)]
-                width = float(np.ptp(pts[:, 1])) if len(pts) > 1 else max(s.image_shape) / 40.0
-                pos.append((r, float(pts[:, 1].min()) - 0.45 * max(width, 1.0)))
+                anchors.append((r, float(pts[:, 1].min())))
+                boxes.append((*pts.min(0), *pts.max(0)))
                 names.append(g)
-            return np.asarray(pos, float).reshape(-1, 2), names, names
+            n = len(names)
+            return (np.asarray(anchors, float).reshape(-1, 2), names, names, np.tile([0.0, -1.0], (n, 1)),
+                    np.asarray(boxes, float).reshape(-1, 4))
         ok = np.flatnonzero(np.isfinite(coords).all(1))
         pts = coords[ok]
         if not len(pts):
-            return np.zeros((0, 2)), [], []
+            return np.zeros((0, 2)), [], [], np.zeros((0, 2)), None
         away = pts - pts.mean(0)
-        away /= np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-9)
-        offset = max(s.image_shape) / 35.0
-        return (pts + offset * away, [s.schema.short_label(int(i)) for i in ok],
-                [s.schema.full_name(int(i)) for i in ok])
+        return (pts, [s.schema.short_label(int(i)) for i in ok], [s.schema.full_name(int(i)) for i in ok], away, None)
+
+    def _text_size(self):
+        """(line height, em) of a label in the points' data units at the current zoom."""
+        camera = self._camera
+        zoom = float(getattr(camera, "zoom", 1.0) or 1.0) if camera is not None else 1.0
+        scale, _ = self._placement
+        return text_size_in_data(LABEL_FONT_SIZE, zoom, scale)
+
+    def _label_background(self):
+        """A :class:`BrightBackground` of the film as displayed (its contrast limits), made once per film and
+        contrast; None when there is no 2-D film to read."""
+        lyr = self.image_layer
+        if lyr is None:
+            return None
+        try:
+            limits = tuple(float(v) for v in lyr.contrast_limits)
+            key = (id(lyr.data), limits, bool(getattr(lyr, "rgb", False)))
+            if self._background[0] != key:
+                data = lyr.data[0] if getattr(lyr, "multiscale", False) else lyr.data
+                if getattr(lyr, "rgb", False):
+                    limits = None
+                if np.ndim(data) != (3 if getattr(lyr, "rgb", False) else 2):
+                    return None
+                step = max(1, int(np.ceil(max(data.shape[:2]) / 512)))
+                self._background = (key, BrightBackground(np.asarray(data[::step, ::step]), limits, subsampled=step))
+            return self._background[1]
+        except Exception:  # an image we cannot read cheaply: place the labels without it
+            return None
+
+    def _label_points(self):
+        """(positions (N, 2), short texts, full names, placement) of the labels to draw, placed so that no label
+        covers another or a point (:func:`~napari_interactive_landmarks.label_placement.place_labels`)."""
+        s = self.session
+        anchors, text, full, preferred, obstacles = self._label_anchors()
+        coords = s.coords
+        ok = np.isfinite(coords).all(1)
+        size = point_size(s.image_shape)
+        lh, cw = self._text_size()
+        # a point is drawn `size` across (corrected ones larger), and never smaller than a few screen pixels
+        radius = np.maximum(np.where(s.pinned, PINNED_SIZE_FACTOR, 1.0)[ok] * size / 2 * 1.1, 0.25 * lh)
+        placement = place_labels(anchors, text, coords[ok], text_size=(lh, cw), point_radius=radius,
+                                 preferred=preferred, obstacles=obstacles, background=self._label_background(),
+                                 keep_order=obstacles is not None,  # vertebrae: T1 … L5 from top to bottom
+                                 bounds=(0.0, 0.0, float(s.image_shape[0]), float(s.image_shape[1])))
+        return placement.centers, text, full, placement
 
     def _sync_labels(self):
         s = self.session
-        pos, text, full = self._label_points()
+        pos, text, full, placement = self._label_points()
+        self.label_placement = placement
         flagged = getattr(self, "corner_problems", {}) or {}
-        colors = [TWISTED_OUTLINE_COLOR if t in flagged else LABEL_COLOR for t in text]
+        background = self._label_background()
+        bright = np.zeros(len(text), bool)
+        if background is not None and len(text):
+            bright = background(placement.boxes) > 0.5
+        colors = [TWISTED_OUTLINE_COLOR if t in flagged else DARK_LABEL_COLOR if b else LABEL_COLOR
+                  for t, b in zip(text, bright)]
         features = {"text": text, "name": full, "color": colors}
+        self._sync_label_lines(placement, [c for c, lead in zip(colors, placement.leader) if lead])
         if not self._alive(self.labels):
             scale, translate = self._placement
             self.labels = self.viewer.add_points(
                 pos, features=features, name=f"labels ({s.predictor.name})", scale=scale, translate=translate,
                 size=0.0, face_color="transparent", border_width=0, visible=self._show_labels,
-                text={"string": "{text}", "size": 10, "color": {"feature": "color"}, "anchor": "center"})
+                canvas_size_limits=(0, 0),  # only the text is drawn (no dot at its centre)
+                text={"string": "{text}", "size": LABEL_FONT_SIZE, "color": {"feature": "color"}, "anchor": "center"})
             self.labels.editable = False
             self._add_below_points(self.labels)
         elif (len(pos) == len(self.labels.data) and list(self.labels.features["text"]) == text
@@ -299,6 +382,25 @@ class LandmarkLayers:
             quietly_set(self.labels, data=pos)  # same labels, new places: one write
         else:
             quietly_set(self.labels, data=pos, features=features)
+
+    def _sync_label_lines(self, placement, colors):
+        """The leader lines of the labels set off from their points (a Vectors layer, drawn under the points)."""
+        vectors = as_vectors(placement.leaders)
+        if not self._alive(self.label_lines):
+            if not len(vectors):
+                return
+            s = self.session
+            scale, translate = self._placement
+            self.label_lines = self.viewer.add_vectors(
+                vectors, edge_color=colors, edge_width=max(1.0, max(s.image_shape) / 1000), length=1.0,
+                vector_style="line", name=f"label lines ({s.predictor.name})", scale=scale, translate=translate,
+                opacity=0.8, visible=self._show_labels)
+            self.label_lines.editable = False
+            self._add_below_points(self.label_lines)
+            return
+        quietly_set(self.label_lines, data=vectors)
+        if len(vectors):
+            self.label_lines.edge_color = colors
 
     def _sync_measurement_lines(self):
         lines = []
@@ -358,6 +460,8 @@ class LandmarkLayers:
         self._show_labels = bool(on)
         if self._alive(self.labels):
             self.labels.visible = self._show_labels
+        if self._alive(self.label_lines):
+            self.label_lines.visible = self._show_labels
 
     def layer_point(self, index: int) -> int:
         """The Points layer row of landmark ``index``."""
@@ -427,12 +531,18 @@ class LandmarkLayers:
             self._unsubscribe()
             self._unsubscribe = None
         self._rest.stop()
+        self._relabel.stop()
+        if self._camera is not None:
+            try:
+                self._camera.events.zoom.disconnect(self._on_zoom)
+            except Exception:  # already disconnected
+                pass
         if self.points is not None:
             try:
                 self.points.events.data.disconnect(self._on_points_data)
             except Exception:  # already disconnected
                 pass
-        for attr in ("points", "outline", "measurement_lines", "uncertainty", "labels"):
+        for attr in ("points", "outline", "measurement_lines", "uncertainty", "labels", "label_lines"):
             lyr = getattr(self, attr)
             if remove and self._alive(lyr):
                 self.viewer.layers.remove(lyr)

@@ -866,7 +866,8 @@ class LandmarkWidget(QWidget):
         """Detach the current adapter (it stops listening at once) and retire its layers."""
         adapter, self.layers = self.layers, None
         if adapter is not None:
-            layers = [adapter.points, adapter.outline, adapter.labels, adapter.measurement_lines, adapter.uncertainty]
+            layers = [adapter.points, adapter.outline, adapter.labels, adapter.label_lines, adapter.measurement_lines,
+                      adapter.uncertainty]
             adapter.close(remove=False)
             self._retire_layers(layers)
 
