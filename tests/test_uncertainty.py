@@ -397,3 +397,37 @@ def test_evaluation_with_known_temperatures_keeps_no_logits_and_gives_the_same_m
         cal.metrics(streamed, temps * 2, 20.0)
     with pytest.raises(ValueError, match="needs the logits"):
         cal.fit(streamed)
+
+
+def test_calibration_collect_and_fit_recover_the_temperature_the_data_was_drawn_with():
+    """Issue 22: the calibrate command's own path (calibration.collect → calibration.fit), not only the fitting
+    routine: a fake model's logits on 300 films of 96 x 64 (grid 12 x 8) whose true landmarks were drawn from
+    softmax(logits / T) with T = (0.6, 1.0, 2.5); the fitted temperatures must come back within 15 %."""
+    from types import SimpleNamespace
+
+    from napari_interactive_landmarks.codecs.codec import LandmarkCodec
+    from napari_interactive_landmarks.codecs.geometry import to_original
+    from napari_interactive_landmarks.evaluation import calibration as cal
+
+    rng = np.random.default_rng(4)
+    n, k, shape, codec = 300, 3, (96, 64), LandmarkCodec((48, 32), 2.0, "softmax")
+    logits = rng.normal(size=(n, k) + codec.grid) * 2.0
+    t_true = np.array([0.6, 1.0, 2.5])
+    truth = to_original(_sample_targets(logits, t_true, rng), shape, codec.grid)  # grid pixels -> the film's
+
+    class Fake:
+        compute_ere = True
+
+        def __init__(self):
+            self.codec, self.i = codec, -1
+
+        def predict(self, img):
+            self.i = int(img[0, 0])
+            return SimpleNamespace(logits=torch.from_numpy(logits[self.i]).float(), coords=truth[self.i] + 1.0)
+
+    samples = [SimpleNamespace(name=str(i), coords=truth[i], spacing=None,
+                               load_image=lambda i=i: np.full(shape, float(i))) for i in range(n)]
+    data = cal.collect(Fake(), samples, progress=False)
+    t = cal.fit(data)
+    assert t.shape == (k,)
+    np.testing.assert_allclose(t, t_true, rtol=0.15)
