@@ -128,6 +128,31 @@ def test_training_and_inference_draw_the_same_click_maps(tiny_run):
     assert set(np.flatnonzero(on.numpy())) == {2, 11, k + 2, k + 5, k + 11}  # lost previous of 5: no map
 
 
+def test_the_click_maps_are_gaussians_at_the_clicks_drawn_by_hand():
+    """Issue 22: the test above compares the codec's hint maps with themselves (training and inference share
+    ``render_hints``); here they are drawn independently in numpy from original-pixel clicks: channel k holds
+    the previous position of clicked landmark k, channel K + k its click, each exp(-d² / 2(σ/2)²) on the
+    stride-2 grid with pixel centres mapped as (x + 0.5) · scale - 0.5."""
+    from napari_interactive_landmarks.inference import Predictor
+
+    p = Predictor.from_name("phantom-spine", device="cpu")
+    k, (H, W), sigma = p.num_landmarks, p.input_size, p.sigma
+    shape = (1000, 517)
+    previous = np.random.default_rng(1).uniform([0, 0], shape, size=(k, 2))
+    clicks = {3: (400.0, 200.5), 17: (999.4, 0.0)}
+    served = p._hints(clicks, previous, shape)[0].numpy()
+    h2, w2 = (H + 1) // 2, (W + 1) // 2
+    assert served.shape == (2 * k, h2, w2)
+    rows, cols = np.mgrid[0:h2, 0:w2]
+    want = np.zeros_like(served)
+    for i, pos in clicks.items():
+        for ch, (r, c) in ((i, previous[i]), (k + i, pos)):
+            gr = ((r + 0.5) * H / shape[0] - 0.5 + 0.5) / 2 - 0.5  # original -> network -> stride-2 grid
+            gc = ((c + 0.5) * W / shape[1] - 0.5 + 0.5) / 2 - 0.5
+            want[ch] = np.exp(-((rows - gr) ** 2 + (cols - gc) ** 2) / (2 * (sigma / 2) ** 2))
+    np.testing.assert_allclose(served, want, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- self-describing weights
 
 
