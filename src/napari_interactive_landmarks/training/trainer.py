@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import logging
 import math
 import os
@@ -79,6 +80,8 @@ DEFAULT_CONFIG = {
     "amp": "none",                # mixed precision of the forward passes: none | bf16 | auto (bf16 on CUDA)
     "pack": None,                 # a training pack (napari-landmarks pack) instead of the raw dataset
     "time_budget_min": None,      # stop cleanly after this many minutes (checkpoint kept, resumable)
+    "checkpoint_every_min": 10,   # also checkpoint inside an epoch this often (0: at epoch ends only); --resume
+                                  # then continues from the next batch
     "out_dir": "runs/model",
     "phantom": None,              # dataset: phantom → {num_train, num_val, original_shape}
 }
@@ -147,6 +150,13 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __len__(self):
         return len(self.batches)
+
+
+CHECKPOINT_FORMAT = 2  # 2: the run's identity and the position inside an epoch are in the checkpoint
+
+
+class ResumeError(ValueError):
+    """``--resume`` of a checkpoint that another run wrote (one line; nothing is overwritten)."""
 
 
 class Trainer:
@@ -390,25 +400,62 @@ class Trainer:
         return {c: float(np.mean(np.concatenate(v))) for c, v in errs.items()}
 
     # ----------------------------------------------------------------- checkpoints
-    def state(self):
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
-                "best": self.best, "best_epoch": self.best_epoch, "torch_rng": torch.get_rng_state()}
+    def identity(self) -> dict:
+        """What a checkpoint must share with this run to be resumed by it: the trainer's checkpoint format and code
+        version, the run's name, landmark set, input, architecture, data and the recipe that fixes the schedule and
+        the random streams (epochs, patience, validation and time budget may change on resume)."""
+        from .. import __version__
 
-    def save_checkpoint(self):
+        c = self.cfg
+        return {"checkpoint_format": CHECKPOINT_FORMAT, "code_version": __version__, "name": str(c["name"]),
+                "schema": self.schema.name, "num_landmarks": self.k, "input_size": list(self.size),
+                "model": json.dumps(self.model_config, sort_keys=True), "dataset": str(c["dataset"]),
+                "split_file": None if c["split_file"] is None else str(c["split_file"]),
+                "heatmap_loss": c["heatmap_loss"], "batch_size": int(c["batch_size"]), "lr": float(c["lr"]),
+                "lr_schedule": c["lr_schedule"], "seed": int(c["seed"]), "world_size": self.dist.world_size}
+
+    def state(self, step_in_epoch: int = 0, sums: dict | None = None):
+        st = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
+              "best": self.best, "best_epoch": self.best_epoch, "torch_rng": torch.get_rng_state(),
+              "identity": self.identity()}
+        if step_in_epoch:  # inside an epoch: where it stopped, what it had summed, the click stream's state
+            st.update(step_in_epoch=int(step_in_epoch), sums={k: float(v) for k, v in (sums or {}).items()},
+                      click_rng=self.click_rng.bit_generator.state)
+        return st
+
+    def save_checkpoint(self, step_in_epoch: int = 0, sums: dict | None = None):
         tmp = self.out / "last.ckpt.tmp"
-        torch.save(self.state(), tmp)
+        torch.save(self.state(step_in_epoch, sums), tmp)
         os.replace(tmp, self.out / "last.ckpt")
 
     def resume(self):
+        """Continue from ``last.ckpt`` exactly: weights, optimiser, epoch, best, random streams and, for a checkpoint
+        written inside an epoch, the position in it (no sample repeated or skipped). A checkpoint of another run
+        (config, landmark set, architecture or code version) is refused in one line before anything is written."""
         path = self.out / "last.ckpt"
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         st = torch.load(path, map_location=self.device, weights_only=True)  # our own file; still no pickle
+        theirs, ours = st.get("identity"), self.identity()
+        if theirs is None:
+            raise ResumeError(f"--resume: {path} was written by an older trainer that did not record its run; "
+                              "start in a new --out-dir (nothing was overwritten)")
+        diff = [k for k in ours if theirs.get(k) != ours[k]]
+        if diff:
+            k = diff[0]
+            what = "architecture" if k == "model" else k.replace("_", " ")
+            raise ResumeError(f"--resume: {path} belongs to another run: its {what} is {theirs.get(k)!r}, this "
+                              f"config's is {ours[k]!r}" + (f" (and {len(diff) - 1} more differences)" if len(diff) > 1
+                                                            else "") + "; start in a new --out-dir (nothing was "
+                              "overwritten)")
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.epoch, self.best, self.best_epoch = st["epoch"], st["best"], st["best_epoch"]
         torch.set_rng_state(st["torch_rng"])
         self._set_epoch_rngs()
+        self._resume_in_epoch = None
+        if st.get("step_in_epoch"):
+            self._resume_in_epoch = (int(st["step_in_epoch"]), dict(st["sums"]), st["click_rng"], st["torch_rng"])
 
     def model_card(self, metrics: dict) -> ModelCard:
         """The whole description of this run's weights (see :mod:`..model_card`)."""
@@ -487,7 +534,8 @@ class Trainer:
                 csv.writer(f).writerow(fields)
         if self._loader is None:
             self._make_loader()
-        t_start = time.time()
+        t_start = t_saved = time.time()
+        every_s = 60.0 * float(cfg["checkpoint_every_min"] or 0)
         while self.epoch < cfg["epochs"]:
             if cfg["lr_schedule"] == "cosine":
                 lr = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * self.epoch / cfg["epochs"]))
@@ -495,16 +543,29 @@ class Trainer:
                     g["lr"] = lr
             t0 = time.time()
             self._set_epoch_rngs()
-            self._sampler.batches = self._epoch_batches()
+            batches = self._epoch_batches()
             sums, steps = {}, 0
-            bar = tqdm(self._loader, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}", disable=not progress,
-                       leave=False)
+            resumed, self._resume_in_epoch = getattr(self, "_resume_in_epoch", None), None
+            if resumed is not None:  # a checkpoint written inside this epoch: go on from its next batch
+                steps, sums, click_state, torch_state = resumed
+                self.click_rng.bit_generator.state = click_state
+            self._sampler.batches = batches[steps:]
+            batch_iter = iter(self._loader)
+            if resumed is not None:  # after the loader's own draw (its base seed), as where the checkpoint was taken
+                torch.set_rng_state(torch_state)
+            bar = tqdm(batch_iter, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}", disable=not progress,
+                       leave=False, initial=steps, total=len(batches))
             for images, coords in bar:
                 m = self.train_step(*self._to_device(images, coords))
                 for key, v in m.items():
                     sums[key] = sums.get(key, 0.0) + v
                 steps += 1
                 bar.set_postfix(loss=f"{sums['loss'] / steps:.4f}")
+                # a long CPU epoch is checkpointed inside too (one process: the others' click streams differ)
+                if every_s and main_proc and not self.dist.enabled and steps < len(batches) \
+                        and time.time() - t_saved >= every_s:
+                    self.save_checkpoint(steps, sums)
+                    t_saved = time.time()
             self.epoch += 1
             row = mean_over_ranks({key: v / max(steps, 1) for key, v in sums.items()}, self.device)
             row.update(epoch=self.epoch, lr=self.opt.param_groups[0]["lr"])
@@ -523,6 +584,7 @@ class Trainer:
                 msg = f"epoch {self.epoch}: loss {row.get('loss', 0):.4f} " + " ".join(f"val@{c} {v:.2f}" for c, v in val.items()) + f" ({row['seconds']} s)"
                 (tqdm.write if progress else log.info)(msg)
                 self.save_checkpoint()
+                t_saved = time.time()
                 if self.epoch - self.best_epoch > cfg["patience"] and self.best_epoch >= 0:
                     stop = f"early stopping: no improvement for {cfg['patience']} epochs"
                 elif cfg["time_budget_min"] and (time.time() - t_start) / 60 > cfg["time_budget_min"]:
