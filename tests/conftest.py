@@ -11,6 +11,8 @@ DATASETS = SHARED / "datasets"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+from ._ci_strict import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401  (hooks)
+
 
 def pytest_sessionstart(session):
     """Qt aborts the whole run (no summary) when a system library of its xcb platform is missing: stop first,
