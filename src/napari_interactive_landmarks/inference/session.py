@@ -1,6 +1,8 @@
 """One image's interactive state, headless: the automatic prediction, the user's pinned corrections, undo
 and redo, save and load. The napari widget is a thin adapter over this class; the console and scripts use
-the same methods (``detect``, ``correct``, ``unpin``, ``undo``, ``redo``, ``reset``, ``points``, ``save``).
+the same methods (``detect``, ``correct``, ``unpin``, ``undo``, ``redo``, ``reset``, ``points``, ``regions``,
+``save``). ``regions()`` gives each unpinned landmark's conformal region (the ellipse that holds the true point
+with the model's stated probability, e.g. 95 %), when the model's card has them.
 
 Invariant: a pinned point (placed by a person) is never moved by the model. Model results are merged only
 into points that are unpinned *when the result arrives*, and stale results (the user changed something
@@ -33,6 +35,10 @@ class _State:
     # model is given with the next clicks — for a point just corrected, where the model had put it, which is
     # what it saw in training (None: the current coordinates)
     basis: np.ndarray | None = None
+    # the conformal regions of the shown points: (K, 2, 2) spread (original px²) and (K,) radius, NaN for a pinned
+    # point (a person placed it); None when the model has no regions or the state is not a model's answer
+    spread: np.ndarray | None = None
+    radius: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,71 @@ class LandmarkSession:
         return None if not np.isfinite(e[i]) else i
 
     @property
+    def region_level(self) -> float | None:
+        """The coverage level of the model's conformal regions (e.g. 0.95), or None when its card has none."""
+        cal = getattr(self.predictor, "regions", None)
+        return None if cal is None else float(cal.level)
+
+    def region_geometry(self):
+        """``(centres (K, 2), spread (K, 2, 2), radius (K,))`` of the shown points' regions in original pixels — the
+        ellipse ``{y : (y − c)ᵀ spread⁻¹ (y − c) ≤ radius²}`` — NaN where a point has none (pinned; or a state
+        the model did not draw, e.g. a loaded file); None when the model has no regions."""
+        self._need_state()
+        if self.region_level is None:
+            return None
+        st, k = self._state, self.num_landmarks
+        spread = st.spread if st.spread is not None else np.full((k, 2, 2), np.nan)
+        radius = st.radius if st.radius is not None else np.full(k, np.nan)
+        return st.coords.copy(), spread.copy(), radius.copy()
+
+    def region_arrays(self) -> dict | None:
+        """The regions as arrays (what the files store): ``level``, ``centre`` (K, 2) (row, col), ``semi_axes_px``
+        (K, 2) (major, minor), ``angle_deg`` (K,) (the major axis, counter-clockwise from the column axis towards
+        decreasing rows, as on screen; in (−90, 90]), ``area_px2`` (K,) and ``area_mm2`` (K,) (NaN without a
+        spacing); NaN rows where a point has no region. None when the model has no regions."""
+        from ..regions import ellipses, region_area
+
+        geo = self.region_geometry()
+        if geo is None:
+            return None
+        centre, spread, radius = geo
+        has = np.isfinite(radius) & np.isfinite(spread).all(axis=(1, 2)) & np.isfinite(centre).all(1)
+        axes, angle = ellipses(spread, np.where(has, radius, np.nan))
+        area = region_area(spread, radius)
+        has &= np.isfinite(axes).all(1) & np.isfinite(area)
+        mm2 = np.full(len(area), np.nan) if self.spacing is None else area * float(np.prod(np.broadcast_to(self.spacing, 2)))
+        nan = ~has
+        centre[nan] = np.nan
+        axes[nan] = np.nan
+        return {"level": self.region_level, "centre": centre, "semi_axes_px": axes,
+                "angle_deg": np.where(has, angle, np.nan), "area_px2": np.where(has, area, np.nan),
+                "area_mm2": np.where(has, mm2, np.nan)}
+
+    def regions(self) -> list[dict] | None:
+        """Each landmark's conformal region, in landmark order: ``[{'index', 'label', 'level', 'centre': (row, col),
+        'semi_axes_px': (major, minor), 'angle_deg', 'area_px2', 'area_mm2'}]`` — the ellipse around the shown point
+        that holds the true point with probability ``level`` (calibrated on the click protocol, so also after
+        corrections). Every value but index and label is None for a pinned point (a person placed it) and
+        ``area_mm2`` without a pixel spacing. None when the model has no regions (its card has none:
+        ``napari-landmarks calibrate`` fits them)."""
+        arr = self.region_arrays()
+        if arr is None:
+            return None
+
+        def num(v):
+            return None if not np.isfinite(v) else float(v)
+
+        out = []
+        for i, name in enumerate(self.schema.landmarks):
+            has = bool(np.isfinite(arr["area_px2"][i]))
+            out.append({"index": i, "label": name, "level": arr["level"] if has else None,
+                        "centre": tuple(float(v) for v in arr["centre"][i]) if has else None,
+                        "semi_axes_px": tuple(float(v) for v in arr["semi_axes_px"][i]) if has else None,
+                        "angle_deg": num(arr["angle_deg"][i]), "area_px2": num(arr["area_px2"][i]),
+                        "area_mm2": num(arr["area_mm2"][i])})
+        return out
+
+    @property
     def image_shape(self):
         return None if self._prepared is None else tuple(self._prepared.original_shape)
 
@@ -294,7 +365,7 @@ class LandmarkSession:
         if self._state is None:  # first detection
             free = np.ones(self.num_landmarks, bool)
             st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free),
-                        basis=pred.coords.copy())
+                        basis=pred.coords.copy(), **self._regions_of(pred, free))
             self._auto = st
             self._state = st
             self._changed("result")
@@ -306,7 +377,7 @@ class LandmarkSession:
         scores[free] = pred.scores[free]
         scores[~free] = np.nan  # a person's point has no model score
         self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free),
-                             basis=coords.copy())
+                             basis=coords.copy(), **self._regions_of(pred, free))
         self._changed("result")
         return True
 
@@ -316,6 +387,22 @@ class LandmarkSession:
             return None, None
         ere = np.where(free, pred.ere, 0.0)
         return ere, pred.uncertainty_map(include=free).astype(np.float16)
+
+    @staticmethod
+    def _regions_of(pred: Prediction, free: np.ndarray) -> dict:
+        if pred.region_radius is None or pred.spread is None:
+            return {}
+        keep = free & np.isfinite(pred.region_radius)
+        return dict(spread=np.where(keep[:, None, None], pred.spread, np.nan),
+                    radius=np.where(keep, pred.region_radius, np.nan))
+
+    def _regions_without(self, pinned: np.ndarray) -> dict:
+        """The current state's regions with those of ``pinned`` points dropped (a point placed by hand has none; the
+        other points have not moved, so their regions stay until the model's answer replaces them)."""
+        st = self._state
+        if st.radius is None or st.spread is None:
+            return {}
+        return dict(spread=np.where(pinned[:, None, None], np.nan, st.spread), radius=np.where(pinned, np.nan, st.radius))
 
     def pin(self, updates: dict) -> None:
         """Place or move points by hand (index or name → (row, col)); no inference. One undo step."""
@@ -329,7 +416,7 @@ class LandmarkSession:
             coords[i] = (r, c)
             pinned[i] = True
             scores[i] = np.nan
-        self._state = _State(coords, pinned, scores, basis=self._state.basis)
+        self._state = _State(coords, pinned, scores, basis=self._state.basis, **self._regions_without(pinned))
         self._changed("pinned")
 
     def unpin_only(self, index) -> bool:
@@ -345,7 +432,9 @@ class LandmarkSession:
         self._push_undo()
         pinned = self._state.pinned.copy()
         pinned[i] = False
-        self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy(), basis=self._state.basis)
+        # the handed-back point has no region until the model's answer (it was placed by hand)
+        self._state = _State(self._state.coords.copy(), pinned, self._state.scores.copy(), basis=self._state.basis,
+                             **self._regions_without(self._state.pinned))
         self._changed("unpinned")
         return True
 
@@ -432,8 +521,9 @@ class LandmarkSession:
 
     def save(self, path, overwrite: bool = False) -> Path:
         """Write the landmark JSON (or CSV by extension, plus ``<stem>.measurements.csv`` next to it), each point
-        with its expected error and each measurement with its doubt, as the viewer shows them. Refuses to
-        overwrite unless asked.
+        with its expected error and its conformal region (level, centre, semi-axes, angle, area; null / empty for a
+        pinned point or a model without regions; see :meth:`regions`) and each measurement with its doubt, as the
+        viewer shows them. Refuses to overwrite unless asked.
 
         All or nothing: every target is checked before anything is written (one that exists without
         ``overwrite``: ``SaveExistsError``, a ``FileExistsError``; a folder that is missing or not writable:
@@ -447,7 +537,8 @@ class LandmarkSession:
         path = Path(path)
         st = self._state
         spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
-        common = dict(pinned=st.pinned, scores=st.scores, ere=st.ere)  # each point's ERE as the viewer shows it
+        # each point's ERE and region as the viewer shows them (regions null throughout for a model without them)
+        common = dict(pinned=st.pinned, scores=st.scores, ere=st.ere, regions=self.region_arrays() or {"level": None})
         measurements = {k: m.to_dict() for k, m in self.measurements().items()}
         if path.suffix.lower() == ".csv":
             texts = {path: format_landmarks_csv(st.coords, list(self.schema.landmarks), spacing=spacing, **common)}

@@ -48,6 +48,10 @@ SCHEMA_ID = "napari-interactive-landmarks/landmarks/v1"
 STATUSES = ("predicted", "corrected", "missing")
 CSV_COLUMNS = ("index", "label", "row", "col", "pinned", "status", "score")
 ERE_COLUMNS = ("expected_error_px", "expected_error_mm")  # written after CSV_COLUMNS when the points have an ERE
+# each point's conformal region (written after those when the points come with regions; empty where none)
+REGION_COLUMNS = ("region_level", "region_centre_row", "region_centre_col", "region_major_px", "region_minor_px",
+                  "region_angle_deg", "region_area_px2", "region_area_mm2")
+_REGION_KEYS = ("centre", "semi_axes_px", "angle_deg", "area_px2", "area_mm2")
 GENERIC_CSV = "landmarks.csv"
 
 
@@ -88,6 +92,12 @@ class LandmarkFile:
         ere: (K,) expected radial error of each point in original pixels (0 where pinned, NaN where unknown), or
             None: a model's points carry it (written as ``expected_error_px`` and, with a spacing,
             ``expected_error_mm``: the px value times the mean spacing, the figure the viewer shows).
+        regions: each point's conformal region, or None (not written): a dict with ``level`` (e.g. 0.95, None when
+            the model has no regions), ``centre`` (K, 2) (row, col), ``semi_axes_px`` (K, 2) (major, minor),
+            ``angle_deg`` (K,) (major axis, counter-clockwise from the column axis towards decreasing rows, as
+            :func:`~napari_interactive_landmarks.regions.ellipses`), ``area_px2`` (K,) and ``area_mm2`` (K,; from
+            the spacing when not given); NaN where a point has none — always for pinned and missing points.
+            Written per point as ``region`` (JSON; null where none) or the ``region_*`` CSV columns.
     """
 
     labels: Sequence[str]
@@ -102,6 +112,7 @@ class LandmarkFile:
     spacing: tuple[float, float] | None = None
     measurements: dict = field(default_factory=dict)
     ere: np.ndarray | None = None
+    regions: dict | None = None
 
     def __post_init__(self):
         self.labels = [str(x) for x in self.labels]
@@ -158,6 +169,45 @@ class LandmarkFile:
             self.ere = np.asarray(self.ere, dtype=np.float64).reshape(-1)
             if self.ere.shape != (k,):
                 raise ValueError(f"ere must have {k} values, got {self.ere.shape[0]}")
+        if self.regions is not None:
+            self.regions = self._normalised_regions(self.regions, k)
+
+    def _normalised_regions(self, regions: dict, k: int) -> dict:
+        shapes = {"centre": (k, 2), "semi_axes_px": (k, 2), "angle_deg": (k,), "area_px2": (k,), "area_mm2": (k,)}
+        out = {"level": _opt_float(regions.get("level"))}
+        for key, shape in shapes.items():
+            v = regions.get(key)
+            arr = np.full(shape, np.nan) if v is None else np.array(v, dtype=np.float64).reshape(-1)
+            if arr.size != int(np.prod(shape)):
+                raise ValueError(f"regions['{key}'] must have shape {shape}, got {np.shape(v)}")
+            out[key] = arr.reshape(shape)
+        if self.spacing is not None and not np.isfinite(out["area_mm2"]).any():
+            out["area_mm2"] = out["area_px2"] * self.spacing[0] * self.spacing[1]
+        # a region belongs to a model's point: none for a person's point, a missing one, or without a level
+        none = self.pinned | np.isnan(self.coords).any(axis=1) | ~np.isfinite(out["area_px2"])
+        if out["level"] is None:
+            none[:] = True
+        for key in _REGION_KEYS:
+            out[key][none] = np.nan
+        return out
+
+    def region(self, i: int) -> dict | None:
+        """Point ``i``'s region as written in JSON (None where it has none)."""
+        r = self.regions
+        if r is None or not np.isfinite(r["area_px2"][i]):
+            return None
+        return {"level": r["level"], "centre": [float(v) for v in r["centre"][i]],
+                "semi_axes_px": [float(v) for v in r["semi_axes_px"][i]], "angle_deg": _opt_float(r["angle_deg"][i]),
+                "area_px2": _opt_float(r["area_px2"][i]), "area_mm2": _opt_float(r["area_mm2"][i])}
+
+    def region_columns(self, i: int) -> tuple:
+        """Point ``i``'s region as the ``REGION_COLUMNS`` cells (None where it has none); empty without regions."""
+        if self.regions is None:
+            return ()
+        g = self.region(i)
+        if g is None:
+            return (None,) * len(REGION_COLUMNS)
+        return (g["level"], *g["centre"], *g["semi_axes_px"], g["angle_deg"], g["area_px2"], g["area_mm2"])
 
     def ere_columns(self, i: int) -> dict:
         """Point ``i``'s expected error as written: ``expected_error_px`` and ``expected_error_mm`` (None without a
@@ -189,6 +239,7 @@ class LandmarkFile:
                 "status": self.status[i],
                 "score": _opt_float(self.scores[i]),
                 **self.ere_columns(i),
+                **({"region": self.region(i)} if self.regions is not None else {}),
             })
         return {
             "schema": SCHEMA_ID,
@@ -257,6 +308,7 @@ def write_landmarks_json(
     scores=None,
     measurements: dict | None = None,
     ere=None,
+    regions: dict | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write landmarks as JSON (``SCHEMA_ID`` format). ``coords`` is (K, 2) row/col or a LandmarkFile; ``ere``
@@ -266,7 +318,7 @@ def write_landmarks_json(
     """
     text = format_landmarks_json(coords, labels, landmark_set=landmark_set, model=model, image_path=image_path,
                                  image_shape=image_shape, spacing=spacing, pinned=pinned, status=status,
-                                 scores=scores, measurements=measurements, ere=ere)
+                                 scores=scores, measurements=measurements, ere=ere, regions=regions)
     return _atomic_write_text(path, text, overwrite)
 
 
@@ -284,11 +336,13 @@ def format_landmarks_json(
     scores=None,
     measurements: dict | None = None,
     ere=None,
+    regions: dict | None = None,
 ) -> str:
     """The text :func:`write_landmarks_json` writes (same arguments, without ``path`` and ``overwrite``)."""
     lf = _as_file(coords, labels, dict(
         landmark_set=landmark_set, model=model, image_path=image_path, image_shape=image_shape,
         spacing=spacing, pinned=pinned, status=status, scores=scores, measurements=measurements, ere=ere,
+        regions=regions,
     ))
     d = _nan_to_none(json.loads(json.dumps(lf.to_dict(), default=_json_default)))
     return json.dumps(d, indent=2, allow_nan=False) + "\n"
@@ -304,25 +358,29 @@ def write_landmarks_csv(
     scores=None,
     ere=None,
     spacing=None,
+    regions: dict | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write landmarks as CSV with columns ``index,label,row,col,pinned,status,score`` (and, with ``ere``,
-    ``expected_error_px,expected_error_mm``; the mm column needs ``spacing``).
+    ``expected_error_px,expected_error_mm``; the mm column needs ``spacing``; with ``regions``, the
+    ``REGION_COLUMNS`` after those).
 
     Missing positions and unknown scores are empty cells. Image and model metadata are not stored in
     CSV; use JSON to keep them. Raises FileExistsError if ``path`` exists and ``overwrite`` is False.
     """
     return _atomic_write_text(path, format_landmarks_csv(coords, labels, pinned=pinned, status=status, scores=scores,
-                                                         ere=ere, spacing=spacing), overwrite)
+                                                         ere=ere, spacing=spacing, regions=regions), overwrite)
 
 
 def format_landmarks_csv(coords, labels: Sequence[str] | None = None, *, pinned=None, status=None,
-                         scores=None, ere=None, spacing=None) -> str:
+                         scores=None, ere=None, spacing=None, regions=None) -> str:
     """The text :func:`write_landmarks_csv` writes (same arguments, without ``path`` and ``overwrite``)."""
-    lf = _as_file(coords, labels, dict(pinned=pinned, status=status, scores=scores, ere=ere, spacing=spacing))
+    lf = _as_file(coords, labels, dict(pinned=pinned, status=status, scores=scores, ere=ere, spacing=spacing,
+                                       regions=regions))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS + (ERE_COLUMNS if lf.ere is not None else ()))
+    w.writerow(CSV_COLUMNS + (ERE_COLUMNS if lf.ere is not None else ())
+               + (REGION_COLUMNS if lf.regions is not None else ()))
     for i, label in enumerate(lf.labels):
         r, c = lf.coords[i]
         s = lf.scores[i]
@@ -334,6 +392,7 @@ def format_landmarks_csv(coords, labels: Sequence[str] | None = None, *, pinned=
             lf.status[i],
             "" if np.isnan(s) else repr(float(s)),
             *("" if v is None else repr(v) for v in lf.ere_columns(i).values()),
+            *("" if v is None else repr(v) for v in lf.region_columns(i)),
         ])
     return buf.getvalue()
 
@@ -425,7 +484,17 @@ def _assemble(points: list[dict], src: str, landmark_names: Sequence[str] | None
         pinned[j] = p["pinned"]
         scores[j] = _num(p["score"], "score", where)
         status[j] = st
-    return dict(labels=labels, coords=coords, pinned=pinned, status=status, scores=scores)
+    out = dict(labels=labels, coords=coords, pinned=pinned, status=status, scores=scores)
+    if any("region" in p for p in points):  # a file written with regions (REGION_COLUMNS order, None where none)
+        cells = np.full((k, len(REGION_COLUMNS)), np.nan)
+        for p, j in zip(points, order):
+            if p.get("region") is not None:
+                cells[j] = [_num(v, name, p["where"]) for name, v in zip(REGION_COLUMNS, p["region"])]
+        levels = cells[:, 0][np.isfinite(cells[:, 0])]
+        out["regions"] = {"level": float(levels[0]) if len(levels) else None, "centre": cells[:, 1:3],
+                          "semi_axes_px": cells[:, 3:5], "angle_deg": cells[:, 5], "area_px2": cells[:, 6],
+                          "area_mm2": cells[:, 7]}
+    return out
 
 
 def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> LandmarkFile:
@@ -474,6 +543,7 @@ def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> La
             index=index, label=str(label), row=rp.get("row"), col=rp.get("col"),
             pinned=_bool(rp.get("pinned", False), where), status=rp.get("status"),
             score=rp.get("score"), where=f"{where} ('{label}')",
+            **({"region": _json_region(rp["region"], where)} if "region" in rp else {}),
         ))
     arrays = _assemble(points, str(p), landmark_names)
 
@@ -505,6 +575,21 @@ def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> La
         measurements=measurements,
         **arrays,
     )
+
+
+def _json_region(r, where: str):
+    """A point's ``region`` object → its ``REGION_COLUMNS`` values (None: the point has none)."""
+    if r is None:
+        return None
+    if not isinstance(r, dict):
+        raise LandmarkFileError(f"{where}: 'region' must be an object or null")
+    pairs = {"centre": r.get("centre"), "semi_axes_px": r.get("semi_axes_px")}
+    for key, v in pairs.items():
+        if v is not None and not (isinstance(v, list) and len(v) == 2):
+            raise LandmarkFileError(f"{where}: region.{key} must be [a, b] or null, got {v!r}")
+    centre = pairs["centre"] or [None, None]
+    axes = pairs["semi_axes_px"] or [None, None]
+    return (r.get("level"), *centre, *axes, r.get("angle_deg"), r.get("area_px2"), r.get("area_mm2"))
 
 
 def _refuse_folder(p: Path) -> None:
@@ -564,6 +649,7 @@ def read_landmarks_csv(path, landmark_names: Sequence[str] | None = None) -> Lan
             index=idx, label=r["label"], row=r["row"], col=r["col"],
             pinned=_bool(r.get("pinned", ""), where), status=r.get("status") or None,
             score=r.get("score", ""), where=f"{where} ('{r['label']}')",
+            **({"region": tuple(r.get(c, "") for c in REGION_COLUMNS)} if "region_area_px2" in header else {}),
         ))
     return LandmarkFile(**_assemble(points, str(p), landmark_names))
 
