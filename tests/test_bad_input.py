@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,19 +322,45 @@ def test_a_failed_save_names_the_target_and_leaves_nothing(session, tmp_path, mo
     assert list(tmp_path.iterdir()) == [] and session.dirty
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write into read-only folders")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_a_read_only_folder_is_a_save_error_naming_the_target(session, tmp_path):
+    """A real read-only folder. Root writes into one anyway (CI runs as root), so as root the save runs with the
+    effective user switched to 'nobody' (and back), in a folder that user can reach (issue 22: was always
+    skipped in CI)."""
+    import contextlib
+    import shutil
+    import tempfile
+
     from napari_interactive_landmarks.io.files import SaveError
 
-    ro = tmp_path / "ro"
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(dir="/tmp")) if as_root else tmp_path
+    base.chmod(0o755)
+    session.save(base / "warm.json")  # everything save imports is loaded before any switch of user
+    session.correct(3, (100.0, 50.0))
+    ro = base / "ro"
     ro.mkdir()
     ro.chmod(0o555)
+
+    @contextlib.contextmanager
+    def unprivileged():
+        if not as_root:
+            yield
+            return
+        os.seteuid(65534)  # nobody; the real and saved ids stay root, so this is undone below
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
     try:
-        with pytest.raises(SaveError, match=r"a\.json"):
+        with unprivileged(), pytest.raises(SaveError, match=r"a\.json"):
             session.save(ro / "a.json")
-        assert list(ro.iterdir()) == []
+        assert list(ro.iterdir()) == [] and session.dirty
     finally:
         ro.chmod(0o755)
+        if as_root:
+            shutil.rmtree(base)
 
 
 # ---------------------------------------------------------------- item 11: images are read by content
