@@ -65,7 +65,12 @@ def test_drag_pins_the_point_and_moves_others(widget):
     np.testing.assert_allclose(_layer_coords(widget)[5], target)
     assert widget.session.pinned[5] and widget.session.pinned.sum() == 1
     others = np.delete(np.arange(24), 5)
-    assert np.abs(after[others] - before[others]).max() > 0.01   # the model re-ran and moved others
+    # the model re-ran with the drag as its click, and its answer is what the other points show (how far a click
+    # moves them is the model's property, not the widget's)
+    pred = widget.session.last_prediction
+    assert set(np.flatnonzero(pred.clicked)) == {5}
+    np.testing.assert_allclose(after[others], pred.coords[others], atol=1e-6)
+    np.testing.assert_allclose(_layer_coords(widget)[others], pred.coords[others], atol=1e-3)
     assert bool(lyr.features["pinned"].iloc[point])
 
 
@@ -92,10 +97,12 @@ def test_undo_redo(widget):
     np.testing.assert_allclose(widget.points_layer.face_color[row], pinned_rgba)
 
 
-def test_five_rapid_edits_end_in_one_consistent_state(widget):
+def test_five_rapid_edits_are_merged_and_end_in_one_consistent_state(widget):
+    """No waiting between edits. There is no debounce delay (DEBOUNCE_MS = 0): edits made while the model runs are
+    merged by the session into one follow-up run and stale results are dropped (LandmarkSession.begin/finish)."""
     start = widget.session.coords
     targets = {i: start[i] + np.array([10.0 + i, -8.0]) for i in (0, 5, 9, 14, 20)}
-    for i, pos in targets.items():  # no waiting between edits: bursts are debounced, stale results dropped
+    for i, pos in targets.items():
         point = int(list(widget.points_layer.features["index"]).index(i))
         simulate_drag(widget.points_layer, point, pos)
     wait_until_idle(widget, 120)
@@ -380,7 +387,9 @@ def wait_for_an_error(w, timeout=60.0):
     from qtpy.QtWidgets import QApplication
 
     t0 = time.time()
-    while not any(lvl == "error" for lvl, _ in w.messages) and time.time() - t0 < timeout:
+    while not any(lvl == "error" for lvl, _ in w.messages):
+        if time.time() - t0 > timeout:
+            pytest.fail(f"the widget reported no error within {timeout:.0f} s; its messages: {w.messages}")
         QApplication.processEvents()
         time.sleep(0.01)
 
@@ -425,13 +434,16 @@ def test_a_partial_file_merges_only_with_consent(widget, tmp_path, monkeypatch, 
 
 
 def test_a_failed_save_says_which_file_and_keeps_working(widget, tmp_path):
+    simulate_drag(widget.points_layer, 4, widget.session.coords[4] + 9)
+    wait_until_idle(widget, 60)
+    assert widget.session.dirty
     target = tmp_path / "case.csv"
     (tmp_path / "case.measurements.csv").write_text("someone else's file")
     assert widget.save(target) is None
     level, text = widget.messages[-1]
     assert level == "error" and "case.measurements.csv" in text
     assert not target.exists()  # all or nothing: the landmark CSV was not written either
-    assert widget.session.dirty is False or widget.session.detected
+    assert widget.session.dirty  # the correction made below is still unsaved
 
 
 def test_deleting_the_landmark_layer_keeps_the_session_and_detect_draws_it_again(widget):
