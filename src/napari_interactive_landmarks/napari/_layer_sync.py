@@ -2,7 +2,8 @@
 
 :class:`LandmarkLayers` listens to a :class:`~napari_interactive_landmarks.inference.session.LandmarkSession`'s
 change events and writes its state into the layers it owns — the landmark Points layer (with the ERE cue on
-the points), the outline, the measurement lines, the uncertainty map and the labels — and turns what a user
+the points), the outline, the measurement lines, the uncertainty map, the labels and the conformal regions (an
+ellipse outline around every unpinned point) — and turns what a user
 does to the Points layer back into session calls: a drag pins the moved points (``session.pin``), and then
 ``on_edit`` tells the panel that an inference is wanted. Adding or deleting points is refused (one point per
 landmark) and undone.
@@ -14,12 +15,14 @@ touch the layers. Coordinates are (row, col) original pixels; the layers carry t
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..inference.session import LandmarkSession, SessionError
+from ..regions import ellipse_polygon
 from ..label_placement import BrightBackground, place_labels, text_size_in_data
 from ._layers import META_KEY, PINNED_SIZE_FACTOR, point_size, points_layer_kwargs, skeleton_shapes
 
@@ -29,6 +32,12 @@ OUTLINE_COLOR = "#ffd54f"
 TWISTED_OUTLINE_COLOR = "#ff5252"
 MEASUREMENT_COLOR = "#ff4081"
 CUE_COLOR = (1.0, 0.32, 0.32, 1.0)
+REGION_COLOR = "#80deea"  # the predicted points' cyan, lighter: each region is its point's
+NEXT_REGION_COLOR = "#ff5252"  # the suggested next point's region, as its red cue
+REGION_VERTICES = 32  # vertices of each region's outline
+# the points layer's feature columns that carry each point's region (what File › Save writes); its centre is the point
+REGION_FEATURES = (("region_major_px", "semi_axes_px", 0), ("region_minor_px", "semi_axes_px", 1),
+                   ("region_angle_deg", "angle_deg", None), ("region_area_px2", "area_px2", None))
 LABEL_FONT_SIZE = 10  # screen pixels; the labels' boxes in data units follow the zoom
 RELABEL_AFTER_ZOOM_MS = 150
 
@@ -53,6 +62,28 @@ def quietly_set(layer, **values) -> None:
     with layer.events.data.blocker():
         for key, value in values.items():
             setattr(layer, key, value)
+
+
+def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0,
+                    n: int = REGION_VERTICES) -> tuple[np.ndarray, list]:
+    """(segments (N, 2, 2), colours) of the regions' outlines: ``n`` segments per landmark with a finite region
+    (none for a pinned point, whose radius is NaN). The ``highlight`` landmark's outline is red and doubled (a second
+    ellipse ``width`` pixels outside the first): the Vectors layer has one line width for all."""
+    segs, colors = [], []
+    for k in np.flatnonzero(np.isfinite(radius) & np.isfinite(spread).all(axis=(1, 2)) & np.isfinite(centres).all(1)):
+        vals = np.linalg.eigvalsh(spread[k])
+        if not (vals > 0).all():
+            continue
+        radii = [radius[k]]
+        if k == highlight:
+            radii.append(radius[k] * (1.0 + width / (radius[k] * np.sqrt(vals[0]))))
+        for q in radii:
+            poly = ellipse_polygon(centres[k], spread[k], q, n)
+            segs.append(np.stack([poly, np.roll(poly, -1, axis=0)], axis=1))
+            colors += [NEXT_REGION_COLOR if k == highlight else REGION_COLOR] * n
+    if not segs:
+        return np.zeros((0, 2, 2)), []
+    return np.concatenate(segs), colors
 
 
 def ere_cue(ere, pinned, idx):
@@ -81,11 +112,13 @@ class LandmarkLayers:
         on_edit: called with ``{landmark index: (row, col)}`` after a user's drag was pinned in the session
             (the panel schedules the re-run).
         notify: ``notify(kind, message)`` with kind ``"warning"``/``"info"``, for refused edits.
-        show_uncertainty, show_labels: initial visibility of the uncertainty map and of the labels.
+        show_uncertainty, show_labels, show_regions: initial visibility of the uncertainty map, of the labels and of
+            the conformal regions.
     """
 
     def __init__(self, viewer, session: LandmarkSession, image_layer, *, on_edit: Callable[[dict], None],
-                 notify: Callable[[str, str], None], show_uncertainty: bool = True, show_labels: bool = True):
+                 notify: Callable[[str, str], None], show_uncertainty: bool = True, show_labels: bool = True,
+                 show_regions: bool = True):
         self.viewer = viewer
         self.session = session
         self.image_layer = image_layer
@@ -93,6 +126,7 @@ class LandmarkLayers:
         self.notify = notify
         self._show_uncertainty = bool(show_uncertainty)
         self._show_labels = bool(show_labels)
+        self._show_regions = bool(show_regions)
         self.points: object | None = None
         self.outline = None
         self.measurement_lines = None
@@ -100,6 +134,9 @@ class LandmarkLayers:
         self.labels = None
         self.label_lines = None  # leader lines from a point to its label, where the label had to be set off
         self.label_placement = None  # the last LabelPlacement (boxes in data units)
+        self.regions = None  # the conformal regions' outlines (a Vectors layer); none for a model without regions
+        self._region_colors: list = []
+        self.region_sync_ms: list = []  # how long each update of the regions layer took (main thread; not its creation)
         self._background = (None, None)  # (key, BrightBackground of the film): white labels avoid bright bone
         self.measurements: dict = {}
         self.corner_problems: dict = {}  # vertebra → why its labelled corners are out of order
@@ -165,6 +202,7 @@ class LandmarkLayers:
         self._sync_labels()
         self._sync_measurement_lines()
         self._sync_uncertainty()
+        self._sync_regions()
 
     @property
     def pending(self) -> bool:
@@ -191,6 +229,12 @@ class LandmarkLayers:
         if ere is not None:  # per-point ERE goes into the same features write (shown on hover)
             kwargs["features"]["ere"] = ere[idx]
             kwargs["feature_defaults"] = {**kwargs["feature_defaults"], "ere": np.nan}
+        regions = s.region_arrays()  # each point's region in its features (File › Save writes them)
+        if regions is not None:
+            for col, key, j in REGION_FEATURES:
+                kwargs["features"][col] = (regions[key][:, j] if j is not None else regions[key])[idx]
+                kwargs["feature_defaults"] = {**kwargs["feature_defaults"], col: np.nan}
+        kwargs["metadata"][META_KEY]["region_level"] = s.region_level
         cue = ere_cue(ere, s.pinned, idx)
         if not self._alive(self.points):
             kwargs.update(scale=scale, translate=translate)
@@ -450,11 +494,46 @@ class LandmarkLayers:
                 lyr.translate = u_translate
             quietly_set(lyr, data=umap)
 
+    def _sync_regions(self):
+        """Each unpinned point's conformal region as an outline (a Vectors layer, like the outline: updating ~70
+        ellipses in a Shapes layer re-triangulates them on the main thread); the suggested next point's in red."""
+        t0 = time.perf_counter()
+        s = self.session
+        geo = s.region_geometry()
+        if geo is None:  # the model has no regions: nothing drawn (the panel says so)
+            if self._alive(self.regions):
+                quietly_set(self.regions, data=np.zeros((0, 2, 2)))
+            return
+        width = max(1.0, max(s.image_shape) / 1000)
+        segs, colors = region_outlines(*geo, highlight=s.suggest_next(), width=width)
+        vectors = as_vectors(segs)
+        if not self._alive(self.regions):
+            if not len(vectors):
+                return
+            scale, translate = self._placement
+            self.regions = self.viewer.add_vectors(
+                vectors, edge_color=colors, edge_width=width, length=1.0, vector_style="line",
+                name=f"regions ({s.predictor.name})", scale=scale, translate=translate, opacity=0.8,
+                visible=self._show_regions)
+            self.regions.editable = False
+            self._add_below_points(self.regions)
+        else:
+            quietly_set(self.regions, data=vectors)
+            if len(vectors) and colors != self._region_colors:
+                self.regions.edge_color = colors
+            self.region_sync_ms.append((time.perf_counter() - t0) * 1000)
+        self._region_colors = colors
+
     # ------------------------------------------------------------------ visibility and navigation
     def set_uncertainty_visible(self, on: bool) -> None:
         self._show_uncertainty = bool(on)
         if self._alive(self.uncertainty):
             self.uncertainty.visible = self._show_uncertainty
+
+    def set_regions_visible(self, on: bool) -> None:
+        self._show_regions = bool(on)
+        if self._alive(self.regions):
+            self.regions.visible = self._show_regions
 
     def set_labels_visible(self, on: bool) -> None:
         self._show_labels = bool(on)
@@ -542,7 +621,7 @@ class LandmarkLayers:
                 self.points.events.data.disconnect(self._on_points_data)
             except Exception:  # already disconnected
                 pass
-        for attr in ("points", "outline", "measurement_lines", "uncertainty", "labels", "label_lines"):
+        for attr in ("points", "outline", "measurement_lines", "uncertainty", "labels", "label_lines", "regions"):
             lyr = getattr(self, attr)
             if remove and self._alive(lyr):
                 self.viewer.layers.remove(lyr)

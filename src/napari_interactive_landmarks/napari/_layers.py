@@ -12,6 +12,10 @@ column        dtype    meaning
 ``score``     float    model confidence, NaN if unknown
 ============  =======  ======================================================================
 
+A model's points may carry their conformal regions in the columns ``region_major_px``, ``region_minor_px``,
+``region_angle_deg``, ``region_area_px2`` (centred on the point; NaN where none) with the level in
+``metadata[META_KEY]["region_level"]`` (None: the model has no regions).
+
 ``layer.metadata[META_KEY]`` holds ``landmark_set``, ``model``, ``image_path``, ``image_shape``,
 ``spacing_mm`` and ``landmarks`` (all K names, in index order), so the full set, including missing
 points, can be rebuilt with :func:`layer_to_landmarks`. Coordinates are (row, col) pixels of the original
@@ -240,7 +244,9 @@ def layer_to_landmarks(layer_or_data, features=None, metadata=None) -> dict:
     Returns:
         dict with ``coords`` (K, 2) float64 (NaN rows = missing), ``pinned`` (K,) bool, ``scores`` (K,)
         float64, ``labels`` (K names), ``landmark_set``, ``model``, ``image_path``, ``image_shape``,
-        ``spacing`` (tuple or None) and ``measurements`` (dict, from the metadata if present).
+        ``spacing`` (tuple or None), ``measurements`` (dict, from the metadata if present) and ``regions`` (the
+        points' conformal regions as :class:`~napari_interactive_landmarks.io.landmarks.LandmarkFile` takes them,
+        or None when the layer carries none).
 
     Raises:
         LandmarkLayerError: points of a 3-D layer, unknown or duplicated labels, indices outside the set,
@@ -354,6 +360,17 @@ def layer_to_landmarks(layer_or_data, features=None, metadata=None) -> dict:
         scores[j] = np.nan if _is_blank(s) else float(s)
     missing = ~np.isfinite(coords).all(axis=1)
     coords[missing] = np.nan
+    regions = None
+    if "region_level" in meta:  # a model's points: their regions (all none when the model has no regions)
+        cols = {c: np.full(k, np.nan) for c in ("region_major_px", "region_minor_px", "region_angle_deg",
+                                                 "region_area_px2")}
+        for c, arr in cols.items():
+            values = _column(df, c, np.nan, n)
+            for i, j in enumerate(order):
+                arr[j] = np.nan if _is_blank(values[i]) else float(values[i])
+        regions = {"level": meta.get("region_level"), "centre": coords.copy(),
+                   "semi_axes_px": np.stack([cols["region_major_px"], cols["region_minor_px"]], axis=1),
+                   "angle_deg": cols["region_angle_deg"], "area_px2": cols["region_area_px2"]}
 
     spacing = meta.get("spacing_mm")
     shape = meta.get("image_shape")
@@ -368,6 +385,7 @@ def layer_to_landmarks(layer_or_data, features=None, metadata=None) -> dict:
         "image_shape": None if shape is None else tuple(int(v) for v in shape),
         "spacing": None if spacing is None else tuple(float(v) for v in spacing),
         "measurements": dict(meta.get("measurements") or {}),
+        "regions": regions,
     }
 
 

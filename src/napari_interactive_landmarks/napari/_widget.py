@@ -162,6 +162,10 @@ class LandmarkWidget(QWidget):
         return None if self.layers is None else self.layers.uncertainty
 
     @property
+    def regions_layer(self):
+        return None if self.layers is None else self.layers.regions
+
+    @property
     def labels_layer(self):
         return None if self.layers is None else self.layers.labels
 
@@ -241,10 +245,14 @@ class LandmarkWidget(QWidget):
         self.suggest_label = QLabel("")
         self.suggest_label.setWordWrap(True)
         el.addWidget(self.suggest_label)
-        self.ere_table = QTableWidget(0, 2)
-        self.ere_table.setHorizontalHeaderLabels(["landmark", "ERE"])
+        self.ere_table = QTableWidget(0, 3)
+        self.ere_table.setHorizontalHeaderLabels(["landmark", "ERE", "region"])
         self.ere_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
         self.ere_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.ere_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        self.ere_table.horizontalHeaderItem(2).setToolTip(
+            "Area of the point's conformal region: the ellipse drawn around it holds the true point with the stated "
+            "probability (calibrated on the click protocol)")
         self.ere_table.verticalHeader().setVisible(False)
         self.ere_table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.ere_table.setSelectionBehavior(QTableWidget.SelectRows)
@@ -259,6 +267,16 @@ class LandmarkWidget(QWidget):
         self.show_uncertainty.setChecked(True)
         self.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         el.addWidget(self.show_uncertainty)
+        self.show_regions = QCheckBox("Show 95 % regions")
+        self.show_regions.setChecked(True)
+        self.show_regions.setToolTip("Around every point the model placed, the ellipse that holds the true point with "
+                                     "the stated probability (a conformal region); the suggested next point's in red")
+        self.show_regions.toggled.connect(self._toggle_regions)
+        el.addWidget(self.show_regions)
+        self.regions_note = QLabel("")
+        self.regions_note.setWordWrap(True)
+        self.regions_note.setVisible(False)
+        el.addWidget(self.regions_note)
         lay.addWidget(self.ere_box)
         self._ere_rows: list[int] = []
         self.show_labels = QCheckBox("Show labels")
@@ -547,7 +565,8 @@ class LandmarkWidget(QWidget):
             return
         self.layers = LandmarkLayers(self.viewer, self.session, self.image_layer, on_edit=self._on_edit,
                                      notify=self._notify, show_uncertainty=self.show_uncertainty.isChecked(),
-                                     show_labels=self.show_labels.isChecked())
+                                     show_labels=self.show_labels.isChecked(),
+                                     show_regions=self.show_regions.isChecked())
         if self.session.detected:
             self.layers.sync()
             self._remove_retired()
@@ -660,6 +679,10 @@ class LandmarkWidget(QWidget):
     def _toggle_uncertainty(self, on):
         if self.layers is not None:
             self.layers.set_uncertainty_visible(on)
+
+    def _toggle_regions(self, on):
+        if self.layers is not None:
+            self.layers.set_regions_visible(on)
 
     def _toggle_shape_prior(self, on):
         """Switch the shape prior and re-run with the same corrections (the points follow)."""
@@ -781,6 +804,7 @@ class LandmarkWidget(QWidget):
         unit, factor = ("mm", float(np.mean(s.spacing))) if s.spacing is not None else ("px", 1.0)
         nxt = s.suggest_next()
         pinned = s.pinned
+        areas = self._region_areas()
         # list: unpinned landmarks by decreasing ERE; rows are reused (text and style set in place)
         order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not pinned[i]]
         self._ere_rows = order
@@ -793,7 +817,8 @@ class LandmarkWidget(QWidget):
             bold.setBold(True)
             red, normal = QBrush(QColor("#ff5252")), QBrush()
             for row, i in enumerate(order):
-                texts = (s.schema.full_name(i), "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}")
+                texts = (s.schema.full_name(i), "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}",
+                         areas[i] if areas is not None else "")
                 for col, text in enumerate(texts):
                     it = t.item(row, col)
                     if it is None:
@@ -808,14 +833,45 @@ class LandmarkWidget(QWidget):
             text = "All landmarks are corrected by hand."
         else:
             calibrated = s.predictor.temperatures is not None
-            text = (f"Suggested next: <b>{s.schema.full_name(nxt)}</b> (ERE {ere[nxt] * factor:.1f} {unit})"
+            region = f", {self._region_level_text()} region {areas[nxt]}" if areas is not None and areas[nxt] != "–" else ""
+            text = (f"Suggested next: <b>{s.schema.full_name(nxt)}</b> (ERE {ere[nxt] * factor:.1f} {unit}{region})"
                     + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated "
                                              "error</i>"))
+        self._show_regions_note()
         problems = self.layers.corner_problems if self.layers is not None else {}
         if problems:  # a vertebra drawn red: its corners came out in the wrong order
             text += "<br><span style='color:#ff5252'>Corners out of order: " + "; ".join(
                 f"<b>{v}</b> ({why})" for v, why in problems.items()) + "</span>"
         self.suggest_label.setText(text)
+
+    def _region_level_text(self) -> str:
+        level = None if self.session is None else self.session.region_level
+        return "95 %" if level is None else f"{level * 100:g} %"
+
+    def _region_areas(self):
+        """Each landmark's region area as the list shows it ("123 mm²" with a pixel spacing, else px²; "–" where it
+        has none), or None when the model has no regions."""
+        arr = self.session.region_arrays()
+        if arr is None:
+            return None
+        mm = self.session.spacing is not None
+        values, unit = (arr["area_mm2"], "mm²") if mm else (arr["area_px2"], "px²")
+        return ["–" if not np.isfinite(v) else f"{v:,.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}" for v in values]
+
+    def _show_regions_note(self):
+        """The regions checkbox follows the model: its level in the text, or, for a model without regions, disabled
+        and a line saying so (nothing is drawn or exported)."""
+        has = self.session is not None and self.session.region_level is not None
+        self.show_regions.setText(f"Show {self._region_level_text()} regions")
+        self.show_regions.setEnabled(has)
+        self.ere_table.setColumnHidden(2, not has)
+        if has:
+            self.regions_note.setVisible(False)
+        else:
+            name = self.predictor.name if self.predictor is not None else "this model"
+            self.regions_note.setText(f"<i>The model '{name}' has no calibrated regions (its card has none): none are "
+                                      "drawn or saved. <code>napari-landmarks calibrate</code> fits them.</i>")
+            self.regions_note.setVisible(True)
 
     def _fill_measurements(self):
         """The measurements table (value ± expected error, one line each, ⚠ where in doubt) and, under it, the
@@ -867,7 +923,7 @@ class LandmarkWidget(QWidget):
         adapter, self.layers = self.layers, None
         if adapter is not None:
             layers = [adapter.points, adapter.outline, adapter.labels, adapter.label_lines, adapter.measurement_lines,
-                      adapter.uncertainty]
+                      adapter.uncertainty, adapter.regions]
             adapter.close(remove=False)
             self._retire_layers(layers)
 
@@ -945,7 +1001,8 @@ class ViewerSession:
 
     In napari's console: ``landmarks.detect()``, ``landmarks.correct(index, (row, col))``, ``landmarks.unpin(i)``,
     ``landmarks.undo()``, ``landmarks.redo()``, ``landmarks.reset()``, ``landmarks.points()``,
-    ``landmarks.save(path)``; ``landmarks.session`` is the headless LandmarkSession itself.
+    ``landmarks.regions()`` (each point's conformal region, None without regions), ``landmarks.save(path)``;
+    ``landmarks.session`` is the headless LandmarkSession itself.
     """
 
     def __init__(self, widget: LandmarkWidget):
@@ -982,6 +1039,10 @@ class ViewerSession:
 
     def points(self):
         return self._need().points()
+
+    def regions(self):
+        """Each landmark's conformal region (see ``LandmarkSession.regions``); None when the model has none."""
+        return self._need().regions()
 
     def save(self, path, overwrite=False):
         return self._need().save(path, overwrite=overwrite)

@@ -3,7 +3,7 @@
 The layer is turned back into the full landmark set with :func:`layer_to_landmarks` (missing landmarks
 are written as ``status: missing``); the file is written by the core writers in ``io.landmarks``, which
 write atomically (temporary file + rename). Status is ``corrected`` for pinned points and ``predicted``
-for the others.
+for the others. A model's points carry their conformal regions (``region`` in JSON, the ``region_*`` CSV columns).
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ def write_landmarks(path, data, attributes: dict) -> list[str]:
             p, lm["coords"], lm["labels"], pinned=lm["pinned"], scores=lm["scores"],
             landmark_set=lm["landmark_set"], model=lm["model"], image_path=lm["image_path"],
             image_shape=lm["image_shape"], spacing=lm["spacing"], measurements=lm["measurements"] or None,
-            overwrite=True,
+            regions=lm.get("regions"), overwrite=True,
         )
     else:
         written = write_landmarks_csv(
-            p, lm["coords"], lm["labels"], pinned=lm["pinned"], scores=lm["scores"], overwrite=True,
+            p, lm["coords"], lm["labels"], pinned=lm["pinned"], scores=lm["scores"], regions=lm.get("regions"),
+            spacing=lm["spacing"], overwrite=True,
         )
     return [str(written)]
