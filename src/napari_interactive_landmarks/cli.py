@@ -287,20 +287,24 @@ def _cmd_calibrate(args):
     regions = None
     if args.level is not None:
         regions = _fit_regions(args, predictor, samples, temps)
+    doubt = None
+    if args.measurement_level is not None:
+        doubt = _fit_doubt_scales(args, predictor, samples, temps)
     if args.dry_run:
         return 0
     info = {"dataset": args.dataset, "split": args.split, "num_images": len(samples),
             "ece_before": round(cm["ece_before"], 5), "ece_after": round(cm["ece_after"], 5)}
     what = f"{len(temps)} temperatures" + (f" and {regions['level']:.0%} regions" if regions else "")
+    what += f" and {doubt['level']:.0%} measurement doubt scales" if doubt else ""
     if args.weights:
         from .training.export import store_temperatures_in_file
 
-        store_temperatures_in_file(args.weights, temps, info, regions)
+        store_temperatures_in_file(args.weights, temps, info, regions, doubt)
         print(f"stored {what} in {args.weights}")
         return 0
     from .training.export import store_temperatures
 
-    store_temperatures(predictor.name, temps, info, regions=regions)
+    store_temperatures(predictor.name, temps, info, regions=regions, doubt_scales=doubt)
     print(f"stored {what} for '{predictor.name}' in the manifest")
     return 0
 
@@ -328,6 +332,51 @@ def _fit_regions(args, predictor, samples, temps) -> dict:
     print(f"{cal.level:.0%} regions: Mahalanobis radius {'pooled' if cal.pooled else 'per landmark'} "
           f"{np.median(r):.2f} (range {r.min():.2f}–{r.max():.2f}) from {int(np.isfinite(scores).sum())} scores")
     return cal.to_card()
+
+
+def _fit_doubt_scales(args, predictor, samples, temps) -> dict | None:
+    """The measurements' doubt scales (measurements/doubt.py) on the calibration images, with the temperatures just
+    fitted, on the click protocol (0…--region-clicks worst-first clicks): the card's ``doubt_scales`` field, making
+    each measurement's ± hold the true value with probability --measurement-level. Too few samples: one line. A
+    landmark set without measurements: None."""
+    import numpy as np
+
+    from .measurements import validate_definitions
+
+    from .evaluation.protocol import run_click_protocol
+    from .io.images import ImageError
+    from .measurements.doubt import DoubtScaleError, fit_doubt_scales, trace_scores
+
+    if not 0.5 <= args.measurement_level < 1:
+        raise CLIError(f"--measurement-level must be in [0.5, 1), got {args.measurement_level}")
+    if not validate_definitions(predictor.schema):
+        print(f"no measurement doubt scales: the landmark set '{predictor.schema.name}' defines no measurements")
+        return None
+    predictor.temperatures = np.asarray(temps, np.float64)
+    records, iterator = [], samples
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="measurement doubt", unit="img", file=sys.stderr)
+    for s in iterator:
+        try:
+            tr = run_click_protocol(predictor, s, max_clicks=args.region_clicks, order="worst")
+        except ImageError:
+            continue
+        if tr.ere is None:
+            raise CLIError("the model gives no ERE: its measurements have no ± to scale")
+        records.append(trace_scores(predictor.schema, {"gt": tr.gt, "coords": tr.coords, "ere": tr.ere,
+                                                        "spacing": s.spacing, "image_shape": s.image_shape}))
+    try:
+        ds = fit_doubt_scales(records, args.measurement_level,
+                              fitted_on=f"{args.dataset} {args.split} ({len(records)} images, 0-{args.region_clicks} "
+                                        "worst-first clicks)")
+    except DoubtScaleError as exc:
+        raise CLIError(f"no measurement doubt scales fitted: {exc}") from None
+    v = np.array(list(ds.scales.values()))
+    print(f"{ds.level:.0%} measurement ±: scales median {np.median(v):.2f} (range {v.min():.2f}–{v.max():.2f}) over "
+          f"{len(v)} measurements" + (f", {len(ds.pooled)} pooled (too few samples of their own)" if ds.pooled else ""))
+    return ds.to_card()
 
 
 def _parse_click(text, predictor):
@@ -659,6 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temperatures only (a model's stored regions are then dropped: they belong to old temperatures)")
     c.add_argument("--region-clicks", type=int, default=3,
                    help="the regions are fitted on 0..N worst-first clicks of the click protocol (default 3)")
+    c.add_argument("--measurement-level", dest="measurement_level", type=float, default=0.9,
+                   help="also fit the measurements' doubt scales, so that each measurement's ± holds the true value "
+                        "with this probability (default 0.9; on the same 0..--region-clicks click protocol)")
+    c.add_argument("--no-measurement-scales", dest="measurement_level", action="store_const", const=None,
+                   help="no doubt scales (a model's stored ones are then dropped: the ± is the unscaled mean error)")
     c.add_argument("--pooled", choices=("auto", "yes", "no"), default="auto",
                    help="one radius for all landmarks, or one each (auto: each when every landmark has enough scores)")
     c.set_defaults(func=_cmd_calibrate)

@@ -66,6 +66,9 @@ class ModelCard:
     shape_prior: dict | None = None
     # the conformal regions' level and radii (regions.py), fitted by `calibrate`
     regions: dict | None = None
+    # the measurements' doubt scales (measurements/doubt.py): {kind, level, scales: {name: s}, pooled, num_samples,
+    # fitted_on}, fitted by `calibrate`; without them a measurement's ± is the unscaled mean error
+    doubt_scales: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -93,6 +96,13 @@ class ModelCard:
             raise ModelCardError(f"{src}: 'schema' must be a landmark-set name or an inline landmark set")
         if self.temperatures is not None:
             self.temperatures = check_temperatures(self.temperatures, src)
+        if self.doubt_scales is not None:  # refused here, naming the file, not at the first measurement
+            from .measurements.doubt import DoubtScaleError, as_doubt_scales
+
+            try:
+                self.doubt_scales = as_doubt_scales(self.doubt_scales, src).to_card()
+            except DoubtScaleError as exc:
+                raise ModelCardError(str(exc)) from None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -153,7 +163,7 @@ class ModelCard:
         """The manifest form (without file / sha256 / url, which belong to the stored file)."""
         d = self.to_dict()
         d.pop("name")
-        for key in ("calibration", "shape_prior", "regions"):
+        for key in ("calibration", "shape_prior", "regions", "doubt_scales"):
             if d.get(key) is None:
                 d.pop(key)
         return d

@@ -507,7 +507,8 @@ class LandmarkSession:
 
         self._need_state()
         return compute_measurements(self.schema, self._state.coords, self.spacing, image_shape=self.image_shape,
-                                    ere=self._state.ere)
+                                    ere=self._state.ere,  # a model card's doubt scales make the ± a level interval
+                                    doubt_scales=getattr(getattr(self.predictor, "card", None), "doubt_scales", None))
 
     def points(self) -> list[dict]:
         """Landmark order: [{'index', 'label', 'row', 'col', 'pinned', 'score'}]."""

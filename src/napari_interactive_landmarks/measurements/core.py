@@ -65,6 +65,13 @@ measurement gets ``expected_error`` in its own unit and, when that exceeds the m
   5° for Cobb angles, 2° for other angles, 2 mm for distances, 0.02 for ratios; see the constants below.
 - ``ere=None`` (no uncertainty available): ``expected_error=None``, ``uncertain=False``, values unchanged.
   A landmark with unknown (NaN) ERE makes every measurement resting on it uncertain ("ERE unknown").
+- Doubt scales (issue 20 item 7; :mod:`.doubt`): the mean absolute deviation above is *unscaled* — a calibrated
+  Gaussian error stays within it only ~58 % of the time, and a model's ERE is over-confident on top. With
+  ``doubt_scales`` (a model card's ``doubt_scales``, fitted by ``calibrate`` on a calibration split) each
+  ``expected_error`` is multiplied by its measurement's scale, so that the true value lies within the shown ±
+  with probability ``doubt_scales.level`` (90 % by default), ``error_level`` records that level, and the
+  ``uncertain`` flag compares the scaled ± with the tolerance. Without scales the ± is the unscaled mean error
+  (``error_level=None``), as before.
 """
 
 from __future__ import annotations
@@ -125,6 +132,9 @@ class Measurement:
     uncertain: bool = False  # expected_error above the measurement's tolerance, or an ERE unknown
     doubt: str | None = None  # when uncertain: why, naming the weakest landmarks
     note: str | None = None  # a remark that is not a doubt (Cobb: which vertebrae were left out, and why)
+    # the probability that the true value lies within ± expected_error (doubt scales applied); None: unscaled,
+    # the ± is then the mean error under the landmarks' ERE
+    error_level: float | None = None
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -342,6 +352,13 @@ def validate_definitions(schema) -> list[_Def]:
     return out
 
 
+def period_of(d: _Def) -> float | None:
+    """Signed line angles wrap around (360° directed, 180° not); deviations are taken the short way round."""
+    if d.kind == "line_angle" and d.options.get("signed"):
+        return 360.0 if d.options.get("directed") else 180.0
+    return None
+
+
 def _check_cycle(name, by_name, stack, schema_name):
     if name in stack:
         raise SchemaError(f"schema '{schema_name}': measurements refer to each other in a cycle "
@@ -360,7 +377,8 @@ def _spacing_pair(spacing) -> tuple[float, float] | None:
     return float(s[0]), float(s[1])
 
 
-def compute_measurements(schema, coords, spacing=None, *, image_shape=None, ere=None) -> dict[str, Measurement]:
+def compute_measurements(schema, coords, spacing=None, *, image_shape=None, ere=None,
+                         doubt_scales=None) -> dict[str, Measurement]:
     """Every measurement of ``schema`` (a LandmarkSchema, built-in name or path) on ``coords``.
 
     Args:
@@ -371,6 +389,9 @@ def compute_measurements(schema, coords, spacing=None, *, image_shape=None, ere=
         ere: (K,) expected radial error of each landmark in image pixels (0 for pinned, hand-placed points;
             NaN = unknown), or None. With it, each available measurement gets ``expected_error``,
             ``uncertain`` and ``doubt`` (module docstring); without it they stay None / False / None.
+        doubt_scales: a :class:`~.doubt.DoubtScales` or a model card's ``doubt_scales`` mapping, or None: each
+            measurement's ``expected_error`` is multiplied by its scale (a measurement without one stays
+            unscaled), so that it holds the true value with the scales' level (module docstring).
 
     Returns: ``{name: Measurement}`` in the schema's order. Never raises for bad geometry.
     """
@@ -387,7 +408,10 @@ def compute_measurements(schema, coords, spacing=None, *, image_shape=None, ere=
             raise ValueError(f"expected ere of shape ({schema.num_landmarks},) for '{schema.name}', got {ere.shape}")
         if np.any(ere < 0):
             raise ValueError("expected radial errors must be ≥ 0")
-    ctx = _Context(schema, pix, phys, sp, image_shape, {d.name: d for d in defs}, {}, ere=ere)
+    from .doubt import as_doubt_scales
+
+    ctx = _Context(schema, pix, phys, sp, image_shape, {d.name: d for d in defs}, {}, ere=ere,
+                   doubt_scales=as_doubt_scales(doubt_scales))
     return {d.name: ctx.get(d.name) for d in defs}
 
 
@@ -442,6 +466,7 @@ class _Context:
     sample_cache: dict = field(default_factory=dict)
     _mc: tuple | None = None
     left_out_doubt: dict = field(default_factory=dict)  # Cobb measurement name -> why a left-out vertebra matters
+    doubt_scales: object = None  # a .doubt.DoubtScales, or None (the ± unscaled)
 
     def get(self, name: str) -> Measurement:
         if name not in self.done:
@@ -683,10 +708,7 @@ class _Context:
         return list(d.landmarks)
 
     def _period(self, d: _Def) -> float | None:
-        """Signed line angles wrap around; deviations are taken the short way round."""
-        if d.kind == "line_angle" and d.options.get("signed"):
-            return 360.0 if d.options.get("directed") else 180.0
-        return None
+        return period_of(d)
 
     def _tolerance(self, d: _Def, m: Measurement) -> float:
         if m.unit == "px":  # spacing unknown: relative to the length (2 mm on a 100 mm length)
@@ -714,6 +736,10 @@ class _Context:
         if dev.size < MC_SAMPLES // 2:
             raise ValueError("the measurement is undefined for most plausible landmark positions")
         m.expected_error = float(dev.mean())
+        scale = None if self.doubt_scales is None else self.doubt_scales.scale(d.name)
+        if scale is not None:  # the ± as a level-probability interval (module docstring, "Doubt scales")
+            m.expected_error *= scale
+            m.error_level = float(self.doubt_scales.level)
         tol = self._tolerance(d, m)
         if m.expected_error <= tol:
             return
@@ -733,7 +759,8 @@ class _Context:
                 extra = (f"; its end vertebrae change in {100 * share:.0f} % of plausible placements"
                          + (f" (also {alts})" if names else ""))
         who, top = self._weak_names(candidates)
-        spread = f"± {format_value(m.expected_error, m.unit)}; tolerance {format_value(tol, m.unit)}"
+        level = "" if m.error_level is None else f" ({100 * m.error_level:g} %)"
+        spread = f"± {format_value(m.expected_error, m.unit)}{level}; tolerance {format_value(tol, m.unit)}"
         if who:
             m.doubt = f"uncertain: {who}, ERE {'up to ' if ', ' in who or '–' in who else ''}{top} ({spread}){extra}"
         else:

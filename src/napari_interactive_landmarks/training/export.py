@@ -49,7 +49,8 @@ def register_run(name: str, run_dir: Path, description: str = "", extra_metrics:
     return register_model(name, entry, dest, manifest_path=manifest_path)
 
 
-def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, regions: dict | None = None) -> dict:
+def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, regions: dict | None = None,
+                       doubt_scales: dict | None = None) -> dict:
     """Put fitted temperatures into a shipped model's manifest entry and its weights file's metadata (the
     file is rewritten, so its sha256 in the manifest is updated too)."""
     from ..weights import get_entry, load_manifest, resolve_weights
@@ -59,34 +60,43 @@ def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, 
     manifest = load_manifest(manifest_path)
     entry = dict(get_entry(name, manifest))
     path = resolve_weights(name, manifest=manifest)
-    card = _with_temperatures(ModelCard.from_mapping(entry, name=name), temperatures, info, regions)
+    card = _with_temperatures(ModelCard.from_mapping(entry, name=name), temperatures, info, regions, doubt_scales)
     entry.update(temperatures=card.temperatures, calibration=info)
     if regions is not None:
         entry["regions"] = regions
+    entry.pop("doubt_scales", None)  # (fitted with these temperatures: stale ones go)
+    if card.doubt_scales is not None:
+        entry["doubt_scales"] = card.doubt_scales
     _rewrite_card(path, card)
     for key in ("sha256", "size_bytes"):
         entry.pop(key, None)
     return register_model(name, entry, path, manifest_path=manifest_path)
 
 
-def store_temperatures_in_file(path, temperatures, info: dict, regions: dict | None = None) -> Path:
+def store_temperatures_in_file(path, temperatures, info: dict, regions: dict | None = None,
+                               doubt_scales: dict | None = None) -> Path:
     """Put fitted temperatures into a self-describing weights file's model card (rewritten atomically; the
     tensors are unchanged). For a file that is not in the manifest (``calibrate --weights FILE``)."""
     from ..model_card import ModelCard
 
     path = Path(path)
     card = ModelCard.from_metadata(load_weights(path)[1], source=path.name)
-    _rewrite_card(path, _with_temperatures(card, temperatures, info, regions))
+    _rewrite_card(path, _with_temperatures(card, temperatures, info, regions, doubt_scales))
     return path
 
 
-def _with_temperatures(card, temperatures, info: dict, regions: dict | None = None):
+def _with_temperatures(card, temperatures, info: dict, regions: dict | None = None, doubt_scales: dict | None = None):
     card.temperatures = [round(float(t), 5) for t in temperatures]
     card.calibration = info
     if regions is not None:  # (fitted with these temperatures: a re-calibration without regions drops stale ones)
         card.regions = regions
     else:
         card.regions = None
+    card.doubt_scales = doubt_scales  # (fitted with these temperatures, like the regions)
+    if doubt_scales is not None:
+        from ..measurements.doubt import as_doubt_scales
+
+        card.doubt_scales = as_doubt_scales(doubt_scales, card.name).to_card()
     return card
 
 
