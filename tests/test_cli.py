@@ -41,8 +41,12 @@ def test_evaluate_runs_the_click_protocol_and_writes_json(tiny_weights, generic_
     res = json.loads(out.read_text())
     assert res["unit"] == "px" and len(res["mre_model"]) == 4 and len(res["mre_manual"]) == 4
     assert set(res["noc"]) == {"20", "30", "40", "50"} and set(res["fr"]) == set(res["noc"])
-    assert res["mre_model"][0] == pytest.approx(res["mre_manual"][0])
-    assert res["mre_model"][3] < res["mre_model"][0]
+    assert res["mre_model"][0] == pytest.approx(res["mre_manual"][0])  # no click yet: the same points
+    # (falling with each click holds by construction: clicked points are pinned to the truth.) What the model adds
+    # is on the unclicked landmarks: reported per click, and re-running it never costs more than 0.5 px over
+    # correcting the same points by hand
+    assert len(res["others_delta"]) == 3 and all(np.isfinite(v) for v in res["others_delta"])
+    assert all(m <= h + 0.5 for m, h in zip(res["mre_model"], res["mre_manual"])), (res["mre_model"], res["mre_manual"])
 
 
 def test_predict_writes_landmark_files_and_refuses_to_overwrite(tiny_weights, generic_dataset, tmp_path, capsys):
@@ -145,6 +149,17 @@ def test_predict_without_a_model_uses_the_shipped_model_that_fits_the_image(film
     from napari_interactive_landmarks.weights import load_manifest
 
     assert choose_model_for_image(load_manifest(), (600, 500), synthetic=False) == "isbi-ceph"
+
+
+def test_predict_without_a_model_gives_a_tall_spine_film_the_spine_model(films, tmp_path, capsys):
+    """Issue 22, beside the cephalogram above (a choice that always answered isbi-ceph would pass that one): a tall
+    AP spine film gets aasce-spine's 68 corners, as the viewer would choose."""
+    rc = main(["predict", str(films["spine"]), "--out", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    res = json.loads((tmp_path / "spine.landmarks.json").read_text())
+    assert res["model"] == "aasce-spine" and res["landmark_set"] == "aasce-spine68" and len(res["points"]) == 68
+    assert "model 'aasce-spine'" in err
 
 
 def test_predict_refuses_a_model_that_does_not_fit_the_image_in_one_line(films, tmp_path, capsys):

@@ -7,6 +7,8 @@ import torch
 
 from napari_interactive_landmarks.models.interactive import PRESETS, build_model
 
+from .conftest import DATASETS, REPO
+
 
 def test_training_on_phantoms_lowers_loss_and_error(tiny_run):
     trainer, out, before = tiny_run
@@ -19,12 +21,58 @@ def test_training_on_phantoms_lowers_loss_and_error(tiny_run):
     assert after[0] < 6.0                                  # px at 128 × 64
 
 
-def test_clicks_reduce_the_error_of_the_other_landmarks(tiny_run):
-    """The point of the interactive model: a click at one landmark moves the *unclicked* ones."""
+def _others_delta(predictor, images, coords, clicks):
+    """Mean over films of the change of the *unclicked* landmarks' error caused by each worst-first click at the
+    ground truth (evaluation.metrics.others_delta through the plugin's session), (clicks,)."""
+    from types import SimpleNamespace
+
+    from napari_interactive_landmarks.evaluation.metrics import others_delta
+    from napari_interactive_landmarks.evaluation.protocol import run_click_protocol
+
+    d = []
+    for i, (img, gt) in enumerate(zip(images, coords)):
+        s = SimpleNamespace(name=str(i), coords=gt, spacing=None, load_image=lambda img=img: img)
+        tr = run_click_protocol(predictor, s, max_clicks=clicks)
+        d.append(others_delta(tr.errors, tr.clicked))
+    return np.nanmean(np.array(d), axis=0)
+
+
+def test_clicks_do_not_harm_the_other_landmarks_of_the_tiny_model(tiny_run):
+    """Issue 22: measured on the landmarks *not* clicked (clicked ones are pinned to the truth, so an average over
+    all landmarks falls with every click even for a model that ignores clicks). This tiny 10-epoch model does not
+    propagate a click (measured: others' mean change 0.000 px at clicks 1-3); it must at least not harm them.
+    That clicks do move the others is tested on a model trained enough to show it,
+    test_a_click_improves_the_unclicked_corners_of_the_shipped_spine_model."""
+    from napari_interactive_landmarks.data.phantom import phantom_set
+    from napari_interactive_landmarks.inference import Predictor
+    from napari_interactive_landmarks.schemas import load_schema
+
     trainer, _, _ = tiny_run
-    res = trainer.validate(clicks=[0, 1, 3])
-    assert res[3] < res[0]
-    assert res[1] <= res[0] * 1.02
+    p = Predictor(trainer.model, load_schema(trainer.cfg["schema"]), trainer.size, float(trainer.cfg["sigma"]),
+                  device="cpu")
+    ims, cs = phantom_set(12, seed=2, shape=(256, 128), num_vertebrae=4)
+    delta = _others_delta(p, ims, cs, 3)
+    assert (np.abs(delta) < 0.5).all(), delta  # px at 256 x 128
+
+
+@pytest.mark.skipif(not (DATASETS / "aasce").is_dir(), reason=f"the AASCE films are not at {DATASETS / 'aasce'}")
+def test_a_click_improves_the_unclicked_corners_of_the_shipped_spine_model():
+    """Issue 22: the network alone (no shape prior), on the first 12 films of the committed validation split: the
+    worst corner clicked at its true position lowers the mean error of the 67 others (measured: -2.8 px on
+    average, 7 of 12 films improved; a model that ignores clicks gives exactly 0)."""
+    import json as _json
+
+    from napari_interactive_landmarks.data.datasets import load_aasce
+    from napari_interactive_landmarks.inference import Predictor
+
+    split = _json.loads((REPO / "src/napari_interactive_landmarks/data/splits/aasce_seed0.json").read_text())
+    val = split["val"][:12]
+    films = {s.name: s for s in load_aasce(DATASETS / "aasce", "training") if s.name in val}
+    samples = [films[n] for n in val]
+    p = Predictor.from_name("aasce-spine", device="cpu")
+    p.use_shape_prior, p.compute_ere = False, False
+    delta = _others_delta(p, [s.load_image() for s in samples], [s.coords for s in samples], 1)
+    assert delta[0] < -1.0, delta
 
 
 def test_checkpoint_resume_and_best_export(tiny_run, tmp_path):
