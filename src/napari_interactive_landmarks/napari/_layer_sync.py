@@ -19,10 +19,10 @@ import time
 from typing import Callable
 
 import numpy as np
+from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import QTimer
 
 from ..inference.session import LandmarkSession, SessionError
-from ..regions import ellipse_polygon
 from ..label_placement import BrightBackground, place_labels, text_size_in_data
 from ._layers import META_KEY, PINNED_SIZE_FACTOR, point_size, points_layer_kwargs, skeleton_shapes
 
@@ -32,8 +32,9 @@ OUTLINE_COLOR = "#ffd54f"
 TWISTED_OUTLINE_COLOR = "#ff5252"
 MEASUREMENT_COLOR = "#ff4081"
 CUE_COLOR = (1.0, 0.32, 0.32, 1.0)
-REGION_COLOR = "#80deea"  # the predicted points' cyan, lighter: each region is its point's
-NEXT_REGION_COLOR = "#ff5252"  # the suggested next point's region, as its red cue
+REGION_COLOR = (0.5, 0.87, 0.92, 0.55)  # the predicted points' cyan, lighter and half transparent: many overlap
+
+NEXT_REGION_COLOR = (1.0, 0.32, 0.32, 1.0)  # the suggested next point's region, as its red cue, opaque
 REGION_VERTICES = 32  # vertices of each region's outline
 # the points layer's feature columns that carry each point's region (what File › Save writes); its centre is the point
 REGION_FEATURES = (("region_major_px", "semi_axes_px", 0), ("region_minor_px", "semi_axes_px", 1),
@@ -64,26 +65,41 @@ def quietly_set(layer, **values) -> None:
             setattr(layer, key, value)
 
 
-def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0,
-                    n: int = REGION_VERTICES) -> tuple[np.ndarray, list]:
-    """(segments (N, 2, 2), colours) of the regions' outlines: ``n`` segments per landmark with a finite region
-    (none for a pinned point, whose radius is NaN). The ``highlight`` landmark's outline is red and doubled (a second
-    ellipse ``width`` pixels outside the first): the Vectors layer has one line width for all."""
-    segs, colors = [], []
-    for k in np.flatnonzero(np.isfinite(radius) & np.isfinite(spread).all(axis=(1, 2)) & np.isfinite(centres).all(1)):
-        vals = np.linalg.eigvalsh(spread[k])
-        if not (vals > 0).all():
-            continue
-        radii = [radius[k]]
-        if k == highlight:
-            radii.append(radius[k] * (1.0 + width / (radius[k] * np.sqrt(vals[0]))))
-        for q in radii:
-            poly = ellipse_polygon(centres[k], spread[k], q, n)
-            segs.append(np.stack([poly, np.roll(poly, -1, axis=0)], axis=1))
-            colors += [NEXT_REGION_COLOR if k == highlight else REGION_COLOR] * n
-    if not segs:
-        return np.zeros((0, 2, 2)), []
-    return np.concatenate(segs), colors
+def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0, n: int = REGION_VERTICES,
+                    bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """(segments (N, 2, 2), RGBA colours (N, 4)) of the regions' outlines: ``n`` segments per landmark with a finite
+    region (none for a pinned point, whose radius is NaN), the vertices of
+    :func:`~napari_interactive_landmarks.regions.ellipse_polygon` (computed for all landmarks at once). The
+    ``highlight`` landmark's outline is red and doubled (a second ellipse ``width`` pixels outside the first): the
+    Vectors layer has one line width for all. With ``bounds`` (H, W), the segments wholly off the image are left out:
+    a region larger than the film (an honest one, for a point the model barely knows) is drawn where it crosses
+    the film, and the view still fits the film."""
+    centres, spread, radius = (np.asarray(a, np.float64) for a in (centres, spread, radius))
+    ok = np.isfinite(radius) & np.isfinite(spread).all(axis=(1, 2)) & np.isfinite(centres).all(1)
+    ks = np.flatnonzero(ok)
+    vals, vecs = np.linalg.eigh(spread[ks]) if len(ks) else (np.zeros((0, 2)), np.zeros((0, 2, 2)))
+    good = (vals > 0).all(1)
+    ks, vals, vecs = ks[good], vals[good], vecs[good]
+    q = radius[ks]
+    if highlight is not None and highlight in ks:  # the doubled ring: the same ellipse, `width` px wider
+        j = int(np.flatnonzero(ks == highlight)[0])
+        ks = np.append(ks, highlight)
+        vals, vecs = np.concatenate([vals, vals[j:j + 1]]), np.concatenate([vecs, vecs[j:j + 1]])
+        q = np.append(q, q[j] * (1.0 + width / (q[j] * np.sqrt(vals[j, 0]))))
+    if not len(ks):
+        return np.zeros((0, 2, 2)), np.zeros((0, 4))
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    circle = np.stack([np.cos(t), np.sin(t)], axis=-1)  # (n, 2)
+    poly = centres[ks][:, None] + np.einsum("knj,kij->kni", circle[None] * (q[:, None] * np.sqrt(vals))[:, None],
+                                            vecs)  # (m, n, 2), as ellipse_polygon
+    segs = np.stack([poly, np.roll(poly, -1, axis=1)], axis=2).reshape(-1, 2, 2)
+    colors = np.repeat(np.where((ks == highlight)[:, None], transform_color(NEXT_REGION_COLOR),
+                                transform_color(REGION_COLOR)), n, axis=0)
+    if bounds is not None:
+        lo, hi = -0.5, np.asarray(bounds, np.float64) - 0.5
+        inside = ((segs >= lo) & (segs <= hi)).all(axis=2).any(axis=1)  # either end on the film
+        segs, colors = segs[inside], colors[inside]
+    return segs, colors
 
 
 def ere_cue(ere, pinned, idx):
@@ -135,7 +151,7 @@ class LandmarkLayers:
         self.label_lines = None  # leader lines from a point to its label, where the label had to be set off
         self.label_placement = None  # the last LabelPlacement (boxes in data units)
         self.regions = None  # the conformal regions' outlines (a Vectors layer); none for a model without regions
-        self._region_colors: list = []
+        self._region_colors = np.zeros((0, 4))
         self.region_sync_ms: list = []  # how long each update of the regions layer took (main thread; not its creation)
         self._background = (None, None)  # (key, BrightBackground of the film): white labels avoid bright bone
         self.measurements: dict = {}
@@ -505,21 +521,27 @@ class LandmarkLayers:
                 quietly_set(self.regions, data=np.zeros((0, 2, 2)))
             return
         width = max(1.0, max(s.image_shape) / 1000)
-        segs, colors = region_outlines(*geo, highlight=s.suggest_next(), width=width)
+        segs, colors = region_outlines(*geo, highlight=s.suggest_next(), width=width, bounds=s.image_shape)
         vectors = as_vectors(segs)
         if not self._alive(self.regions):
             if not len(vectors):
                 return
             scale, translate = self._placement
-            self.regions = self.viewer.add_vectors(
-                vectors, edge_color=colors, edge_width=width, length=1.0, vector_style="line",
-                name=f"regions ({s.predictor.name})", scale=scale, translate=translate, opacity=0.8,
-                visible=self._show_regions)
-            self.regions.editable = False
+            from napari.layers import Vectors
+
+            layer = Vectors(vectors, edge_color=colors, edge_width=width, length=1.0, vector_style="line",
+                            name=f"regions ({s.predictor.name})", scale=scale, translate=translate, opacity=1.0,
+                            visible=self._show_regions)
+            # its thumbnail draws up to 1024 vectors one by one in Python (~250 ms on the 2-core box, at each update):
+            # one outline shows what the layer is (set on the layer made here, before the viewer's proxy wraps it)
+            layer._max_vectors_thumbnail = REGION_VERTICES
+            layer.editable = False
+            self.viewer.add_layer(layer)
+            self.regions = layer
             self._add_below_points(self.regions)
         else:
             quietly_set(self.regions, data=vectors)
-            if len(vectors) and colors != self._region_colors:
+            if len(vectors) and not np.array_equal(colors, self._region_colors):
                 self.regions.edge_color = colors
             self.region_sync_ms.append((time.perf_counter() - t0) * 1000)
         self._region_colors = colors
