@@ -70,8 +70,8 @@ def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0,
     """(segments (N, 2, 2), RGBA colours (N, 4)) of the regions' outlines: ``n`` segments per landmark with a finite
     region (none for a pinned point, whose radius is NaN), the vertices of
     :func:`~napari_interactive_landmarks.regions.ellipse_polygon` (computed for all landmarks at once). The
-    ``highlight`` landmark's outline is red and doubled (a second ellipse ``width`` pixels outside the first): the
-    Vectors layer has one line width for all. With ``bounds`` (H, W), the segments wholly off the image are left out:
+    ``highlight`` landmark's outline is red and doubled (a second ring 0.6 line ``width`` outside the first, along
+    the outline's normal: the two read as one thicker line; the Vectors layer has one line width for all). With ``bounds`` (H, W), the segments wholly off the image are left out:
     a region larger than the film (an honest one, for a point the model barely knows) is drawn where it crosses
     the film, and the view still fits the film."""
     centres, spread, radius = (np.asarray(a, np.float64) for a in (centres, spread, radius))
@@ -81,17 +81,18 @@ def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0,
     good = (vals > 0).all(1)
     ks, vals, vecs = ks[good], vals[good], vecs[good]
     q = radius[ks]
-    if highlight is not None and highlight in ks:  # the doubled ring: the same ellipse, `width` px wider
-        j = int(np.flatnonzero(ks == highlight)[0])
-        ks = np.append(ks, highlight)
-        vals, vecs = np.concatenate([vals, vals[j:j + 1]]), np.concatenate([vecs, vecs[j:j + 1]])
-        q = np.append(q, q[j] * (1.0 + width / (q[j] * np.sqrt(vals[j, 0]))))
     if not len(ks):
         return np.zeros((0, 2, 2)), np.zeros((0, 4))
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
     circle = np.stack([np.cos(t), np.sin(t)], axis=-1)  # (n, 2)
-    poly = centres[ks][:, None] + np.einsum("knj,kij->kni", circle[None] * (q[:, None] * np.sqrt(vals))[:, None],
-                                            vecs)  # (m, n, 2), as ellipse_polygon
+    axes = q[:, None] * np.sqrt(vals)  # (m, 2) semi-axes along the eigenvectors
+    poly = centres[ks][:, None] + np.einsum("knj,kij->kni", circle[None] * axes[:, None], vecs)  # as ellipse_polygon
+    if highlight is not None and highlight in ks:  # the doubled ring: the outline moved out by 0.6 line widths
+        j = int(np.flatnonzero(ks == highlight)[0])
+        normal = (circle / axes[j]) @ vecs[j].T
+        normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+        poly = np.concatenate([poly, poly[j:j + 1] + 0.6 * width * normal[None]])
+        ks = np.append(ks, highlight)
     segs = np.stack([poly, np.roll(poly, -1, axis=1)], axis=2).reshape(-1, 2, 2)
     colors = np.repeat(np.where((ks == highlight)[:, None], transform_color(NEXT_REGION_COLOR),
                                 transform_color(REGION_COLOR)), n, axis=0)
