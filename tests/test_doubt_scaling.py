@@ -127,6 +127,11 @@ def test_calibrate_stores_the_scales_in_the_weights_file_and_the_session_applies
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no measurement doubt scales fitted:" in err[0] and "too few for a 99 % ±" in err[0]
     assert w.read_bytes() == before  # refused: nothing written
+    # not asked for (the default level): a note in one line, and the temperatures are stored without scales
+    assert main(common + ["--limit", "1", "--region-clicks", "0"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("the measurements' ± stays unscaled")
+    assert ModelCard.from_metadata(load_weights(w)[1]).doubt_scales is None
     assert main(common + ["--limit", "3", "--region-clicks", "2"]) == 0  # 3 images × 0..2 clicks: 9 samples
     assert "measurement doubt scales" in capsys.readouterr().out
     card = ModelCard.from_metadata(load_weights(w)[1])

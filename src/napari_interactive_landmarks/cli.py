@@ -288,7 +288,7 @@ def _cmd_calibrate(args):
     if args.level is not None:
         regions = _fit_regions(args, predictor, samples, temps)
     doubt = None
-    if args.measurement_level is not None:
+    if not args.no_measurement_scales:
         doubt = _fit_doubt_scales(args, predictor, samples, temps)
     if args.dry_run:
         return 0
@@ -337,18 +337,21 @@ def _fit_regions(args, predictor, samples, temps) -> dict:
 def _fit_doubt_scales(args, predictor, samples, temps) -> dict | None:
     """The measurements' doubt scales (measurements/doubt.py) on the calibration images, with the temperatures just
     fitted, on the click protocol (0…--region-clicks worst-first clicks): the card's ``doubt_scales`` field, making
-    each measurement's ± hold the true value with probability --measurement-level. Too few samples: one line. A
-    landmark set without measurements: None."""
+    each measurement's ± hold the true value with probability --measurement-level. Too few samples: one line — an
+    error when --measurement-level was given, else a note on stderr and no scales (the temperatures and regions are
+    still stored). A landmark set without measurements: None."""
     import numpy as np
 
     from .measurements import validate_definitions
 
     from .evaluation.protocol import run_click_protocol
     from .io.images import ImageError
-    from .measurements.doubt import DoubtScaleError, fit_doubt_scales, trace_scores
+    from .measurements.doubt import DEFAULT_LEVEL, DoubtScaleError, fit_doubt_scales, trace_scores
 
-    if not 0.5 <= args.measurement_level < 1:
-        raise CLIError(f"--measurement-level must be in [0.5, 1), got {args.measurement_level}")
+    explicit = args.measurement_level is not None
+    level = args.measurement_level if explicit else DEFAULT_LEVEL
+    if not 0.5 <= level < 1:
+        raise CLIError(f"--measurement-level must be in [0.5, 1), got {level}")
     if not validate_definitions(predictor.schema):
         print(f"no measurement doubt scales: the landmark set '{predictor.schema.name}' defines no measurements")
         return None
@@ -368,11 +371,14 @@ def _fit_doubt_scales(args, predictor, samples, temps) -> dict | None:
         records.append(trace_scores(predictor.schema, {"gt": tr.gt, "coords": tr.coords, "ere": tr.ere,
                                                         "spacing": s.spacing, "image_shape": s.image_shape}))
     try:
-        ds = fit_doubt_scales(records, args.measurement_level,
+        ds = fit_doubt_scales(records, level,
                               fitted_on=f"{args.dataset} {args.split} ({len(records)} images, 0-{args.region_clicks} "
                                         "worst-first clicks)")
     except DoubtScaleError as exc:
-        raise CLIError(f"no measurement doubt scales fitted: {exc}") from None
+        if explicit:
+            raise CLIError(f"no measurement doubt scales fitted: {exc}") from None
+        print(f"no measurement doubt scales fitted: {exc}; the measurements' ± stays unscaled", file=sys.stderr)
+        return None
     v = np.array(list(ds.scales.values()))
     print(f"{ds.level:.0%} measurement ±: scales median {np.median(v):.2f} (range {v.min():.2f}–{v.max():.2f}) over "
           f"{len(v)} measurements" + (f", {len(ds.pooled)} pooled (too few samples of their own)" if ds.pooled else ""))
@@ -708,10 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temperatures only (a model's stored regions are then dropped: they belong to old temperatures)")
     c.add_argument("--region-clicks", type=int, default=3,
                    help="the regions are fitted on 0..N worst-first clicks of the click protocol (default 3)")
-    c.add_argument("--measurement-level", dest="measurement_level", type=float, default=0.9,
+    c.add_argument("--measurement-level", dest="measurement_level", type=float, default=None,
                    help="also fit the measurements' doubt scales, so that each measurement's ± holds the true value "
-                        "with this probability (default 0.9; on the same 0..--region-clicks click protocol)")
-    c.add_argument("--no-measurement-scales", dest="measurement_level", action="store_const", const=None,
+                        "with this probability (default 0.9; on the same 0..--region-clicks click protocol; too few "
+                        "calibration samples for it: an error when given, else a note and no scales)")
+    c.add_argument("--no-measurement-scales", dest="no_measurement_scales", action="store_true",
                    help="no doubt scales (a model's stored ones are then dropped: the ± is the unscaled mean error)")
     c.add_argument("--pooled", choices=("auto", "yes", "no"), default="auto",
                    help="one radius for all landmarks, or one each (auto: each when every landmark has enough scores)")
