@@ -9,7 +9,8 @@ test session. Prints FLOW OK and exits 0 when the flow survived.
 - delete-landmarks: detect, drag a point, delete the landmark layer, undo (which draws the points again).
 
 Each of these died with SIGSEGV inside glDrawArrays on Mesa llvmpipe under Xvfb (2026-12-03) until the widget kept
-its old layers until the new points were in the viewer.
+its old layers until the new points were in the viewer. The models are given conformal regions here (as a calibrated
+card holds them), so that the regions layer is drawn, retired and removed in every flow too.
 """
 
 import os
@@ -33,6 +34,21 @@ from napari_interactive_landmarks.napari._widget import LandmarkWidget, simulate
 QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.Yes)  # "discard the corrections?" → yes
 
 
+def _with_regions():
+    """Every model the widget loads gets 95 % regions (radius 3 for each landmark), as calibrate writes them."""
+    from napari_interactive_landmarks.inference.predictor import Predictor
+    from napari_interactive_landmarks.regions import RegionCalibration
+
+    plain = Predictor.from_name.__func__
+
+    def from_name(cls, name, *a, **k):
+        p = plain(cls, name, *a, **k)
+        p.regions = RegionCalibration(0.95, np.full(p.schema.num_landmarks, 3.0), pooled=True)
+        return p
+
+    Predictor.from_name = classmethod(from_name)
+
+
 def pump(ms):
     """Let the canvas paint for a while (the crash happened on a paint)."""
     t = time.time()
@@ -42,6 +58,7 @@ def pump(ms):
 
 
 def main(flow: str) -> int:
+    _with_regions()
     viewer = napari.Viewer(show=True)
     data, kwargs, _ = phantom_spine()[0]
     film = viewer.add_image(data, **kwargs)
@@ -77,6 +94,8 @@ def main(flow: str) -> int:
     print("layers:", names, flush=True)
     assert w.points_layer is not None and w.points_layer in viewer.layers and w.points_layer.visible, names
     assert not any("(replaced)" in n for n in names), names  # the old layers are gone once the new ones are drawn
+    w.layers.flush()
+    assert w.regions_layer is not None and w.regions_layer in viewer.layers and len(w.regions_layer.data), names
     w.session._dirty = False  # no "unsaved corrections" question on close
     viewer.close()
     print("FLOW OK", flush=True)
