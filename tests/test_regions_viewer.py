@@ -186,3 +186,22 @@ def test_a_model_without_regions_draws_none_writes_none_and_says_so(make_napari_
     path = w.save(tmp_path / "plain.json")
     assert all(p["region"] is None for p in json.loads(path.read_text())["points"])
     assert np.isnan(read_landmarks_json(path).regions["area_px2"]).all()
+
+
+def test_the_sessions_regions_follow_undo_and_a_pin_before_the_models_answer():
+    """Headless: each state keeps its regions — a pin drops the pinned point's at once (the others stay until the
+    model answers), undo brings it back, a loaded file (no model's answer) has none."""
+    from napari_interactive_landmarks.inference.session import LandmarkSession
+
+    p = Predictor.from_name(MODEL, device="cpu")
+    p.regions = RegionCalibration(0.95, RADII.copy(), pooled=False)
+    s = LandmarkSession(p, phantom_spine()[0][0])
+    s.detect()
+    first = s.region_arrays()
+    assert np.isfinite(first["area_px2"]).all() and s.region_level == 0.95
+    np.testing.assert_allclose(first["centre"], s.coords)
+    s.pin({2: tuple(s.coords[2] + 5)})  # no model run yet
+    now = s.region_arrays()
+    assert np.isnan(now["area_px2"][2]) and np.allclose(np.delete(now["area_px2"], 2), np.delete(first["area_px2"], 2))
+    s.undo()
+    np.testing.assert_allclose(s.region_arrays()["area_px2"], first["area_px2"])
