@@ -117,9 +117,9 @@ def main(argv=None):
     if regions is None:  # the shipped model has none yet: fitted on the same calibration traces, as calibrate does
         from napari_interactive_landmarks.regions import fit_regions, mahalanobis_radius
 
-        sc = np.concatenate([mahalanobis_radius(np.asarray(t["gt"])[None] - t["coords"], t["spread"])
-                             for t in traces["calib"]])
-        sc[np.concatenate([t["ere"] for t in traces["calib"]]) <= 0] = np.nan  # clicked points have no region
+        sc = np.stack([mahalanobis_radius(np.asarray(t["gt"])[None] - t["coords"], t["spread"])
+                       for t in traces["calib"]])  # (N, S, K): one set of radii per click count, as calibrate
+        sc[np.stack([t["ere"] for t in traces["calib"]]) <= 0] = np.nan  # clicked points have no region
         regions = fit_regions(sc, args.region_level)
     lm = landmark_coverage(traces["report"], regions)
     n_img = len(traces["report"])

@@ -29,15 +29,15 @@ def test_fitted_regions_reach_the_nominal_coverage_where_the_maps_are_overconfid
     rng = np.random.default_rng(0)
     err_cal, cov_cal = _gaussian_errors(rng, 800, 3, scale_true=3.0)
     cal = fit_regions(mahalanobis_radius(err_cal, cov_cal), 0.95)
-    assert not cal.pooled and cal.radii.shape == (3,)
+    assert not cal.pooled and cal.radii.shape == (1, 3)
     err, cov = _gaussian_errors(rng, 20000, 3, scale_true=3.0)
-    inside = contains(err, np.zeros(2), cov, cal.radii)
+    inside = contains(err, np.zeros(2), cov, cal.for_clicks(0))
     cover = inside.mean(axis=0)
     # conformal: 95 % in expectation over calibration sets; given one set of n = 800 the coverage varies with
     # sd sqrt(0.95 · 0.05 / 800) ≈ 0.8 % (and the 20 000 test points add 0.15 %): within ± 2.5 sd
     assert np.all(cover > 0.93) and np.all(cover < 0.97), cover
     # the exact answer for Gaussian errors: radius 3 · sqrt(χ²₂(0.95))
-    np.testing.assert_allclose(cal.radii, 3.0 * gaussian_radius(0.95), rtol=0.08)
+    np.testing.assert_allclose(cal.for_clicks(0), 3.0 * gaussian_radius(0.95), rtol=0.08)
     # the map's own 95 % ellipse, read as a Gaussian, covers far less (over-confident by 3×)
     gauss = contains(err, np.zeros(2), cov, gaussian_radius(0.95)).mean()
     assert gauss < 0.5
@@ -57,9 +57,26 @@ def test_pooled_radius_when_a_landmark_has_too_few_scores_and_one_line_when_the_
 
 def test_conformal_rank_is_the_finite_sample_quantile():
     s = np.arange(1.0, 20.0)[:, None]  # 19 scores: rank ceil(20 · 0.95) = 19, the largest
-    assert fit_regions(s, 0.95).radii[0] == 19.0
+    assert fit_regions(s, 0.95).for_clicks(0)[0] == 19.0
     s = np.arange(1.0, 40.0)[:, None]  # 39 scores: rank ceil(40 · 0.95) = 38
-    assert fit_regions(s, 0.95).radii[0] == 38.0
+    assert fit_regions(s, 0.95).for_clicks(0)[0] == 38.0
+
+
+def test_one_set_of_radii_per_click_count_so_the_regions_hold_before_and_after_clicks():
+    """The maps are over-confident by 4× before any click and by 1.5× after: a radius pooled over click counts
+    covers too little at 0 clicks and too much after; one per click count holds at each."""
+    rng = np.random.default_rng(1)
+    n, k = 600, 2
+    cal_err = [_gaussian_errors(rng, n, k, s) for s in (4.0, 1.5, 1.5)]  # 0, 1, 2 clicks
+    scores = np.stack([mahalanobis_radius(e, c) for e, c in cal_err], axis=1)  # (N, C, K)
+    cal = fit_regions(scores, 0.95, clicks=[0, 1, 2])
+    assert cal.radii.shape == (3, k) and cal.for_clicks(7).tolist() == cal.radii[2].tolist()
+    pooled = fit_regions(scores.reshape(-1, k), 0.95)
+    for c, s in enumerate((4.0, 1.5, 1.5)):
+        err, cov = _gaussian_errors(rng, 20000, k, s)
+        assert 0.93 < contains(err, np.zeros(2), cov, cal.for_clicks(c)).mean() < 0.97
+        got_pooled = contains(err, np.zeros(2), cov, pooled.for_clicks(0)).mean()
+        assert (got_pooled < 0.90) if c == 0 else (got_pooled > 0.98)
 
 
 def test_spread_covariance_recovers_a_gaussian_maps_covariance_in_original_pixels():
@@ -95,14 +112,17 @@ def test_ellipse_axes_angle_area_and_outline_agree():
 
 
 def test_region_calibration_round_trips_and_refuses_malformed_cards():
-    cal = RegionCalibration(0.95, np.array([2.5, 3.0]), False, [40, 40], [0, 1, 2, 3], "x")
+    cal = RegionCalibration(0.95, np.array([[2.5, 3.0], [1.5, 2.0]]), False, [40, 40], [0, 1], "x")
     back = RegionCalibration.from_card(cal.to_card(), 2)
     np.testing.assert_allclose(back.radii, cal.radii)
-    assert back.level == 0.95 and back.clicks == [0, 1, 2, 3]
-    with pytest.raises(RegionError, match="3 landmarks"):
+    assert back.for_clicks(0).tolist() == [2.5, 3.0] and back.for_clicks(3).tolist() == [1.5, 2.0]
+    # a card written with one row of radii (K,) serves every click count
+    assert RegionCalibration.from_card({**cal.to_card(), "radii": [2.5, 3.0]}, 2).for_clicks(4).tolist() == [2.5, 3.0]
+    assert back.level == 0.95 and back.clicks == [0, 1]
+    with pytest.raises(RegionError, match="for 3 landmarks"):
         RegionCalibration.from_card(cal.to_card(), 3)
     with pytest.raises(RegionError, match="positive and finite"):
-        RegionCalibration.from_card({**cal.to_card(), "radii": [1.0, float("nan")]}, 2)
+        RegionCalibration.from_card({**cal.to_card(), "radii": [[1.0, float("nan")]]}, 2)
 
 
 def test_calibrate_stores_regions_in_the_weights_file_and_the_predictor_draws_them(tmp_path, capsys):

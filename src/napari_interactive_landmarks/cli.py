@@ -329,8 +329,9 @@ def _fit_regions(args, predictor, samples, temps) -> dict:
     except RegionError as exc:
         raise CLIError(f"no regions fitted: {exc}") from None
     r = cal.radii
-    print(f"{cal.level:.0%} regions: Mahalanobis radius {'pooled' if cal.pooled else 'per landmark'} "
-          f"{np.median(r):.2f} (range {r.min():.2f}–{r.max():.2f}) from {int(np.isfinite(scores).sum())} scores")
+    per_click = ", ".join(f"{c} clicks {np.median(row):.2f}" for c, row in enumerate(r))
+    print(f"{cal.level:.0%} regions: Mahalanobis radius {'pooled' if cal.pooled else 'per landmark'}, median at "
+          f"{per_click} (range {r.min():.2f}–{r.max():.2f}) from {int(np.isfinite(scores).sum())} scores")
     return cal.to_card()
 
 

@@ -12,8 +12,10 @@ of a calibration split into a radius ``q``: the ``⌈(n + 1) · level⌉``-th sm
 calibration images, it contains the true point with probability at least ``level``.
 
 The scores are collected on the click protocol (worst-first clicks at the ground truth, 0…N clicks; the unclicked
-landmarks only), so the regions hold after corrections too, not only before the first click. One radius per
-landmark where every landmark has enough scores (``n ≥ 1 / (1 − level) − 1``), otherwise one pooled radius.
+landmarks only), and one set of radii is fitted per click count (the last one serving every count above N): before
+the first click the maps are wrong in ways a click then fixes (a run of vertebrae one level off), so a radius pooled
+over click counts covers too little at 0 clicks and too much after. One radius per landmark where every landmark has
+enough scores at that click count (``n ≥ 1 / (1 − level) − 1``), otherwise one pooled over the landmarks.
 
 A clicked landmark has no region (a person placed it). The uncalibrated comparison is the map's own 95 % ellipse
 under a Gaussian reading (``q² = χ²₂(level) = −2 ln(1 − level)``).
@@ -84,15 +86,22 @@ class RegionCalibration:
     """The fitted radii, stored in the model card's ``regions`` field."""
 
     level: float
-    radii: np.ndarray  # (K,) Mahalanobis radius per landmark (all equal when pooled)
+    radii: np.ndarray  # (C, K) Mahalanobis radius per click count 0…C-1 (the last for more) and landmark
     pooled: bool
     num_scores: list = field(default_factory=list)  # per landmark, the scores each radius came from
     clicks: list = field(default_factory=list)  # the click counts the scores were collected at
     fitted_on: str = ""
     kind: str = "ellipse-mahalanobis"
 
+    def __post_init__(self):
+        self.radii = np.atleast_2d(np.asarray(self.radii, np.float64))  # a (K,) calibration: one row for all counts
+
+    def for_clicks(self, num_clicks: int) -> np.ndarray:
+        """(K,) the radii of a prediction made with ``num_clicks`` clicks."""
+        return self.radii[min(max(int(num_clicks), 0), len(self.radii) - 1)]
+
     def to_card(self) -> dict:
-        return {"kind": self.kind, "level": self.level, "radii": [round(float(r), 5) for r in self.radii],
+        return {"kind": self.kind, "level": self.level, "radii": np.round(self.radii, 5).tolist(),
                 "pooled": self.pooled, "num_scores": [int(n) for n in self.num_scores], "clicks": list(self.clicks),
                 "fitted_on": self.fitted_on}
 
@@ -107,8 +116,8 @@ class RegionCalibration:
             raise RegionError(f"{source}: regions of kind {data.get('kind')!r} are not known to this version")
         if not 0 < level < 1:
             raise RegionError(f"{source}: the regions' level must be in (0, 1), got {level}")
-        if radii.shape != (num_landmarks,):
-            raise RegionError(f"{source}: {radii.size} region radii for {num_landmarks} landmarks")
+        if radii.ndim not in (1, 2) or radii.shape[-1] != num_landmarks or radii.size == 0:
+            raise RegionError(f"{source}: region radii of shape {radii.shape} for {num_landmarks} landmarks")
         if not (np.isfinite(radii).all() and (radii > 0).all()):
             raise RegionError(f"{source}: region radii must be positive and finite")
         return cls(level, radii, bool(data.get("pooled", False)), list(data.get("num_scores", [])),
@@ -117,12 +126,21 @@ class RegionCalibration:
 
 def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=(), fitted_on: str = "") \
         -> RegionCalibration:
-    """Radii from ``scores`` ``(N, K)`` (Mahalanobis radii of the true points; NaN where a landmark was clicked or
-    not annotated). ``pooled`` None: per landmark when every landmark has at least :func:`min_scores` scores,
-    else one radius for all. Raises :class:`RegionError` (one line) when even the pool is too small."""
+    """Radii from ``scores`` (Mahalanobis radii of the true points; NaN where a landmark was clicked or not
+    annotated): ``(N, K)`` for one set of radii, or ``(N, C, K)`` (images × click counts 0…C-1 × landmarks) for one
+    set per click count. ``pooled`` None: per landmark when every landmark has at least :func:`min_scores` scores
+    (at every click count), else one radius for all. Raises :class:`RegionError` (one line) when even the pool is
+    too small."""
     s = np.asarray(scores, np.float64)
+    if s.ndim == 3:
+        n_per = np.isfinite(s).sum(axis=0)  # (C, K)
+        if pooled is None:
+            pooled = bool(n_per.size == 0 or n_per.min() < min_scores(level))
+        rows = [fit_regions(s[:, c], level, pooled) for c in range(s.shape[1])]
+        return RegionCalibration(float(level), np.stack([r.radii[0] for r in rows]), pooled,
+                                 n_per.min(axis=0).tolist(), list(clicks), fitted_on)
     if s.ndim != 2:
-        raise RegionError(f"scores must be (samples, landmarks), got shape {s.shape}")
+        raise RegionError(f"scores must be (samples, landmarks) or (samples, clicks, landmarks), got {s.shape}")
     if not 0 < level < 1:
         raise RegionError(f"level must be in (0, 1), got {level}")
     n_per = np.isfinite(s).sum(axis=0)

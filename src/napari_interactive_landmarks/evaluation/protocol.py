@@ -298,11 +298,12 @@ def region_scores(trace: ImageTrace) -> np.ndarray | None:
 
 def _region_summary(scores, areas_cal, areas_gauss, radii, level: float, unit: str) -> dict:
     """Coverage and median area of the conformal regions (when the model has them) and of the map's own Gaussian
-    ellipse at the same level, per click count and per landmark. ``scores`` (N, S, K); areas (N, S, K)."""
+    ellipse at the same level, per click count and per landmark. ``scores`` (N, S, K); areas (N, S, K); ``radii``
+    (S, K), the radius of each step's regions."""
     from ..regions import gaussian_radius
 
     out = {"level": level, "area_unit": f"{unit}^2"}
-    tracks = [("heatmap_gaussian", np.full(scores.shape[-1], gaussian_radius(level)), areas_gauss)]
+    tracks = [("heatmap_gaussian", np.full(scores.shape[1:], gaussian_radius(level)), areas_gauss)]
     if radii is not None:
         tracks.insert(0, ("conformal", radii, areas_cal))
     for name, r, areas in tracks:
@@ -428,7 +429,8 @@ def evaluate_dataset(
             region_s.append(rs)
             gauss_a.append(region_area(tr.spread, gaussian_radius(regions.level if regions else 0.95)) * a2)
             if regions is not None:
-                region_a.append(region_area(tr.spread, regions.radii) * a2)
+                steps = np.arange(tr.spread.shape[0])
+                region_a.append(region_area(tr.spread, np.stack([regions.for_clicks(j) for j in steps])) * a2)
         collapses.append(collapsed_onto_click(tr.coords, tr.gt, tr.clicked))
         if tr.ere is None:
             has_ere = False
@@ -478,7 +480,9 @@ def evaluate_dataset(
             result[key] = {_key(r): [_json_float(p[i]) for p in per_step] for i, r in enumerate(radii)}
     if region_s and len(region_s) == len(per_image):
         result["regions"] = _region_summary(np.stack(region_s), np.stack(region_a) if region_a else None,
-                                            np.stack(gauss_a), None if regions is None else regions.radii,
+                                            np.stack(gauss_a),
+                                            None if regions is None else np.stack([regions.for_clicks(j) for j in
+                                                                                   range(max_clicks + 1)]),
                                             regions.level if regions is not None else 0.95, unit)
     result["per_image"] = per_image
     result["errors_0"] = [_json_list(e) for e in errors_0]
@@ -572,7 +576,7 @@ def format_report(result: dict) -> str:
 
 
 def collect_region_scores(predictor, samples, max_clicks: int = 3, progress: bool = True) -> np.ndarray:
-    """(N · (max_clicks + 1), K) region scores of ``samples`` on the click protocol (worst-first clicks at the
+    """(N, max_clicks + 1, K) region scores of ``samples`` on the click protocol (worst-first clicks at the
     ground truth, 0…max_clicks; NaN for clicked and unannotated landmarks): what `calibrate` fits the conformal
     radii on, so that the regions hold after corrections too. Images that cannot be read are left out."""
     rows = []
@@ -590,4 +594,4 @@ def collect_region_scores(predictor, samples, max_clicks: int = 3, progress: boo
         if rs is None:
             raise ValueError("the predictor gives no map spread (an ERE-less model): it cannot have regions")
         rows.append(rs)
-    return np.concatenate(rows, axis=0) if rows else np.empty((0, int(predictor.num_landmarks)))
+    return np.stack(rows) if rows else np.empty((0, max_clicks + 1, int(predictor.num_landmarks)))

@@ -367,7 +367,7 @@ class Predictor:
                                        scale=self.codec.grid_scale(shape, grid))
             spread[clicked] = np.nan
             if self.regions is not None:
-                radius = np.where(clicked, np.nan, self.regions.radii)
+                radius = np.where(clicked, np.nan, self.regions.for_clicks(len(clicks)))
         if self.heatmap == "softmax":  # the calibrated maps' maxima (reusing them when the ERE needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]

@@ -224,7 +224,8 @@ def landmark_coverage(traces, regions=None) -> dict:
         if regions is not None and t.get("spread") is not None:
             r = mahalanobis_radius(gt[None] - coords, np.asarray(t["spread"], np.float64))
             good = ok & np.isfinite(r)
-            hit_reg.append(np.where(good, r <= np.asarray(regions.radii)[None], np.nan))
+            radii = np.stack([regions.for_clicks(j) for j in range(len(r))])  # (S, K): step j made with j clicks
+            hit_reg.append(np.where(good, r <= radii, np.nan))
 
     def share(rows, first=False):
         if not rows:
