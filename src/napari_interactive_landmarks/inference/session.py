@@ -390,11 +390,11 @@ class LandmarkSession:
 
     @staticmethod
     def _regions_of(pred: Prediction, free: np.ndarray) -> dict:
-        if pred.region_radius is None or pred.spread is None:
+        radius, spread = getattr(pred, "region_radius", None), getattr(pred, "spread", None)
+        if radius is None or spread is None:
             return {}
-        keep = free & np.isfinite(pred.region_radius)
-        return dict(spread=np.where(keep[:, None, None], pred.spread, np.nan),
-                    radius=np.where(keep, pred.region_radius, np.nan))
+        keep = free & np.isfinite(radius)
+        return dict(spread=np.where(keep[:, None, None], spread, np.nan), radius=np.where(keep, radius, np.nan))
 
     def _regions_without(self, pinned: np.ndarray) -> dict:
         """The current state's regions with those of ``pinned`` points dropped (a point placed by hand has none; the
