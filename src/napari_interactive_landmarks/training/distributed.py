@@ -84,5 +84,11 @@ def mean_over_ranks(values: dict[str, float], device) -> dict[str, float]:
 
 
 def shutdown() -> None:
+    """Leave the process group: every process first waits for the others at a barrier, so that none tears gloo's
+    connections down while another is still using them (a rank that did so died with "terminate called without an
+    active exception", SIGABRT, on a loaded 2-core machine)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
