@@ -154,6 +154,25 @@ def max_confidence(prob) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+def _maps_and_points(prob, pred, scale):
+    """``(L, h, w)`` maps and ``(L, 2)`` grid points as torch tensors (float64 for numpy input; a float tensor keeps
+    its dtype and device), the ``(sy, sx)`` scale and the leading shape ``(...)`` — shared by the ERE and the
+    spread."""
+    if torch.is_tensor(prob):
+        p = prob.detach()
+        if not torch.is_floating_point(p) or p.dtype in (torch.float16, torch.bfloat16):
+            p = p.float()
+    else:
+        p = torch.from_numpy(_np(prob))
+    c = torch.as_tensor(_np(pred), dtype=p.dtype, device=p.device)
+    if p.ndim < 2 or tuple(c.shape) != tuple(p.shape[:-2]) + (2,):
+        raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
+    s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
+    lead = tuple(p.shape[:-2])
+    h, w = p.shape[-2:]
+    return p.reshape(math.prod(lead), h, w), c.reshape(math.prod(lead), 2), s, lead
+
+
 def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np.ndarray:
     """The paper's Expected Radial Error (Eq. 4 with its pre-processing).
 
@@ -182,20 +201,8 @@ def expected_radial_error(prob, pred, scale=None, threshold: float = 0.05) -> np
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
     # computed in torch: float64 for numpy input (reference precision); a float32 tensor stays float32 on its
     # device (the predictor's per-update path: a few ms for 68 maps instead of tens in float64 numpy)
-    if torch.is_tensor(prob):
-        p = prob.detach()
-        if not torch.is_floating_point(p) or p.dtype in (torch.float16, torch.bfloat16):
-            p = p.float()
-    else:
-        p = torch.from_numpy(_np(prob))
-    c = torch.as_tensor(_np(pred), dtype=p.dtype, device=p.device)
-    if p.ndim < 2 or tuple(c.shape) != tuple(p.shape[:-2]) + (2,):
-        raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
-    s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
-    h, w = p.shape[-2:]
-    lead = tuple(p.shape[:-2])
-    n_maps = math.prod(lead)
-    p, c = p.reshape(n_maps, h, w), c.reshape(n_maps, 2)  # (L, h, w), (L, 2)
+    p, c, s, lead = _maps_and_points(prob, pred, scale)
+    n_maps, h, w = p.shape
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
     # a map whose sum is finite has only finite values (NaN and ±inf propagate): one read instead of an
     # element-wise test; the element-wise test only where a sum is not finite (bad values or an overflow)
@@ -242,15 +249,8 @@ def spread_covariance(prob, pred, scale=None, threshold: float = 0.05) -> np.nda
     ERE is NaN (no usable mass, or a non-finite prediction)."""
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    p = torch.from_numpy(_np(prob)) if not torch.is_tensor(prob) else prob.detach().double()
-    c = torch.as_tensor(_np(pred), dtype=p.dtype, device=p.device)
-    if p.ndim < 2 or tuple(c.shape) != tuple(p.shape[:-2]) + (2,):
-        raise ValueError(f"pred must have shape {tuple(p.shape[:-2]) + (2,)}, got {tuple(c.shape)}")
-    s = np.ones(2) if scale is None else np.broadcast_to(_np(scale), (2,))
-    h, w = p.shape[-2:]
-    lead = tuple(p.shape[:-2])
-    n_maps = math.prod(lead)
-    p, c = p.reshape(n_maps, h, w), c.reshape(n_maps, 2)
+    p, c, s, lead = _maps_and_points(prob, pred, scale)
+    n_maps, h, w = p.shape
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
     usable = torch.isfinite(p).flatten(-2).all(-1) & torch.isfinite(c).all(-1)
     p = torch.where(usable[:, None, None], p, zero)
