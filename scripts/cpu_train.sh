@@ -48,7 +48,15 @@ case "$cmd" in
       pid=$!
       # setsid gives the run a scheduler autogroup of its own, and the kernel shares the CPU between autogroups
       # before it looks at nice: without this the 'nice 19' run took 60 % of the cores from foreground work
-      if [ -w "/proc/$pid/autogroup" ]; then echo "$NICE" > "/proc/$pid/autogroup" 2>/dev/null || true; fi
+      # (only once setsid has run: written earlier, it would lower the priority of the calling shell's autogroup)
+      for _ in $(seq 50); do
+        [ "$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$pid" ] && break; sleep 0.1
+      done
+      if [ "$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$pid" ] && [ -w "/proc/$pid/autogroup" ]; then
+        echo "$NICE" > "/proc/$pid/autogroup" 2>/dev/null || true
+      else
+        echo "$name: could not lower the run's autogroup priority; it competes with foreground work" >&2
+      fi
       echo "$name: started (pid $pid) ${resume:+resumed} → $run/train.log"
     done
     ;;
