@@ -8,7 +8,7 @@ per click on the spine, per-image MRE per click). Asserts nothing.
 
 The shape model is fitted on the model's own training split (``--fit-split train`` of its split file; on the
 spine, films whose labels are out of order are left out), unless the model already carries one and
-``--use-stored`` is given. Settings: tau, weight, shrinkage, zero_click (see shape_model.ShapePriorSettings).
+``--use-stored`` is given. Settings: tau, weight, shrinkage, zero_click, click_rounds (see shape_model.ShapePriorSettings).
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ def samples_for(args, predictor, split):
 def run_track(predictor, samples, args, unit, cobb):
     from napari_interactive_landmarks.evaluation.protocol import evaluate_dataset
 
-    per_image = []
+    from napari_interactive_landmarks.evaluation.metrics import others_delta, radial_errors
+
+    per_image, deltas = [], []
 
     def on_trace(sample, trace):
         per_image.append([float(v) for v in trace.mre_model])
+        deltas.append(others_delta(radial_errors(trace.coords, trace.gt), trace.clicked).tolist())
         if cobb is not None:
             cobb(sample, trace)
 
@@ -52,6 +55,7 @@ def run_track(predictor, samples, args, unit, cobb):
     res = evaluate_dataset(predictor, samples, max_clicks=args.clicks, order="worst", targets=targets, unit=unit,
                            progress=False, on_trace=on_trace, sdr_radii=(2.0, 2.5, 3.0, 4.0) if unit == "mm" else None)
     res["per_image_mre_per_click"] = per_image
+    res["per_image_others_delta"] = deltas  # (films, clicks): change of the unclicked landmarks' mean error
     res["seconds"] = round(time.perf_counter() - t0, 1)
     if cobb is not None:
         res.update(cobb.summary())
@@ -113,6 +117,14 @@ def main():
         print(f"{name}: {results[name]['seconds']} s", file=sys.stderr)
 
     alone = np.array(results["network alone"]["per_image_mre_per_click"])
+    # films whose ground truth is itself defective (the spine's vertebrae listed out of order or upside down):
+    # an error against them says little, so the films-worse and harm figures are also given without them
+    defective = np.zeros(len(samples), bool)
+    if is_spine:
+        from napari_interactive_landmarks.measurements.cobb import check_spine
+
+        defective = np.array([check_spine(np.asarray(s.coords)) is not None for s in samples])
+    names = [str(s.name) for s in samples]
     head = "clicks".ljust(26) + "".join(f"{c:>7d}" for c in range(args.clicks + 1))
     print(f"{pred.name} on {args.dataset} {args.split} ({len(samples)} films), MRE ({unit}), worst-first clicks")
     print(head)
@@ -125,9 +137,18 @@ def main():
         worse = per[:, c5] - alone[:, c5]
         extra = (f" cobb smape 0/3/5: {r['cobb_smape'][0]:.1f}/{r['cobb_smape'][min(3, args.clicks)]:.1f}/"
                  f"{r['cobb_smape'][c5]:.1f} %" if "cobb_smape" in r else "")
-        print(f"{name}: harm {r['harm_rate_all']:.1f} %, collapse {r['collapse_rate_all']:.1f} %, NoC {r['noc']}, "
+        d = np.array(r["per_image_others_delta"], np.float64)
+        valid = ~defective
+        harm_valid = 100.0 * np.nanmean(np.where(np.isfinite(d[valid]), d[valid] > 0, np.nan))
+        r["defective_labels"] = [n for n, bad in zip(names, defective) if bad]
+        r["harm_rate_valid_labels"] = float(harm_valid)
+        r["films_worse_than_alone_by_10"] = [n for n, w in zip(names, worse) if w > 10]
+        bad_worse = int(((worse > 10) & valid).sum())
+        print(f"{name}: harm {r['harm_rate_all']:.1f} % ({harm_valid:.1f} % on the {valid.sum()} films with valid "
+              f"labels), collapse {r['collapse_rate_all']:.1f} %, NoC {r['noc']}, "
               f"FR {r['fr']}, films worse than alone after {c5} clicks by > 10 {unit}: {(worse > 10).sum()} "
-              f"(max {worse.max():+.1f}){extra}")
+              f"(max {worse.max():+.1f}; with valid labels: {bad_worse}, max "
+              f"{worse[valid].max():+.1f}){extra}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": pred.name, "dataset": args.dataset, "split": args.split, "tracks": results,

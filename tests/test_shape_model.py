@@ -116,6 +116,29 @@ def test_a_click_far_outside_every_training_shape_moves_no_other_landmark_off_it
     assert (np.abs(fused.coords[1:] - alone.coords[1:]) <= 2 * cell).all()
 
 
+@pytest.mark.parametrize("click_rounds", [1, 3])
+def test_after_a_click_the_joint_rounds_hold_the_users_point_and_stay_on_the_maps(phantom, monkeypatch, click_rounds):
+    """click_rounds > 0: after the round conditioned on the clicks, each unclicked landmark is decoded given all the
+    others; the clicked landmark enters those rounds at the user's point (not where its own map peaks), and an
+    absurd click still moves no other landmark off its map's peak region."""
+    pred, sm, img, _ = phantom
+    pred.set_shape_model(sm.with_settings(click_rounds=click_rounds))
+    seen = []
+    real = ShapeModel.leave_one_out
+    monkeypatch.setattr(ShapeModel, "leave_one_out", lambda self, pts: (seen.append(np.array(pts)), real(self, pts))[1])
+    auto = pred.predict(img, shape_prior=False)
+    absurd = {0: (1000.0, 500.0)}
+    alone = pred.predict(img, clicks=absurd, previous=auto.coords, shape_prior=False)
+    fused = pred.predict(img, clicks=absurd, previous=auto.coords, shape_prior=True)
+    assert len(seen) == click_rounds  # one leave-one-out per joint round, none in the click-conditioned first
+    for pts in seen:
+        np.testing.assert_allclose(pts[0], normalise([absurd[0]], img.shape)[0])
+    np.testing.assert_array_equal(fused.coords[0], absurd[0])
+    cell = np.array([1024 / 64, 512 / 32])
+    assert (np.abs(fused.coords[1:] - alone.coords[1:]) <= 2 * cell).all()
+    pred.set_shape_model(sm)
+
+
 def test_a_plausible_click_moves_the_neighbours_toward_the_anatomy(phantom):
     pred, sm, img, gt = phantom
     pred.set_shape_model(sm)
@@ -203,3 +226,24 @@ def test_a_failing_prior_never_moves_the_users_points(phantom, monkeypatch):
     np.testing.assert_array_equal(out.coords, alone.coords)
     np.testing.assert_array_equal(out.coords[2], clicks[2])
     pred.shape_prior_problem = None
+
+
+def test_the_predictors_torch_prior_equals_the_numpy_reference():
+    """The predictor evaluates the robust prior on the whole grid in torch (the interactive path); the shape model's
+    numpy version, evaluated only where it matters, is the reference: equal within 1e-4 on every cell, and the
+    landmarks left out (clicked ones) get the flat floor in both."""
+    from napari_interactive_landmarks.inference.predictor import log_prior_on_grid
+
+    sm = _gaussian(k=6, seed=3)[0]
+    rng = np.random.default_rng(1)
+    means = rng.uniform(0.1, 0.9, size=(6, 2))
+    a = rng.normal(size=(6, 2, 2)) * 0.02
+    covs = a @ a.transpose(0, 2, 1) + 1e-4 * np.eye(2)
+    for wt in (0.5, 0.9):
+        model = sm.with_settings(weight=wt, tau=1.5)
+        rows = [0, 2, 3, 5]
+        want = model.log_prior_on_grid(means, covs, (128, 64), rows=rows)
+        got = log_prior_on_grid(model, means, covs, (128, 64), rows, "cpu").numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert (got[[1, 4]] == np.float32(np.log1p(-wt))).all()
+        assert got[0].max() > np.log1p(-wt) + 1  # the Gaussian is there, not only the floor

@@ -96,7 +96,7 @@ def _cmd_shape_model(args):
         raise CLIError("--root DIR is required (the dataset folder)")
     samples = _dataset_samples(args, predictor)
     settings = ShapePriorSettings(enabled=not args.off, tau=args.tau, weight=args.weight, shrinkage=args.shrinkage,
-                                  zero_click=args.zero_click)
+                                  zero_click=args.zero_click, click_rounds=args.click_rounds)
     sm, left_out = fit_from_samples(samples, predictor.schema.name, settings,
                                     fitted_on=f"{args.dataset} {args.split}" + (
                                         f" of {args.split_file or predictor.info.get('training', {}).get('split_file')}"
@@ -109,7 +109,8 @@ def _cmd_shape_model(args):
     print(f"wrote {out}: shape model of {sm.num_shapes} shapes ({len(left_out)} label sets left out"
           + (f": {', '.join(sorted(left_out)[:5])}{'…' if len(left_out) > 5 else ''}" if left_out else "")
           + f"), prior {'on' if settings.enabled else 'off'} (tau {settings.tau:g}, weight {settings.weight:g}, "
-            f"shrinkage {settings.shrinkage:g}{', also before any click' if settings.zero_click else ''})")
+            f"shrinkage {settings.shrinkage:g}{', also before any click' if settings.zero_click else ''}"
+            f"{f', {settings.click_rounds} joint rounds after a click' if settings.click_rounds else ''})")
     if args.register:
         from . import weights
 
@@ -773,6 +774,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="robustness: weight of the Gaussian against a uniform, < 1 (default 0.9)")
     sm.add_argument("--shrinkage", type=float, default=0.05, help="covariance shrinkage toward its diagonal")
     sm.add_argument("--zero-click", dest="zero_click", action="store_true", help="use the prior before any click too")
+    sm.add_argument("--click-rounds", dest="click_rounds", type=int, default=0,
+                    help="after a click, rounds of each unclicked landmark given all the others (the clicked ones at "
+                         "the user's points) after the round given the clicks alone (default 0: the clicks alone)")
     sm.add_argument("--off", action="store_true", help="store the model but leave the prior off (it did not help)")
     sm.add_argument("--overwrite", action="store_true")
     sm.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")

@@ -13,7 +13,9 @@ row-major into x ∈ R^{2K} = (r0, c0, r1, c1, …).
 - Conditioning on placed landmarks o at y: m = μ + Σ_·o Σ_oo⁻¹ (y − μ_o), C = Σ − Σ_·o Σ_oo⁻¹ Σ_o·; landmark j's
   prior is N(m_j, τ C_j) (its 2 × 2 block), for all landmarks at once.
 - Each landmark given all the others (no click): from the precision Λ = Σ⁻¹, C_j = (Λ_jj)⁻¹ and
-  m_j = u_j − C_j (Λ (u − μ))_j.
+  m_j = u_j − C_j (Λ (u − μ))_j. Used before any click (iterated from the network's points) and, with
+  ``click_rounds``, after a click too: the first round is conditioned on the clicks alone, the next ones on all the
+  other landmarks (the clicked ones at the user's points), so what the first round got right is not thrown away.
 - The prior on a map's grid is made robust: log(w · N(cell; m_j, τ C_j) + (1 − w) · U), U = 1 the uniform density
   over the (unit) normalised image, so that an implausible click can never drag a point off its map (w = 1 let one
   film go from 227 to 863 px after one click).
@@ -54,6 +56,9 @@ class ShapePriorSettings:
     shrinkage: float = 0.05  # λ of the covariance's shrinkage toward its diagonal
     zero_click: bool = False  # also before any click (each landmark given all the others, iterated)
     zero_click_rounds: int = 2
+    # after a click: rounds of each unclicked landmark given all the others (the clicked ones at the user's points,
+    # the rest where the previous round put them), after the round conditioned on the clicks alone; 0 = clicks alone
+    click_rounds: int = 0
 
     def __post_init__(self):
         self.enabled = bool(self.enabled)
@@ -73,6 +78,9 @@ class ShapePriorSettings:
         if not (0.0 <= self.shrinkage <= 1.0):
             raise ShapeModelError(f"shape prior: shrinkage must be in [0, 1], got {self.shrinkage}")
         self.zero_click_rounds = int(self.zero_click_rounds)
+        self.click_rounds = int(self.click_rounds)
+        if self.click_rounds < 0 or self.zero_click_rounds < 0:
+            raise ShapeModelError("shape prior: the number of rounds cannot be negative")
 
 
 @dataclass
@@ -183,15 +191,10 @@ class ShapeModel:
         h, w = int(grid[0]), int(grid[1])
         means = np.asarray(means, np.float64)
         k = len(means)
-        tau, wt = self.settings.tau, self.settings.weight
-        floor = np.float32(np.log1p(-wt))
-        out = np.full((k, h, w), floor, np.float32)
-        if wt <= 0:
+        floor, inv, log_c, cov = self.grid_terms(covs)
+        out = np.full((k, h, w), np.float32(floor), np.float32)
+        if inv is None:
             return out
-        cov = tau * np.asarray(covs, np.float64) + DIAGONAL_FLOOR * np.eye(2)
-        det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
-        inv = np.stack([cov[:, 1, 1], cov[:, 0, 0], -cov[:, 0, 1]], 1) / det[:, None]  # i00, i11, i01
-        log_c = np.log(wt) - np.log1p(-wt) - np.log(2 * np.pi * np.sqrt(det))  # log(w N / (1 − w)) at the mean
         radius2 = 2.0 * (log_c + 12.0)  # Mahalanobis² inside which the term matters (> e⁻¹² of the floor)
         centres_r, centres_c = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
         for j in range(k) if rows is None else rows:
@@ -208,6 +211,21 @@ class ShapeModel:
             z -= np.float32(inv[j, 2]) * dr * dc
             out[j, r0:r1, c0:c1] += np.logaddexp(np.float32(0.0), z)
         return out
+
+    def grid_terms(self, covs):
+        """What the robust prior on a grid is made of, for ``covs`` (K, 2, 2): (log(1 − w) the flat floor,
+        (K, 3) inverse-covariance terms i00, i11, i01 of τ C_j, (K,) log(w N / (1 − w)) at each mean, (K, 2, 2)
+        τ C_j); the prior of cell x is floor + log1p(exp(log_c − ½ (x − m)ᵀ (τ C)⁻¹ (x − m))). The middle three are
+        None when w = 0 (the prior is flat)."""
+        tau, wt = self.settings.tau, self.settings.weight
+        floor = float(np.log1p(-wt))
+        if wt <= 0:
+            return floor, None, None, None
+        cov = tau * np.asarray(covs, np.float64) + DIAGONAL_FLOOR * np.eye(2)
+        det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
+        inv = np.stack([cov[:, 1, 1], cov[:, 0, 0], -cov[:, 0, 1]], 1) / det[:, None]  # i00, i11, i01
+        log_c = np.log(wt) - np.log1p(-wt) - np.log(2 * np.pi * np.sqrt(det))  # log(w N / (1 − w)) at the mean
+        return floor, inv, log_c, cov
 
     # ------------------------------------------------------------------ storage
     def tensors(self) -> dict[str, np.ndarray]:
