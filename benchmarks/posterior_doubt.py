@@ -1,13 +1,15 @@
 """Which doubt signal ranks real errors best once the shape prior decodes the points (issue 19 item 4)?
 
 For every film the session is run as a user meets it (the model's shape prior on), and after every update each
-unclicked landmark gets four signals about the point that is *shown*:
+unclicked landmark gets five signals about the point that is *shown*:
 
 - ``posterior_ere``: the expected radial error of the fused (network × prior) map — what the package shows today;
 - ``network_ere``: the expected radial error of the network's own calibrated map about the network's own point
   (the same forward pass, decoded without the prior);
 - ``disagreement``: the distance between the shown point and the network's own point (network vs anatomy);
-- ``ere_plus_disagreement``: their sum.
+- ``ere_plus_disagreement``: their sum;
+- ``network_ere_at_shown``: the expected radial error under the network's own calibrated map about the *shown*
+  point, E_q[‖x − shown‖]: how far the network believes the shown point is from the truth (both at once).
 
 Reported: AUROC of each signal for "the shown point is more than ``--threshold`` off" (20 px on the spine, 2 mm on
 cephalograms), at 0 clicks and pooled over 1..N worst-first clicks; and the click protocol guided by each signal
@@ -28,11 +30,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-SIGNALS = ("posterior_ere", "network_ere", "disagreement", "ere_plus_disagreement")
+SIGNALS = ("posterior_ere", "network_ere", "disagreement", "ere_plus_disagreement", "network_ere_at_shown")
 
 
 def signals_of(predictor, session, unit_scale: float) -> dict[str, np.ndarray]:
-    """The four signals (K,) of the session's last prediction, in the reporting unit."""
+    """The signals (K,) of the session's last prediction, in the reporting unit."""
     pred = session.last_prediction
     shape = session.image_shape
     logits = pred.logits
@@ -41,12 +43,34 @@ def signals_of(predictor, session, unit_scale: float) -> dict[str, np.ndarray]:
     net_coords = predictor.codec.to_original(net_np, shape)
     net_ere, _ = predictor._ere(logits, net_np, shape)
     shown = session.coords.astype(np.float64)
-    post = np.asarray(session.ere, np.float64)
+    post = posterior_ere(predictor, session, logits, net_np, shape)
     dis = np.hypot(*(shown - net_coords).T)
     out = {"posterior_ere": post * unit_scale, "network_ere": net_ere.astype(np.float64) * unit_scale,
            "disagreement": dis * unit_scale}
     out["ere_plus_disagreement"] = out["posterior_ere"] + out["disagreement"]
+    at_shown, _ = predictor._ere(logits, predictor.codec.to_network(shown, shape), shape)
+    out["network_ere_at_shown"] = at_shown.astype(np.float64) * unit_scale
     return out
+
+
+def posterior_ere(predictor, session, logits, net_np, shape) -> np.ndarray:
+    """The expected radial error of the fused (network × prior) maps about the shown points (the package's ERE until
+    2026-12-04; it now reports ``network_ere_at_shown``), recomputed from the same forward pass."""
+    from napari_interactive_landmarks.codecs.uncertainty import expected_radial_error, softmax_maps
+
+    pinned = np.asarray(session.pinned, bool)
+    clicks = {int(i): tuple(session.coords[i]) for i in np.flatnonzero(pinned)}
+    fused = predictor._decode_under_prior(logits, net_np, clicks, shape) if predictor.shape_prior_active else None
+    if fused is None:
+        ere, _ = predictor._ere(logits, predictor.codec.to_network(session.coords, shape), shape)
+    else:
+        cur, post = fused
+        grid = tuple(post.shape[-2:])
+        ere = expected_radial_error(softmax_maps(post.float(), None), predictor.codec.network_to_grid(cur, grid),
+                                    scale=predictor.codec.grid_scale(shape, grid))
+    ere = np.asarray(ere, np.float64).copy()
+    ere[pinned] = 0.0
+    return ere
 
 
 def run_film(predictor, sample, clicks: int, order: str, unit_scale: float):

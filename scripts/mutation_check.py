@@ -154,6 +154,33 @@ MUTANTS: tuple[Mutant, ...] = (
         "        - \"*.csv\"\n        - \"*\"  # MUTANT\n",
         ("tests/test_napari_reader_sniff.py::test_manifest_offers_dotless_names_but_not_other_formats",),
     ),
+    Mutant(
+        "prior-rounds-ignore-the-click",
+        "the shape prior's joint rounds after a click take the clicked landmark where its map peaks, not where the "
+        "user put it",
+        f"{PKG}/inference/predictor.py",
+        "                        now[idx] = placed\n",
+        "                        pass  # MUTANT: the user's point left out of the joint rounds\n",
+        ("tests/test_shape_model.py::test_after_a_click_the_joint_rounds_hold_the_users_point_and_stay_on_the_maps",),
+    ),
+    Mutant(
+        "prior-moves-the-click",
+        "the posterior's decoded position replaces the user's point",
+        f"{PKG}/inference/predictor.py",
+        "            coords[i] = pos  # a user's point is never moved\n",
+        "            pass  # MUTANT: the user's point moved by the decoding\n",
+        ("tests/test_shape_model.py::test_a_click_far_outside_every_training_shape_moves_no_other_landmark_off_its_map",),
+    ),
+    Mutant(
+        "ere-from-the-posterior",
+        "under the shape prior the ERE is the posterior's own spread again (it ranked real errors worse)",
+        f"{PKG}/inference/predictor.py",
+        "            ere, prob = self._ere(logits[0], net_np, shape)\n",
+        "            ere, prob = self._ere(logits[0] if posterior is None else posterior * torch.as_tensor("
+        "self.temperatures if self.temperatures is not None else 1.0, dtype=posterior.dtype).reshape(-1, 1, 1), "
+        "net_np, shape)  # MUTANT: the posterior's ERE (undoing the temperatures _ere divides by)\n",
+        ("tests/test_shape_model.py::test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown",),
+    ),
 )
 
 

@@ -247,3 +247,30 @@ def test_the_predictors_torch_prior_equals_the_numpy_reference():
         np.testing.assert_allclose(got, want, atol=1e-4)
         assert (got[[1, 4]] == np.float32(np.log1p(-wt))).all()
         assert got[0].max() > np.log1p(-wt) + 1  # the Gaussian is there, not only the floor
+
+
+def test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown(phantom):
+    """Issue 19 item 4: with the prior on, each landmark's ERE is Σ q · ‖pixel − shown point‖ with q the network's
+    calibrated map (softmax of logits / T, cut at 5 % of its maximum) — not the posterior's own spread, which ranked
+    real errors worse on validation — and 0 for the user's points."""
+    pred, sm, img, _ = phantom
+    pred.set_shape_model(sm.with_settings(weight=0.9, click_rounds=1))
+    clicks = {5: (420.0, 230.0)}
+    out = pred.predict(img, clicks=clicks)
+    assert out.shape_prior
+    logits = out.logits.double().cpu().numpy()
+    t = np.ones(len(logits)) if pred.temperatures is None else np.asarray(pred.temperatures)
+    z = logits / t[:, None, None]
+    q = np.exp(z - z.max(axis=(1, 2), keepdims=True))
+    q /= q.max(axis=(1, 2), keepdims=True)
+    q[q <= 0.05] = 0.0
+    q /= q.sum(axis=(1, 2), keepdims=True)
+    h, w = q.shape[1:]
+    big_h, big_w = img.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    point = (out.coords + 0.5) * [h / big_h, w / big_w] - 0.5
+    dist = np.hypot((rows[None] - point[:, 0, None, None]) * big_h / h, (cols[None] - point[:, 1, None, None]) * big_w / w)
+    want = (q * dist).sum(axis=(1, 2))
+    want[5] = 0.0
+    np.testing.assert_allclose(out.ere, want, rtol=2e-3, atol=1e-3)
+    pred.set_shape_model(sm)
