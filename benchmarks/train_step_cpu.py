@@ -4,6 +4,8 @@ steps for each number of iterative click rounds. Prints one line per rounds valu
     python benchmarks/train_step_cpu.py --config configs/aasce-spine.yaml --threads 2 --steps 8
     python benchmarks/train_step_cpu.py --hints      # hint maps: the old dense NCHW drawing + layout copy vs now
     python benchmarks/train_step_cpu.py --profile    # torch.profiler table of one step with 2 click rounds
+    python benchmarks/train_step_cpu.py --config configs/aasce-spine.yaml --amp bf16   # bf16 autocast (paired:
+        # alternate it with --amp none in the same sitting; the step's learning is compared by a short run)
 """
 
 import argparse
@@ -71,10 +73,13 @@ def main():
     ap.add_argument("--rounds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--hints", action="store_true", help="time the hint maps of one batch, old way vs now")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step (2 rounds)")
+    ap.add_argument("--amp", choices=["none", "bf16"], help="override the config's mixed precision")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     cfg.update(device="cpu", out_dir="/tmp/train_step_bench", pack=None)
+    if args.amp:
+        cfg["amp"] = args.amp
     t = Trainer(cfg)
     h, w = t.size
     n, k = 8, t.k
@@ -108,7 +113,7 @@ def main():
             t.train_step(*batch)
             times.append(time.perf_counter() - t0)
         print(f"rounds {r}: median {statistics.median(times):.3f} s, min {min(times):.3f} s over {args.steps} steps "
-              f"(batch {bs}, {h}x{w}, {args.threads} threads)")
+              f"(batch {bs}, {h}x{w}, {args.threads} threads, amp {cfg.get('amp', 'none')})")
 
 
 if __name__ == "__main__":
