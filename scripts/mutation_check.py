@@ -114,9 +114,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "ere-without-temperatures-predictor",
         "the Predictor's ERE is computed from the untempered maps (the model's temperatures ignored)",
         f"{PKG}/inference/predictor.py",
-        "        prob = softmax_maps(logits.float(), None if calibrated else self.temperatures)\n",
+        "        prob = softmax_maps(logits.float(), self.temperatures)\n",
         "        prob = softmax_maps(logits.float(), None)  # MUTANT: temperatures ignored\n",
-        ("tests/test_predictor.py::test_model_without_temperatures_uses_t_equal_one",),
+        ("tests/test_predictor.py::test_model_without_temperatures_uses_t_equal_one",
+         "tests/test_predictor.py::test_the_ere_is_the_closed_form_on_the_softmax_of_logits_over_temperature"),
     ),
     Mutant(
         "ere-without-temperatures-codec",
