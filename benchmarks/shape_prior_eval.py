@@ -8,7 +8,7 @@ per click on the spine, per-image MRE per click). Asserts nothing.
 
 The shape model is fitted on the model's own training split (``--fit-split train`` of its split file; on the
 spine, films whose labels are out of order are left out), unless the model already carries one and
-``--use-stored`` is given. Settings: tau, weight, shrinkage, zero_click, click_rounds (see shape_model.ShapePriorSettings).
+``--use-stored`` is given. Settings: tau, weight, shrinkage, zero_click, click_rounds, hold (see shape_model.ShapePriorSettings).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def parse_setting(text: str) -> dict:
     out = {}
     for part in filter(None, text.split(",")):
         k, v = part.split("=")
-        out[k.strip()] = v.strip().lower() in ("1", "true", "yes") if k.strip() == "zero_click" else float(v)
+        key = k.strip()
+        out[key] = (v.strip().lower() in ("1", "true", "yes") if key == "zero_click"
+                    else int(v) if key in ("click_rounds", "zero_click_rounds") else float(v))
     return out
 
 

@@ -68,7 +68,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "        hints = torch.zeros_like(hints)  # MUTANT: clicks ignored\n"
         "        stem_hint = self.hint_fusion(hints) if self.hint_fusion is not None else None\n"
         "        l1, feats = self.backbone(image, stem_hint)\n",
-        ("tests/test_predictor.py::test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps",),
+        ("tests/test_training.py::test_a_click_improves_the_unclicked_corners_of_the_shipped_spine_model",
+         "tests/test_predictor.py::test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps"),
     ),
     Mutant(
         "session-overwrites-pins",

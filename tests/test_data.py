@@ -141,6 +141,28 @@ def test_isbi_loader_averages_senior_and_junior():
     assert len(load_isbi2015(DATASETS / "isbi2015", "Test1Data")) == 150
 
 
+@needs_shared
+def test_a_split_file_of_test1data_halves_selects_test1data_films():
+    """isbi_test1_halves names its own part of the dataset (data_split: Test1Data): 'calib' and 'eval' are disjoint
+    halves of Test1Data's 150 films, and the CLI's --split calib --split-file isbi_test1_halves loads those films,
+    not TrainingData ones (the model's own training data)."""
+    from types import SimpleNamespace
+
+    from napari_interactive_landmarks.cli import _dataset_samples
+    from napari_interactive_landmarks.data.splits import load_split
+    from napari_interactive_landmarks.inference import Predictor
+
+    split = load_split("isbi_test1_halves")
+    assert split["data_split"] == "Test1Data" and len(split["calib"]) == len(split["eval"]) == 75
+    assert not set(split["calib"]) & set(split["eval"])
+    pred = Predictor.from_name("isbi-ceph", device="cpu")
+    args = SimpleNamespace(split="calib", dataset="isbi2015", root=DATASETS / "isbi2015",
+                           split_file="isbi_test1_halves", limit=None)
+    samples = _dataset_samples(args, pred)
+    assert sorted(s.name for s in samples) == sorted(split["calib"])
+    assert all(151 <= int(s.name.split(".")[0]) <= 300 for s in samples)  # Test1Data is 151-300
+
+
 def test_loaders_refuse_missing_folders(tmp_path):
     from napari_interactive_landmarks.data.datasets import DatasetError, load_aasce, load_isbi2015
 

@@ -160,3 +160,34 @@ def test_calibrate_stores_regions_in_the_weights_file_and_the_predictor_draws_th
     # a weights file without regions still predicts, and says it has none
     plain = Predictor.from_name("phantom-spine", device="cpu")
     assert plain.regions is None and plain.predict(img).regions() is None
+
+
+def test_calibrate_keep_temperatures_fits_regions_with_the_stored_temperatures(tmp_path, capsys):
+    """calibrate --keep-temperatures: the temperatures in the card stay bit for bit (and their provenance), the
+    regions are fitted with them on the given split, and the card says where the regions came from; a model
+    without temperatures is refused in one line and nothing is written."""
+    import json
+    import shutil
+
+    from napari_interactive_landmarks.cli import main
+    from napari_interactive_landmarks.weights import load_weights, resolve_weights
+
+    w = tmp_path / "phantom.safetensors"
+    shutil.copy(resolve_weights("phantom-spine"), w)
+    before = w.read_bytes()
+    common = ["--weights", str(w), "--dataset", "phantom", "--split", "calib", "--no-progress", "--device", "cpu",
+              "--region-clicks", "1", "--no-measurement-scales"]
+    if "temperatures" not in load_weights(w)[1]:
+        assert main(["calibrate", *common, "--limit", "3", "--keep-temperatures"]) == 2
+        assert "has no temperatures to keep" in capsys.readouterr().err
+        assert w.read_bytes() == before
+        assert main(["calibrate", *common, "--limit", "3", "--no-regions"]) == 0  # temperatures first
+    meta = load_weights(w)[1]
+    temps = meta["temperatures"]
+    assert main(["calibrate", *common, "--limit", "4", "--keep-temperatures"]) == 0
+    after = load_weights(w)[1]
+    assert after["temperatures"] == temps
+    cal = json.loads(after["calibration"])
+    assert cal["regions_and_doubt_scales"]["num_images"] == 4
+    assert {k: v for k, v in cal.items() if k != "regions_and_doubt_scales"} == json.loads(meta.get("calibration", "{}"))
+    assert json.loads(after["regions"])["level"] == 0.95

@@ -139,6 +139,53 @@ def test_after_a_click_the_joint_rounds_hold_the_users_point_and_stay_on_the_map
     pred.set_shape_model(sm)
 
 
+def _ere_about_the_points_shown(pred, out, image_shape):
+    """The closed form, in numpy: Σ q · ‖pixel − shown point‖ in original px, q the softmax of the prediction's logits
+    / T cut at 5 % of its maximum and renormalised."""
+    logits = out.logits.double().cpu().numpy()
+    t = np.ones(len(logits)) if pred.temperatures is None else np.asarray(pred.temperatures)
+    z = logits / t[:, None, None]
+    q = np.exp(z - z.max(axis=(1, 2), keepdims=True))
+    q /= q.max(axis=(1, 2), keepdims=True)
+    q[q <= 0.05] = 0.0
+    q /= q.sum(axis=(1, 2), keepdims=True)
+    h, w = q.shape[1:]
+    big_h, big_w = image_shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    point = (out.coords + 0.5) * [h / big_h, w / big_w] - 0.5
+    dist = np.hypot((rows[None] - point[:, 0, None, None]) * big_h / h, (cols[None] - point[:, 1, None, None]) * big_w / w)
+    return (q * dist).sum(axis=(1, 2))
+
+
+def test_hold_keeps_small_moves_where_they_were_shown_and_lets_large_ones_through(phantom):
+    """hold = h map cells: after a click, an unclicked landmark whose new place is less than h cells from where it was
+    shown stays exactly there; one that moved farther takes its new place (the same as without hold); the clicked
+    point is where the user put it; the ERE is read about the points shown."""
+    pred, sm, img, gt = phantom
+    pred.set_shape_model(sm.with_settings(click_rounds=1))
+    auto = pred.predict(img, shape_prior=False)
+    worst = int(np.argmax(np.linalg.norm(auto.coords - gt, axis=1)))
+    clicks = {worst: tuple(gt[worst])}
+    free = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=True)
+    cell = np.array([1024 / 64, 512 / 32])  # original px per cell of the phantom model's stride-4 map
+    step = np.linalg.norm((free.coords - auto.coords) / cell, axis=1)
+    step[worst] = np.nan
+    hold = float(np.nanmedian(step))  # half the landmarks below it, half above
+    assert np.nanmin(step) < hold < np.nanmax(step)
+    pred.set_shape_model(sm.with_settings(click_rounds=1, hold=hold))
+    held = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=True)
+    small, large = step < hold, step >= hold  # (NaN at the click: neither)
+    np.testing.assert_array_equal(held.coords[small], auto.coords[small])
+    np.testing.assert_array_equal(held.coords[large], free.coords[large])
+    np.testing.assert_array_equal(held.coords[worst], gt[worst])
+    want = _ere_about_the_points_shown(pred, held, img.shape)
+    want[worst] = 0.0
+    np.testing.assert_allclose(held.ere, want, rtol=2e-3, atol=1e-3)  # about the held points, not the unheld ones
+    with pytest.raises(ShapeModelError, match="hold"):
+        ShapePriorSettings(hold=-1)
+    pred.set_shape_model(sm)
+
+
 def test_a_plausible_click_moves_the_neighbours_toward_the_anatomy(phantom):
     pred, sm, img, gt = phantom
     pred.set_shape_model(sm)
@@ -258,19 +305,7 @@ def test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points
     clicks = {5: (420.0, 230.0)}
     out = pred.predict(img, clicks=clicks)
     assert out.shape_prior
-    logits = out.logits.double().cpu().numpy()
-    t = np.ones(len(logits)) if pred.temperatures is None else np.asarray(pred.temperatures)
-    z = logits / t[:, None, None]
-    q = np.exp(z - z.max(axis=(1, 2), keepdims=True))
-    q /= q.max(axis=(1, 2), keepdims=True)
-    q[q <= 0.05] = 0.0
-    q /= q.sum(axis=(1, 2), keepdims=True)
-    h, w = q.shape[1:]
-    big_h, big_w = img.shape
-    rows, cols = np.mgrid[0:h, 0:w]
-    point = (out.coords + 0.5) * [h / big_h, w / big_w] - 0.5
-    dist = np.hypot((rows[None] - point[:, 0, None, None]) * big_h / h, (cols[None] - point[:, 1, None, None]) * big_w / w)
-    want = (q * dist).sum(axis=(1, 2))
+    want = _ere_about_the_points_shown(pred, out, img.shape)
     want[5] = 0.0
     np.testing.assert_allclose(out.ere, want, rtol=2e-3, atol=1e-3)
     pred.set_shape_model(sm)

@@ -141,11 +141,14 @@ def _dataset_samples(args, predictor):
     elif split in ("train", "val", "calib", "eval"):
         training = predictor.info.get("training", {})
         split_file = args.split_file or training.get("split_file")
-        data_split = training.get("data_split") or {"aasce": "training", "isbi2015": "TrainingData"}.get(args.dataset)
         if not split_file:
             raise CLIError("--split train/val needs --split-file (the model does not name its split file)")
-        samples = load_dataset(args.dataset, args.root, data_split, predictor.schema.landmarks)
         parts = load_split(split_file)
+        # a split file of another part of the dataset names it (isbi_test1_halves: halves of Test1Data); else the
+        # model's training data
+        data_split = (parts.get("data_split") or training.get("data_split")
+                      or {"aasce": "training", "isbi2015": "TrainingData"}.get(args.dataset))
+        samples = load_dataset(args.dataset, args.root, data_split, predictor.schema.landmarks)
         if split not in parts:
             raise CLIError(f"the split file '{split_file}' has no '{split}' part (it has: "
                            f"{', '.join(k for k, v in parts.items() if isinstance(v, list))})")
@@ -278,13 +281,28 @@ def _cmd_calibrate(args):
     _set_threads(args)
     predictor = _load_predictor(args)
     samples = _dataset_samples(args, predictor)
-    data = cal.collect(predictor, samples, progress=not args.no_progress)
-    temps = cal.fit(data)
-    unit = "mm" if all(s.spacing for s in samples) else "px"
-    cm = cal.metrics(data, temps, 2.0 if unit == "mm" else 20.0, unit=unit)
-    print(f"temperatures: median {np.median(temps):.3f} (range {temps.min():.3f}–{temps.max():.3f}) over "
-          f"{len(temps)} landmarks, fitted on {len(samples)} images")
-    print(f"on the calibration images themselves: ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f}")
+    if args.keep_temperatures:
+        if predictor.temperatures is None:
+            raise CLIError(f"--keep-temperatures: '{predictor.name}' has no temperatures to keep; calibrate without it")
+        if args.level is None and args.no_measurement_scales:
+            raise CLIError("--keep-temperatures with --no-regions and --no-measurement-scales leaves nothing to fit")
+        temps = np.asarray(predictor.temperatures, np.float64)
+        info = dict(predictor.info.get("calibration") or {})
+        info["regions_and_doubt_scales"] = {"dataset": args.dataset, "split": args.split,
+                                            "split_file": args.split_file, "num_images": len(samples)}
+        where = f", fitted on {info['dataset']} {info.get('split', '')}".rstrip() if info.get("dataset") else ""
+        print(f"temperatures kept as stored (median {np.median(temps):.3f}{where}); regions and doubt scales fitted "
+              f"on {len(samples)} images")
+    else:
+        data = cal.collect(predictor, samples, progress=not args.no_progress)
+        temps = cal.fit(data)
+        unit = "mm" if all(s.spacing for s in samples) else "px"
+        cm = cal.metrics(data, temps, 2.0 if unit == "mm" else 20.0, unit=unit)
+        print(f"temperatures: median {np.median(temps):.3f} (range {temps.min():.3f}–{temps.max():.3f}) over "
+              f"{len(temps)} landmarks, fitted on {len(samples)} images")
+        print(f"on the calibration images themselves: ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f}")
+        info = {"dataset": args.dataset, "split": args.split, "num_images": len(samples),
+                "ece_before": round(cm["ece_before"], 5), "ece_after": round(cm["ece_after"], 5)}
     regions = None
     if args.level is not None:
         regions = _fit_regions(args, predictor, samples, temps)
@@ -293,9 +311,7 @@ def _cmd_calibrate(args):
         doubt = _fit_doubt_scales(args, predictor, samples, temps)
     if args.dry_run:
         return 0
-    info = {"dataset": args.dataset, "split": args.split, "num_images": len(samples),
-            "ece_before": round(cm["ece_before"], 5), "ece_after": round(cm["ece_after"], 5)}
-    what = f"{len(temps)} temperatures" + (f" and {regions['level']:.0%} regions" if regions else "")
+    what = f"{len(temps)} {'kept ' if args.keep_temperatures else ''}temperatures" + (f" and {regions['level']:.0%} regions" if regions else "")
     what += f" and {doubt['level']:.0%} measurement doubt scales" if doubt else ""
     if args.weights:
         from .training.export import store_temperatures_in_file
@@ -710,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(c, "calibration images: e.g. 'calib' (AASCE) or 'val' (ISBI), disjoint from evaluation")
     c.add_argument("--dry-run", action="store_true",
                    help="print the temperatures, do not store them (in the manifest for --model, in the file for --weights)")
+    c.add_argument("--keep-temperatures", dest="keep_temperatures", action="store_true",
+                   help="keep the model's stored temperatures and fit only the regions and doubt scales on this split "
+                        "(e.g. on images exchangeable with the ones it will meet, when the temperatures' split is not)")
     c.add_argument("--level", type=float, default=0.95,
                    help="also fit conformal regions holding the true point with this probability (default 0.95)")
     c.add_argument("--no-regions", dest="level", action="store_const", const=None,

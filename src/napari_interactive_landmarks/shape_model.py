@@ -59,11 +59,15 @@ class ShapePriorSettings:
     # after a click: rounds of each unclicked landmark given all the others (the clicked ones at the user's points,
     # the rest where the previous round put them), after the round conditioned on the clicks alone; 0 = clicks alone
     click_rounds: int = 0
+    # after a click, an unclicked landmark whose new place is less than ``hold`` map cells (the network's stride-4
+    # grid, in original pixels per cell) from where it was shown stays where it was: moves that small are the
+    # network's jitter between updates, not the correction's doing; 0 = every landmark takes its new place
+    hold: float = 0.0
 
     def __post_init__(self):
         self.enabled = bool(self.enabled)
         self.zero_click = bool(self.zero_click)
-        for name in ("tau", "weight", "shrinkage"):
+        for name in ("tau", "weight", "shrinkage", "hold"):
             v = getattr(self, name)
             try:
                 v = float(v)
@@ -75,6 +79,8 @@ class ShapePriorSettings:
         if not (0.0 <= self.weight < 1.0):
             raise ShapeModelError(f"shape prior: weight must be in [0, 1) (1 would let an implausible click drag "
                                   f"points off their maps), got {self.weight}")
+        if not (math.isfinite(self.hold) and self.hold >= 0):
+            raise ShapeModelError(f"shape prior: hold must be a non-negative number of map cells, got {self.hold}")
         if not (0.0 <= self.shrinkage <= 1.0):
             raise ShapeModelError(f"shape prior: shrinkage must be in [0, 1], got {self.shrinkage}")
         self.zero_click_rounds = int(self.zero_click_rounds)

@@ -349,6 +349,8 @@ class Predictor:
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
         coords = self.codec.to_original(net_np, shape)
+        if posterior is not None and clicks and previous is not None:
+            net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]))
         clicked = np.zeros(self.num_landmarks, bool)
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
@@ -420,6 +422,24 @@ class Predictor:
         if not np.isfinite(cur).all():
             return None
         return cur, fused
+
+    def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid):
+        """The shape prior's ``hold``: each unclicked landmark that moved less than ``hold`` map cells from where it was
+        shown (``previous``) is put back there (``coords`` edited in place; returns the network-pixel coordinates to
+        match, about which the ERE is read)."""
+        hold = self.shape_model.settings.hold
+        if hold <= 0:
+            return net_np
+        sy, sx = self.codec.grid_scale(shape, grid)
+        step = np.hypot((coords[:, 0] - previous[:, 0]) / sy, (coords[:, 1] - previous[:, 1]) / sx)
+        back = np.isfinite(step) & (step < hold)
+        back[list(clicks)] = False
+        if not back.any():
+            return net_np
+        coords[back] = previous[back]
+        net_np = net_np.copy()
+        net_np[back] = self.codec.to_network(previous[back], shape)
+        return net_np
 
     def _check_finite(self, coords: np.ndarray) -> None:
         """A result with non-finite coordinates is an error, never a result (NaN weights or logits)."""
