@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pooch
 import pytest
 import torch
@@ -52,6 +53,19 @@ def registered(tmp_path, monkeypatch):
     man.write_text("# my header\n# second line\nmodels: {}\n")
     W.register_model("tiny", entry_fields(), f, manifest_path=man)
     return man, f
+
+
+def test_the_shape_models_tensors_stay_float32_when_the_network_is_written_in_fp16(tmp_path):
+    """A card rewrite (calibrate) loads every tensor as float32 and writes the file again: the network goes back to
+    fp16, the shape model's covariance must not (its entries are ~1e-5, subnormal in fp16)."""
+    from safetensors import safe_open
+
+    sd = {**tiny_state_dict(), "shape_model.cov": torch.full((4, 4), 1.2345e-5), "shape_model.mean": torch.rand(4)}
+    path = W.save_weights(sd, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("0.weight").dtype == torch.float16
+        assert f.get_tensor("shape_model.cov").dtype == torch.float32
+        assert float(f.get_tensor("shape_model.cov")[0, 0]) == np.float32(1.2345e-5)
 
 
 def test_fp16_round_trip(tmp_path):
@@ -304,8 +318,7 @@ def test_shipped_manifest_entries_load_and_hash():
 def test_every_shipped_model_builds_and_predicts():
     """Each manifest entry: hash matches, architecture config builds, weights load, and it predicts a
     full set of finite landmarks on a generated image."""
-    import numpy as np
-
+    
     from napari_interactive_landmarks.data.phantom import make_phantom
     from napari_interactive_landmarks.inference import Predictor
     from napari_interactive_landmarks.weights import load_manifest

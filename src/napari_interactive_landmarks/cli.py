@@ -96,7 +96,7 @@ def _cmd_shape_model(args):
         raise CLIError("--root DIR is required (the dataset folder)")
     samples = _dataset_samples(args, predictor)
     settings = ShapePriorSettings(enabled=not args.off, tau=args.tau, weight=args.weight, shrinkage=args.shrinkage,
-                                  zero_click=args.zero_click, click_rounds=args.click_rounds)
+                                  zero_click=args.zero_click, click_rounds=args.click_rounds, hold=args.hold)
     sm, left_out = fit_from_samples(samples, predictor.schema.name, settings,
                                     fitted_on=f"{args.dataset} {args.split}" + (
                                         f" of {args.split_file or predictor.info.get('training', {}).get('split_file')}"
@@ -110,7 +110,8 @@ def _cmd_shape_model(args):
           + (f": {', '.join(sorted(left_out)[:5])}{'…' if len(left_out) > 5 else ''}" if left_out else "")
           + f"), prior {'on' if settings.enabled else 'off'} (tau {settings.tau:g}, weight {settings.weight:g}, "
             f"shrinkage {settings.shrinkage:g}{', also before any click' if settings.zero_click else ''}"
-            f"{f', {settings.click_rounds} joint rounds after a click' if settings.click_rounds else ''})")
+            f"{f', {settings.click_rounds} joint rounds after a click' if settings.click_rounds else ''}"
+            f"{f', moves under {settings.hold:g} map cells held' if settings.hold else ''})")
     if args.register:
         from . import weights
 
@@ -796,6 +797,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--click-rounds", dest="click_rounds", type=int, default=0,
                     help="after a click, rounds of each unclicked landmark given all the others (the clicked ones at "
                          "the user's points) after the round given the clicks alone (default 0: the clicks alone)")
+    sm.add_argument("--hold", type=float, default=0.0,
+                    help="after a click, an unclicked landmark that would move less than this many map cells (the "
+                         "network's stride-4 grid) stays where it was shown (default 0: every landmark moves)")
     sm.add_argument("--off", action="store_true", help="store the model but leave the prior off (it did not help)")
     sm.add_argument("--overwrite", action="store_true")
     sm.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")

@@ -349,12 +349,17 @@ def _download(name: str, url: str, sha: str, target: Path) -> Path:
 # --------------------------------------------------------------------------- safetensors I/O
 
 
+# tensors kept in float32 whatever ``dtype``: the shape model's covariance (normalised coordinates) has entries of
+# 1e-6-1e-3, where float16 keeps 3 significant digits and is subnormal below 6e-5; conditioning on it needs more
+KEEP_FLOAT32_PREFIXES = ("shape_model.",)
+
+
 def save_weights(state_dict, path, *, metadata: dict[str, str] | None = None, dtype=None) -> Path:
     """Write a state dict as a safetensors file.
 
-    Floating-point tensors are cast to ``dtype`` (default ``torch.float16``); integer buffers (e.g.
-    BatchNorm ``num_batches_tracked``) are kept as they are. ``metadata`` values that are not strings
-    are JSON-encoded. The file is written atomically.
+    Floating-point tensors are cast to ``dtype`` (default ``torch.float16``), except those named with a prefix of
+    :data:`KEEP_FLOAT32_PREFIXES` (float32); integer buffers (e.g. BatchNorm ``num_batches_tracked``) are kept as
+    they are. ``metadata`` values that are not strings are JSON-encoded. The file is written atomically.
     """
     import torch
     from safetensors.torch import save_file
@@ -365,7 +370,8 @@ def save_weights(state_dict, path, *, metadata: dict[str, str] | None = None, dt
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"state_dict['{k}'] is a {type(v).__name__}, not a tensor")
         t = v.detach().to("cpu")
-        t = t.to(dtype) if t.is_floating_point() else t
+        if t.is_floating_point():
+            t = t.to(torch.float32 if str(k).startswith(KEEP_FLOAT32_PREFIXES) else dtype)
         tensors[str(k)] = t.contiguous().clone()
     meta = None
     if metadata:
