@@ -132,6 +132,14 @@ MUTANTS: tuple[Mutant, ...] = (
          "tests/test_predictor.py::test_model_without_temperatures_uses_t_equal_one"),
     ),
     Mutant(
+        "region-area-spacing-not-squared",
+        "evaluate's region areas in mm² multiply px² by a scalar spacing once (ISBI: 10× too large)",
+        f"{PKG}/evaluation/protocol.py",
+        "            a2 = 1.0 if spacing is None else float(np.prod(np.broadcast_to(np.asarray(spacing, np.float64), 2)))\n",
+        "            a2 = 1.0 if spacing is None else float(np.prod(np.asarray(spacing, np.float64)))  # MUTANT\n",
+        ("tests/test_evaluation.py::test_region_areas_in_mm2_use_the_square_of_a_scalar_pixel_spacing",),
+    ),
+    Mutant(
         "reader-images-by-extension",
         "the napari reader claims images by extension only (an extensionless DICOM gets no reader)",
         f"{PKG}/napari/_reader.py",

@@ -27,6 +27,7 @@ class FakePrediction:
     coords: np.ndarray
     scores: np.ndarray
     ere: np.ndarray | None = None
+    spread: np.ndarray | None = None
 
     def uncertainty_map(self, include=None):
         return np.zeros((2, 2), np.float32)
@@ -249,6 +250,27 @@ def test_evaluate_dataset_px_and_json(tmp_path):
 
     out = plot_mre_curves({"fake": r, "fake2": r}, tmp_path / "sub" / "mre.png", title="test")
     assert out.exists() and out.stat().st_size > 1000
+
+
+def test_region_areas_in_mm2_use_the_square_of_a_scalar_pixel_spacing():
+    """A map spread of 4 px² on each axis and a pixel of 0.5 mm: the map's 95 % ellipse is π q² · 4 px² =
+    π q² · 1 mm² (q = the χ² radius); a scalar spacing once counted as the pixel's area gave twice that here (and 10×
+    for ISBI's 0.1 mm)."""
+    from napari_interactive_landmarks.regions import gaussian_radius
+
+    pred, samples = make(n=2, spacing=0.5)
+    real = pred.predict
+
+    def with_spread(prepared, clicks, previous=None):
+        out = real(prepared, clicks, previous)
+        out.spread = np.tile(np.diag([4.0, 4.0]), (len(out.coords), 1, 1))
+        return out
+
+    pred.predict = with_spread
+    r = evaluate_dataset(pred, samples, max_clicks=1, unit="mm", progress=False)
+    want = np.pi * gaussian_radius(0.95) ** 2 * 4.0 * 0.25
+    np.testing.assert_allclose(r["regions"]["heatmap_gaussian"]["median_area_per_click"], [want, want])
+    assert r["regions"]["area_unit"] == "mm^2"
 
 
 def test_evaluate_dataset_never_reached_and_mm():

@@ -425,7 +425,8 @@ def evaluate_dataset(
         if rs is not None:
             from ..regions import gaussian_radius, region_area
 
-            a2 = 1.0 if spacing is None else float(np.prod(np.asarray(spacing, dtype=np.float64)))
+            # mm² per px²: a scalar spacing is the pixel's side (ISBI's 0.1 mm: 0.01 mm² per px², not 0.1)
+            a2 = 1.0 if spacing is None else float(np.prod(np.broadcast_to(np.asarray(spacing, np.float64), 2)))
             region_s.append(rs)
             gauss_a.append(region_area(tr.spread, gaussian_radius(regions.level if regions else 0.95)) * a2)
             if regions is not None:
