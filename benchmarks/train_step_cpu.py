@@ -2,6 +2,7 @@
 steps for each number of iterative click rounds. Prints one line per rounds value.
 
     python benchmarks/train_step_cpu.py --config configs/aasce-spine.yaml --threads 2 --steps 8
+    python benchmarks/train_step_cpu.py --config configs/aasce-spine.yaml --compile   # torch.compile (inductor)
     python benchmarks/train_step_cpu.py --hints      # hint maps: the old dense NCHW drawing + layout copy vs now
     python benchmarks/train_step_cpu.py --profile    # torch.profiler table of one step with 2 click rounds
     python benchmarks/train_step_cpu.py --config configs/aasce-spine.yaml --amp bf16   # bf16 autocast (paired:
@@ -74,6 +75,8 @@ def main():
     ap.add_argument("--hints", action="store_true", help="time the hint maps of one batch, old way vs now")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step (2 rounds)")
     ap.add_argument("--amp", choices=["none", "bf16"], help="override the config's mixed precision")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the training forward (inductor; compiled during the warm-up steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -92,6 +95,12 @@ def main():
                      np.full(n, np.nan))
     t.load_data(data, data)
     bs = int(cfg["batch_size"])
+    if args.compile:
+        t.net = torch.compile(t.net)
+        t0 = time.perf_counter()
+        for _ in range(2):  # compiles (the first steps), then one more to settle
+            t.train_step(*t._batch(np.arange(bs)))
+        print(f"torch.compile: the first two steps took {time.perf_counter() - t0:.1f} s")
     t.train_step(*t._batch(np.arange(bs)))  # warm-up (allocator, oneDNN primitives)
     if args.hints:
         return time_hints(t, bs, args.steps)
