@@ -296,10 +296,11 @@ def test_a_users_own_dataset_gets_a_shape_model_that_predictions_use(tiny_weight
     root = _generic_folder(tmp_path / "own", 24) if (tmp_path / "own").mkdir() is None else None
     out = tmp_path / "with-prior.safetensors"
     rc = main(["shape-model", "--weights", str(tiny_weights), "--dataset", "generic", "--root", str(root),
-               "--split", ".", "--out", str(out), "--tau", "2", "--no-progress", "--device", "cpu"])
-    assert rc == 0 and "shape model of 24 shapes" in capsys.readouterr().out
+               "--split", ".", "--out", str(out), "--tau", "2", "--hold", "0.25", "--no-progress", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "shape model of 24 shapes" in printed and "moves under 0.25 map cells held" in printed
     pred = Predictor.from_file(out, device="cpu")
-    assert pred.shape_prior_active and pred.shape_model.settings.tau == 2.0
+    assert pred.shape_prior_active and pred.shape_model.settings.tau == 2.0 and pred.shape_model.settings.hold == 0.25
     runs = {}
     for flag in ([], ["--no-shape-prior"]):
         js = tmp_path / f"eval{len(flag)}.json"
