@@ -1,7 +1,7 @@
 """Which shape makes the smallest honest regions? (issue 21: "outlines as small as honesty allows")
 
 The conformal regions are ellipses: the shape is the second moment of each landmark's calibrated map about the
-shown point, after cutting the map below a fraction (``map_cut``) of its maximum; the size is the conformal radius
+shown point, after cutting the map below a fraction (the cut, ``Predictor.spread_cut``) of its maximum; the size is the conformal radius
 fitted on a calibration split. A softmax map tempered by T ≈ 2 has heavy tails, and with the ERE's cut (0.05) the
 tails set the shape: wide ellipses. This runs the click protocol (0…--clicks worst-first clicks) once per cut on a
 calibration split and a report split, fits the radii on the first (per click count; per landmark or pooled as
@@ -72,7 +72,7 @@ def main():
         p.spread_cut = cut
         cal_s, _ = collect(p, samples[args.calib_split], args.clicks)
         rep_s, rep_d = collect(p, samples[args.report_split], args.clicks)
-        fit = fit_regions(cal_s, args.level, map_cut=cut)
+        fit = fit_regions(cal_s, args.level)
         r = fit.radii  # (S, K)
         spacing = samples[args.report_split][0].spacing or 1.0
         cov, area, per_lm = [], [], []

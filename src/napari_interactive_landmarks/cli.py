@@ -17,10 +17,6 @@ class CLIError(Exception):
     pass
 
 
-# the map cut of the conformal regions' shape that calibrate uses by default (docs/results.md: regions' shape)
-REGION_MAP_CUT = 0.05
-
-
 def _cmd_train(args):
     from .training.trainer import Trainer, load_config
 
@@ -316,7 +312,8 @@ def _cmd_calibrate(args):
         doubt = _fit_doubt_scales(args, predictor, samples, temps)
     if args.dry_run:
         return 0
-    what = f"{len(temps)} {'kept ' if args.keep_temperatures else ''}temperatures" + (f" and {regions['level']:.0%} regions" if regions else "")
+    what = f"{len(temps)} {'kept ' if args.keep_temperatures else ''}temperatures"
+    what += f" and {regions['level']:.0%} regions" if regions else ""
     what += f" and {doubt['level']:.0%} measurement doubt scales" if doubt else ""
     if args.weights:
         from .training.export import store_temperatures_in_file
@@ -342,13 +339,10 @@ def _fit_regions(args, predictor, samples, temps) -> dict:
     if not 0.5 <= args.level < 1:
         raise CLIError(f"--level must be in [0.5, 1), got {args.level}")
     predictor.temperatures = np.asarray(temps, np.float64)
-    if not 0 <= args.region_cut < 1:
-        raise CLIError(f"--region-cut must be in [0, 1), got {args.region_cut}")
-    predictor.spread_cut = args.region_cut
     scores = collect_region_scores(predictor, samples, max_clicks=args.region_clicks, progress=not args.no_progress)
     try:
         cal = fit_regions(scores, args.level, pooled={"auto": None, "yes": True, "no": False}[args.pooled],
-                          clicks=list(range(args.region_clicks + 1)), map_cut=args.region_cut,
+                          clicks=list(range(args.region_clicks + 1)),
                           fitted_on=f"{args.dataset} {args.split} ({len(samples)} images, 0-{args.region_clicks} "
                                     "worst-first clicks)")
     except RegionError as exc:
@@ -741,9 +735,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fit conformal regions holding the true point with this probability (default 0.95)")
     c.add_argument("--no-regions", dest="level", action="store_const", const=None,
                    help="temperatures only (a model's stored regions are then dropped: they belong to old temperatures)")
-    c.add_argument("--region-cut", dest="region_cut", type=float, default=REGION_MAP_CUT,
-                   help="the regions' ellipse is the map's second moment after cutting it below this fraction of its "
-                        f"maximum (default {REGION_MAP_CUT:g}; benchmarks/regions_shape.py compares cuts)")
     c.add_argument("--region-clicks", type=int, default=3,
                    help="the regions are fitted on 0..N worst-first clicks of the click protocol (default 3)")
     c.add_argument("--measurement-level", dest="measurement_level", type=float, default=None,

@@ -92,9 +92,6 @@ class RegionCalibration:
     clicks: list = field(default_factory=list)  # the click counts the scores were collected at
     fitted_on: str = ""
     kind: str = "ellipse-mahalanobis"
-    # the ellipse's shape is the map's second moment after cutting the map below this fraction of its maximum (the
-    # ERE's cut is 0.05); a higher cut reads the shape off the map's core instead of its tails
-    map_cut: float = 0.05
 
     def __post_init__(self):
         self.radii = np.atleast_2d(np.asarray(self.radii, np.float64))  # a (K,) calibration: one row for all counts
@@ -106,7 +103,7 @@ class RegionCalibration:
     def to_card(self) -> dict:
         return {"kind": self.kind, "level": self.level, "radii": np.round(self.radii, 5).tolist(),
                 "pooled": self.pooled, "num_scores": [int(n) for n in self.num_scores], "clicks": list(self.clicks),
-                "fitted_on": self.fitted_on, "map_cut": self.map_cut}
+                "fitted_on": self.fitted_on}
 
     @classmethod
     def from_card(cls, data, num_landmarks: int, source: str = "model card") -> "RegionCalibration":
@@ -123,18 +120,12 @@ class RegionCalibration:
             raise RegionError(f"{source}: region radii of shape {radii.shape} for {num_landmarks} landmarks")
         if not (np.isfinite(radii).all() and (radii > 0).all()):
             raise RegionError(f"{source}: region radii must be positive and finite")
-        try:
-            cut = float(data.get("map_cut", 0.05))
-        except (TypeError, ValueError):
-            cut = math.nan
-        if not 0 <= cut < 1:
-            raise RegionError(f"{source}: the regions' map_cut must be in [0, 1), got {data.get('map_cut')!r}")
         return cls(level, radii, bool(data.get("pooled", False)), list(data.get("num_scores", [])),
-                   list(data.get("clicks", [])), str(data.get("fitted_on", "")), map_cut=cut)
+                   list(data.get("clicks", [])), str(data.get("fitted_on", "")))
 
 
-def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=(), fitted_on: str = "",
-                map_cut: float = 0.05) -> RegionCalibration:
+def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=(), fitted_on: str = "") \
+        -> RegionCalibration:
     """Radii from ``scores`` (Mahalanobis radii of the true points; NaN where a landmark was clicked or not
     annotated): ``(N, K)`` for one set of radii, or ``(N, C, K)`` (images × click counts 0…C-1 × landmarks) for one
     set per click count. ``pooled`` None: per landmark when every landmark has at least :func:`min_scores` scores
@@ -147,7 +138,7 @@ def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=
             pooled = bool(n_per.size == 0 or n_per.min() < min_scores(level))
         rows = [fit_regions(s[:, c], level, pooled) for c in range(s.shape[1])]
         return RegionCalibration(float(level), np.stack([r.radii[0] for r in rows]), pooled,
-                                 n_per.min(axis=0).tolist(), list(clicks), fitted_on, map_cut=float(map_cut))
+                                 n_per.min(axis=0).tolist(), list(clicks), fitted_on)
     if s.ndim != 2:
         raise RegionError(f"scores must be (samples, landmarks) or (samples, clicks, landmarks), got {s.shape}")
     if not 0 < level < 1:
@@ -167,7 +158,7 @@ def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=
             raise RegionError(f"landmark {short[0]} has {n_per[short[0]]} calibration scores, too few for a "
                               f"{level * 100:g} % region of its own (at least {need}); pool them or use more images")
         radii = np.array([conformal_radius(s[:, k], level) for k in range(s.shape[1])])
-    return RegionCalibration(float(level), radii, pooled, n_per.tolist(), list(clicks), fitted_on, map_cut=float(map_cut))
+    return RegionCalibration(float(level), radii, pooled, n_per.tolist(), list(clicks), fitted_on)
 
 
 def ellipses(cov, radii) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from .shape_model import TENSOR_PREFIX as SHAPE_MODEL_TENSOR_PREFIX
+
 MANIFEST_ENV = "NAPARI_LANDMARKS_MANIFEST"
 CACHE_ENV = "NAPARI_LANDMARKS_CACHE"
 
@@ -351,7 +353,7 @@ def _download(name: str, url: str, sha: str, target: Path) -> Path:
 
 # tensors kept in float32 whatever ``dtype``: the shape model's covariance (normalised coordinates) has entries of
 # 1e-6-1e-3, where float16 keeps 3 significant digits and is subnormal below 6e-5; conditioning on it needs more
-KEEP_FLOAT32_PREFIXES = ("shape_model.",)
+KEEP_FLOAT32_PREFIXES = (SHAPE_MODEL_TENSOR_PREFIX,)
 
 
 def save_weights(state_dict, path, *, metadata: dict[str, str] | None = None, dtype=None) -> Path:

@@ -135,7 +135,9 @@ class Predictor:
             raise PredictionError(f"model '{name}' has {self.temperatures.size} temperatures for {schema.num_landmarks} landmarks")
         self.compute_ere = True
         self.regions = None  # RegionCalibration, when the card has conformal regions
-        self.spread_cut: float | None = None  # the map cut of the regions' shape (None: the regions' own, or 0.05)
+        # the regions' ellipse: the map's second moment above this fraction of its maximum (the ERE's cut; other cuts
+        # made larger regions at the same coverage: benchmarks/regions_shape.py, which varies it)
+        self.spread_cut = 0.05
         self.regions_problem: str | None = None  # why the card's regions are not used
         self.shape_model: ShapeModel | None = None
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
@@ -371,10 +373,8 @@ class Predictor:
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
             grid = tuple(prob.shape[-2:])
-            cut = self.spread_cut if self.spread_cut is not None else (
-                self.regions.map_cut if self.regions is not None else 0.05)
             spread = spread_covariance(prob, self.codec.network_to_grid(net_np, grid),
-                                       scale=self.codec.grid_scale(shape, grid), threshold=cut)
+                                       scale=self.codec.grid_scale(shape, grid), threshold=self.spread_cut)
             spread[clicked] = np.nan
             if self.regions is not None:
                 radius = np.where(clicked, np.nan, self.regions.for_clicks(len(clicks)))
