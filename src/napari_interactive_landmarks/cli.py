@@ -123,6 +123,26 @@ def _cmd_shape_model(args):
     return 0
 
 
+def _cmd_ensemble(args):
+    """Serve several trained models of one landmark set as one (their logits averaged)."""
+    from .models.ensemble import assemble_ensemble
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists: choose another --out or add --overwrite")
+    if any(out.resolve() == Path(m).resolve() for m in args.members):
+        raise CLIError(f"--out {out} is one of the members: write the ensemble to a new file")
+    entry = assemble_ensemble(args.members, out, name=args.name, input_size=args.input_size, weights=args.weights)
+    members = entry["config"]["members"]
+    print(f"wrote {out}: ensemble '{entry['name']}' of {len(members)} models ("
+          + ", ".join(f"{m['name']} at {m['input_size'][0]} × {m['input_size'][1]}, weight {m['weight']:g}"
+                      for m in members)
+          + f"), input {entry['input_size'][0]} × {entry['input_size'][1]}"
+          + (", shape model lent by a member" if entry.get("shape_prior") else "")
+          + "; no temperatures or regions yet: run napari-landmarks calibrate --weights on it")
+    return 0
+
+
 def _set_threads(args):
     if getattr(args, "threads", None):
         import torch
@@ -805,6 +825,19 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--overwrite", action="store_true")
     sm.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")
     sm.set_defaults(func=_cmd_shape_model)
+
+    en = sub.add_parser("ensemble", help="serve several trained models of one landmark set as one weights file",
+                        description="One weights file whose model runs every member (each at its own input size) "
+                                    "and averages their logits; then calibrate it like any model. Members: "
+                                    "self-describing weights files (a run's best.safetensors, a registered model).")
+    en.add_argument("members", nargs="+", help="the members' weights files (at least two)")
+    en.add_argument("--out", required=True, help="the ensemble's weights file to write")
+    en.add_argument("--name", help="the model's name (default: the --out file's stem)")
+    en.add_argument("--input-size", dest="input_size", type=int, nargs=2, metavar=("H", "W"),
+                    help="the ensemble's input size (default: the largest member's)")
+    en.add_argument("--weights", type=float, nargs="+", help="one weight per member (default: equal)")
+    en.add_argument("--overwrite", action="store_true")
+    en.set_defaults(func=_cmd_ensemble)
 
     w = sub.add_parser("weights", help="list, verify, fetch, register or remove model weights",
                        description="Models in weights_manifest.yaml: list them, verify sha256 hashes, fetch a "

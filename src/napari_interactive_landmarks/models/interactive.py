@@ -80,6 +80,9 @@ ARCHS = {
     "farnet": {"presets": farnet.PRESETS, "default_preset": "farnet", "output_stride": 1, "input_multiple": 32},
     "chh-unet": {"presets": chh.PRESETS, "default_preset": "chh-resnet34", "output_stride": 1,
                  "input_multiple": 32},
+    # trained networks served together (``models.ensemble``): the stride is their members'; each member's input
+    # size is checked against its own architecture
+    "ensemble": {"presets": {}, "default_preset": None, "output_stride": None, "input_multiple": 1},
 }
 
 
@@ -92,7 +95,13 @@ def _arch(config: dict) -> dict:
 
 def output_stride(config: dict) -> int:
     """The stride of the logits of the model ``config`` builds (4: HRNet; 1: FARNet, the CHH U-Net)."""
+    if _is_ensemble(config):
+        return output_stride(config["members"][0]["config"])
     return int(_arch(config)["output_stride"])
+
+
+def _is_ensemble(config: dict) -> bool:
+    return (config.get("arch") or DEFAULTS["arch"]) == "ensemble"
 
 
 def check_input_size(config: dict, input_size) -> None:
@@ -108,6 +117,16 @@ def check_input_size(config: dict, input_size) -> None:
 def resolve_config(config: dict) -> dict:
     """Fill a (possibly partial) config dict with the preset and defaults; the result is self-contained."""
     spec = _arch(config)
+    if _is_ensemble(config):
+        from .ensemble import resolve_ensemble_config
+
+        cfg = resolve_ensemble_config(config, resolve_config)
+        for i, m in enumerate(cfg["members"]):
+            try:
+                check_input_size(m["config"], m["input_size"])
+            except ValueError as exc:
+                raise ValueError(f"ensemble member {i}: {exc}") from None
+        return cfg
     cfg = copy.deepcopy(DEFAULTS)
     cfg["preset"] = spec["default_preset"]
     cfg.update(copy.deepcopy(config))
@@ -288,6 +307,12 @@ def _physical_memory() -> int | None:
 def model_size(config: dict) -> tuple[int, int, str, tuple] | None:
     """(parameters, bytes, largest tensor's name, its shape) of the model ``config`` builds, counted on PyTorch's
     meta device (shapes only: nothing is allocated); None when the config does not build."""
+    if _is_ensemble(config):
+        sizes = [model_size(m["config"]) for m in config.get("members") or []]
+        if not sizes or any(s is None for s in sizes):
+            return None
+        big = max(sizes, key=lambda s: s[1])
+        return sum(s[0] for s in sizes), sum(s[1] for s in sizes), big[2], big[3]
     make = InteractiveKeypointModel if (config.get("arch") or DEFAULTS["arch"]) == "interactive-hrnet-ocr" \
         else InteractiveEncoderDecoder
     try:
@@ -317,6 +342,10 @@ def build_model(config: dict, source: str | None = None) -> nn.Module:
         raise ModelTooLargeError(f"{where}the model config asks for {asked}, more than this machine's memory "
                                  f"({_size_text(have)}): is a width or channel count in the config wrong?")
     try:
+        if arch == "ensemble":
+            from .ensemble import LogitEnsemble
+
+            return LogitEnsemble(resolve_config(config), build_model, output_stride)
         if arch == "interactive-hrnet-ocr":
             return InteractiveKeypointModel(config)
         return InteractiveEncoderDecoder(config)

@@ -192,6 +192,9 @@ class Trainer:
         if cfg["heatmap_loss"] not in ("bce", "ewc", "softmax_nll"):
             raise ValueError(f"heatmap_loss must be 'bce', 'ewc' or 'softmax_nll', not {cfg['heatmap_loss']!r}")
         self.heatmap = "softmax" if cfg["heatmap_loss"] == "softmax_nll" else "sigmoid"
+        if (cfg["model"] or {}).get("arch") == "ensemble":
+            raise ValueError("model arch 'ensemble' is assembled from trained models (napari-landmarks ensemble), "
+                             "not trained: train each member with its own config")
         self.model_config = resolve_config({**cfg["model"], "num_landmarks": self.k, "heatmap": self.heatmap,
                                             "hint_sigma": float(cfg["sigma"])})
         check_input_size(self.model_config, self.size)  # one line, before any data is read
