@@ -13,6 +13,12 @@
 set -euo pipefail
 cmd="${1:-status}"; shift || true
 NICE="${CPU_TRAIN_NICE:-19}"
+# the project's environment when the caller has not activated it (a session's first command often has not)
+if ! command -v napari-landmarks >/dev/null 2>&1 && [ -x .venv/bin/napari-landmarks ]; then PATH="$PWD/.venv/bin:$PATH"; fi
+if [ "$cmd" = start ] && ! command -v napari-landmarks >/dev/null 2>&1; then
+  echo "napari-landmarks is not on PATH and there is no .venv here: run bash scripts/setup.sh (or activate your environment)" >&2
+  exit 2
+fi
 
 root_for() {  # dataset name → raw data folder
   case "$1" in
