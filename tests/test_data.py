@@ -52,6 +52,30 @@ def test_augment_keeps_shapes_and_is_reproducible():
     assert a[0].shape == img.shape and a[0].min() >= 0 and a[0].max() <= 1
 
 
+def test_augment_translation_moves_image_and_landmarks_together():
+    img = np.zeros((64, 32), np.float32)
+    img[20, 15] = 1.0
+    cfg = AugmentConfig(rotate_p=0.0, scale_p=0.0, flip_p=0.0, intensity_p=0.0, translate=0.2, translate_p=1.0)
+    moved = 0
+    for seed in range(5):
+        out, pts = augment(img, np.array([[20.0, 15.0]]), np.random.default_rng(seed), cfg, None)
+        r, c = np.unravel_index(np.argmax(out), out.shape)
+        assert abs(r - pts[0, 0]) <= 1 and abs(c - pts[0, 1]) <= 1
+        assert abs(pts[0, 0] - 20) <= 0.2 * 64 + 1e-9 and abs(pts[0, 1] - 15) <= 0.2 * 32 + 1e-9
+        moved += np.hypot(pts[0, 0] - 20, pts[0, 1] - 15) > 1
+    assert moved >= 4
+
+
+def test_augment_without_translation_keeps_its_random_stream():
+    # translate_p 0 draws nothing: configs written before translation existed augment exactly as they did
+    img = np.random.default_rng(0).random((64, 32)).astype(np.float32)
+    pts = np.array([[10.0, 5.0], [10.0, 25.0]])
+    a = augment(img, pts, np.random.default_rng(7), AugmentConfig(), np.array([1, 0]))
+    b = augment(img, pts, np.random.default_rng(7), AugmentConfig(translate=0.3, translate_p=0.0), np.array([1, 0]))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_click_count_distribution_matches_reference():
     p = initial_click_probabilities(12)
     assert p[0] == pytest.approx(1 / 8) and p[1] == pytest.approx(1 / 2) and p[2] == pytest.approx(1 / 4)

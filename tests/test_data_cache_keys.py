@@ -135,3 +135,24 @@ def test_a_generic_folder_without_a_split_file_gets_a_seeded_split_in_the_run_fo
     assert split["seed"] == splits.GENERATED_SPLIT_SEED and split["generated"] is True
     assert sorted(split["train"] + split["val"]) == sorted(f"img{i}.png" for i in range(N))
     assert len(split["val"]) == max(1, round(splits.GENERATED_VAL_FRACTION * N))
+
+
+def test_val_part_validates_on_that_part_only_and_refuses_a_missing_or_overlapping_one(tmp_path, cache_dir):
+    # issue 18: the epoch is chosen on "calib" so that "eval" stays unseen by the choice
+    root = _folder(tmp_path, "own", 9)
+    cfg = _config(root)
+    split = json.loads((root / "split.json").read_text())
+    split.update(calib=[f"img{N - 2}.png"], eval=[f"img{N - 1}.png"], overlapping=["img0.png"])
+    (root / "split.json").write_text(json.dumps(split))
+    train, calib = _sets({**cfg, "val_part": "calib"})
+    assert list(calib.names) == [f"img{N - 2}.png"] and len(train.names) == N - 2
+    _, ev = _sets({**cfg, "val_part": "eval"})  # a different part is not served from the other's cache entry
+    assert list(ev.names) == [f"img{N - 1}.png"]
+    _, val = _sets(cfg)
+    assert sorted(val.names) == [f"img{N - 2}.png", f"img{N - 1}.png"]
+    with pytest.raises(ValueError, match="no such validation part.*'calib', 'eval'"):
+        _sets({**cfg, "val_part": "tune"})
+    with pytest.raises(ValueError, match="shares 1 images with its train part"):
+        _sets({**cfg, "val_part": "overlapping"})
+    with pytest.raises(ValueError, match="no such validation part"):
+        _sets({**cfg, "val_part": "train"})

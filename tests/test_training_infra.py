@@ -468,3 +468,28 @@ def test_a_bf16_training_step_runs_and_keeps_fp32_losses(tiny_run, tmp_path):
     assert np.isfinite(t.validate(clicks=[0, 1])[1])
     with pytest.raises(ValueError, match="amp"):
         Trainer({**trainer.cfg, "out_dir": str(tmp_path / "x"), "amp": "fp8"})
+
+
+def test_a_pack_validates_on_the_part_the_config_names(generic_training_data, tmp_path, monkeypatch):
+    """Issue 18: ``val_part: calib`` chooses the epoch on that part of the pack's validation images only."""
+    from napari_interactive_landmarks.training.trainer import Trainer, load_config
+
+    monkeypatch.setenv("NAPARI_LANDMARKS_CACHE", str(tmp_path / "cache"))
+    root, _ = generic_training_data
+    pack = tmp_path / "g.pack.npz"
+    assert main(["pack", "--config", str(root / "config.yaml"), "--out", str(pack), "--no-progress"]) == 0
+    split = {**json.loads((root / "split.json").read_text()), "calib": ["img8.png"], "eval": ["img7.png", "img9.png"],
+             "stray": ["img8.png", "img0.png"]}
+    (tmp_path / "halves.json").write_text(json.dumps(split))
+    cfg = {**load_config(root / "config.yaml"), "root": None, "pack": str(pack), "split_file": str(tmp_path / "halves.json")}
+    t = Trainer({**cfg, "val_part": "calib", "out_dir": str(tmp_path / "a")})
+    t.load_data()
+    assert list(t.val_set.names) == ["img8.png"] and len(t.train_set) == 7
+    full = Trainer({**cfg, "out_dir": str(tmp_path / "b")})
+    full.load_data()
+    assert sorted(full.val_set.names) == ["img7.png", "img8.png", "img9.png"]
+    np.testing.assert_array_equal(t.val_set.images[0], full.val_set.images[list(full.val_set.names).index("img8.png")])
+    for part, message in (("tune", "no such validation part"), ("stray", "shares 1 images with its train part")):
+        with pytest.raises(ValueError, match=message):
+            Trainer({**cfg, "val_part": part, "out_dir": str(tmp_path / "c")}).load_data()
+

@@ -19,10 +19,15 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.25
     intensity_p: float = 0.5
+    # shift by up to ± this fraction of the height and of the width (0: none, and no random draw, so a config
+    # without it keeps its augmentation stream): the film's framing varies, the anatomy's place in it is no cue
+    translate: float = 0.0
+    translate_p: float = 0.0
 
 
-def affine_matrix(shape, angle_deg=0.0, scale=1.0, flip=False) -> np.ndarray:
-    """3×3 matrix mapping input (row, col, 1) to output (row, col, 1), about the image centre."""
+def affine_matrix(shape, angle_deg=0.0, scale=1.0, flip=False, shift=(0.0, 0.0)) -> np.ndarray:
+    """3×3 matrix mapping input (row, col, 1) to output (row, col, 1), about the image centre, then moved by
+    ``shift`` (rows, cols)."""
     h, w = shape
     c = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
     a = np.deg2rad(angle_deg)
@@ -32,7 +37,7 @@ def affine_matrix(shape, angle_deg=0.0, scale=1.0, flip=False) -> np.ndarray:
         r = r @ np.array([[1.0, 0.0], [0.0, -1.0]])
     m = np.eye(3)
     m[:2, :2] = r
-    m[:2, 2] = c - r @ c
+    m[:2, 2] = c - r @ c + np.asarray(shift, float)
     return m
 
 
@@ -58,11 +63,14 @@ def augment(image01: np.ndarray, coords: np.ndarray, rng: np.random.Generator, c
     """image01 (H, W) float in [0, 1]; coords (K, 2) network pixels. Returns new (image, coords)."""
     angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if rng.random() < cfg.rotate_p else 0.0
     scale = rng.uniform(*cfg.scale_range) if rng.random() < cfg.scale_p else 1.0
+    shift = (0.0, 0.0)
+    if cfg.translate_p > 0 and rng.random() < cfg.translate_p:
+        shift = tuple(rng.uniform(-cfg.translate, cfg.translate, 2) * np.asarray(image01.shape[:2], float))
     img, pts = image01, coords
     if flip_permutation is not None and rng.random() < cfg.flip_p:
         img, pts = flip_horizontal(img, pts, flip_permutation)
-    if angle != 0.0 or scale != 1.0:
-        img, pts = apply_affine(img, pts, affine_matrix(img.shape, angle, scale))
+    if angle != 0.0 or scale != 1.0 or shift != (0.0, 0.0):
+        img, pts = apply_affine(img, pts, affine_matrix(img.shape, angle, scale, shift=shift))
     if rng.random() < cfg.intensity_p:
         c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
         b = rng.uniform(-cfg.brightness, cfg.brightness)

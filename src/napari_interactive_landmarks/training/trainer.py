@@ -28,7 +28,7 @@ from ..data.augment import AugmentConfig, augment
 from ..data.cache import CachedSet, build_cache, preprocess
 from ..data.clicks import Clicker, sample_initial_clicks
 from ..data.datasets import load_dataset
-from ..data.splits import apply_split, resolve_split
+from ..data.splits import apply_split, load_split, resolve_split
 from ..inference.device import choose_device
 from ..model_card import DEFAULT_NORMALIZATION, ModelCard
 from ..models.interactive import build_model, check_input_size, resolve_config, upsample_logits
@@ -44,6 +44,9 @@ DEFAULT_CONFIG = {
     # committed split (name under data/splits or a path); null: the dataset's shipped split (aasce, isbi2015),
     # else a seeded split of the images written to <out_dir>/split.json (data.splits.resolve_split)
     "split_file": None,
+    # the part of the split file that validation (early stopping, best checkpoint) uses: "val", or a part of it
+    # such as "calib", so that another part ("eval") stays unseen by the choice of epoch
+    "val_part": "val",
     "schema": "aasce-spine68",
     "input_size": [512, 256],
     "sigma": 7.5,
@@ -250,6 +253,16 @@ class Trainer:
             from ..data.pack import load_pack_for
 
             train_set, val_set = load_pack_for(self.cfg["pack"], self.cfg)
+            if str(self.cfg.get("val_part") or "val") != "val":  # a part of the pack's val set
+                if not self.cfg["split_file"]:
+                    raise ValueError(f"val_part '{self.cfg['val_part']}' needs the config's split_file to name it")
+                names = validation_part_names(load_split(self.cfg["split_file"]), self.cfg["split_file"],
+                                              self.cfg["val_part"], train_set.names)
+                absent = sorted(set(names) - set(val_set.names))
+                if absent:
+                    raise ValueError(f"val_part '{self.cfg['val_part']}' of {self.cfg['split_file']}: {len(absent)} of "
+                                     f"its images are not in the pack's validation set, e.g. {absent[:3]}")
+                val_set = val_set.subset(names)
         if train_set is None and self.cfg["dataset"] == "phantom":
             train_set, val_set = phantom_cached_sets(self.cfg, self.size, self.k)
         if train_set is None:
@@ -415,7 +428,8 @@ class Trainer:
                 "model": json.dumps(self.model_config, sort_keys=True), "dataset": str(c["dataset"]),
                 "split_file": None if c["split_file"] is None else str(c["split_file"]),
                 "heatmap_loss": c["heatmap_loss"], "batch_size": int(c["batch_size"]), "lr": float(c["lr"]),
-                "lr_schedule": c["lr_schedule"], "seed": int(c["seed"]), "world_size": self.dist.world_size}
+                "lr_schedule": c["lr_schedule"], "seed": int(c["seed"]), "world_size": self.dist.world_size,
+                **({} if c.get("val_part", "val") == "val" else {"val_part": str(c["val_part"])})}
 
     def state(self, step_in_epoch: int = 0, sums: dict | None = None):
         st = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
@@ -608,6 +622,20 @@ def _resized(logits, size):
     return logits if tuple(logits.shape[-2:]) == tuple(size) else upsample_logits(logits, size)
 
 
+def validation_part_names(split: dict, source, part: str, train_names) -> list:
+    """The images of the split's part ``part`` that validates a run (``val``, or a part of it such as ``calib``);
+    a part the split lacks, or one that shares images with the training images, is refused in one line."""
+    part = str(part)
+    if part == "train" or not isinstance(split.get(part), list):
+        parts = sorted(k for k, v in split.items() if isinstance(v, list) and k != "train")
+        raise ValueError(f"val_part '{part}': the split {source} has no such validation part (it has {parts})")
+    shared = set(split[part]) & set(train_names)
+    if shared:
+        raise ValueError(f"val_part '{part}' of {source} shares {len(shared)} images with its train part "
+                         f"(e.g. {sorted(shared)[0]}): it cannot validate")
+    return list(split[part])
+
+
 def raw_dataset_sets(cfg: dict, size, schema, progress=True, split_dest=None) -> tuple[CachedSet, CachedSet]:
     """The train and validation sets of a config from the raw dataset folder, through the preprocessing cache.
 
@@ -626,6 +654,9 @@ def raw_dataset_sets(cfg: dict, size, schema, progress=True, split_dest=None) ->
                                   write=current().is_main)
     if not cfg["split_file"] and source and split.get("generated"):
         cfg["split_file"] = source
-    tr, va = apply_split(samples, split, "train"), apply_split(samples, split, "val")
+    part = str(cfg.get("val_part") or "val")
+    tr = apply_split(samples, split, "train")
+    validation_part_names(split, source, part, [s.name for s in tr])
+    va = apply_split(samples, split, part)
     key = f"{cfg['dataset']}_{cfg['data_split']}"
-    return build_cache(tr, size, key + "_train", progress=progress), build_cache(va, size, key + "_val", progress=progress)
+    return build_cache(tr, size, key + "_train", progress=progress), build_cache(va, size, f"{key}_{part}", progress=progress)
