@@ -485,6 +485,7 @@ def test_a_pack_validates_on_the_part_the_config_names(generic_training_data, tm
     t = Trainer({**cfg, "val_part": "calib", "out_dir": str(tmp_path / "a")})
     t.load_data()
     assert list(t.val_set.names) == ["img8.png"] and len(t.train_set) == 7
+    assert t.model_card({}).training["val_part"] == "calib"  # the weights say which films chose their epoch
     full = Trainer({**cfg, "out_dir": str(tmp_path / "b")})
     full.load_data()
     assert sorted(full.val_set.names) == ["img7.png", "img8.png", "img9.png"]

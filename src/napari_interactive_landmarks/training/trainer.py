@@ -490,6 +490,7 @@ class Trainer:
             temperatures=None,
             training={"dataset": self.cfg["dataset"], "data_split": self.cfg["data_split"],
                       "split_file": None if self.cfg["split_file"] is None else str(self.cfg["split_file"]),
+                      "val_part": str(self.cfg.get("val_part") or "val"),  # the films that chose best_epoch
                       "epochs_run": self.epoch,
                       "best_epoch": self.best_epoch, "seed": self.cfg["seed"], "device": str(self.device),
                       "world_size": self.dist.world_size, "amp": "bf16" if self.amp else "none",
