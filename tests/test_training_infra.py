@@ -475,18 +475,21 @@ def test_a_pack_validates_on_the_part_the_config_names(generic_training_data, tm
     from napari_interactive_landmarks.training.trainer import Trainer, load_config
 
     monkeypatch.setenv("NAPARI_LANDMARKS_CACHE", str(tmp_path / "cache"))
-    root, _ = generic_training_data
-    pack = tmp_path / "g.pack.npz"
-    assert main(["pack", "--config", str(root / "config.yaml"), "--out", str(pack), "--no-progress"]) == 0
+    root, raw_cfg = generic_training_data
     split = {**json.loads((root / "split.json").read_text()), "calib": ["img8.png"], "eval": ["img7.png", "img9.png"],
              "stray": ["img8.png", "img0.png"]}
     (tmp_path / "halves.json").write_text(json.dumps(split))
-    cfg = {**load_config(root / "config.yaml"), "root": None, "pack": str(pack), "split_file": str(tmp_path / "halves.json")}
+    # the pack of a config that validates on calib still holds all of val (as cpu_train.sh builds it)
+    (tmp_path / "calib.yaml").write_text(yaml.safe_dump({**raw_cfg, "split_file": str(tmp_path / "halves.json"),
+                                                          "val_part": "calib"}))
+    pack = tmp_path / "g.pack.npz"
+    assert main(["pack", "--config", str(tmp_path / "calib.yaml"), "--out", str(pack), "--no-progress"]) == 0
+    cfg = {**load_config(tmp_path / "calib.yaml"), "root": None, "pack": str(pack)}
     t = Trainer({**cfg, "val_part": "calib", "out_dir": str(tmp_path / "a")})
     t.load_data()
     assert list(t.val_set.names) == ["img8.png"] and len(t.train_set) == 7
     assert t.model_card({}).training["val_part"] == "calib"  # the weights say which films chose their epoch
-    full = Trainer({**cfg, "out_dir": str(tmp_path / "b")})
+    full = Trainer({**cfg, "val_part": "val", "out_dir": str(tmp_path / "b")})
     full.load_data()
     assert sorted(full.val_set.names) == ["img7.png", "img8.png", "img9.png"]
     np.testing.assert_array_equal(t.val_set.images[0], full.val_set.images[list(full.val_set.names).index("img8.png")])

@@ -59,6 +59,7 @@ def _cmd_pack(args):
     cfg = load_config(args.config)
     if args.root:
         cfg["root"] = args.root
+    cfg["val_part"] = "val"  # a pack holds the whole validation part; a run's val_part picks from it when it trains
     schema = load_schema(cfg["schema"])
     size = tuple(cfg["input_size"])
     out = Path(args.out or f"{cfg['name']}.pack.npz")

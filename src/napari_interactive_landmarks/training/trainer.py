@@ -253,7 +253,7 @@ class Trainer:
             from ..data.pack import load_pack_for
 
             train_set, val_set = load_pack_for(self.cfg["pack"], self.cfg)
-            if str(self.cfg.get("val_part") or "val") != "val":  # a part of the pack's val set
+            if self.cfg["val_part"] != "val":  # a part of the pack's val set
                 if not self.cfg["split_file"]:
                     raise ValueError(f"val_part '{self.cfg['val_part']}' needs the config's split_file to name it")
                 names = validation_part_names(load_split(self.cfg["split_file"]), self.cfg["split_file"],
@@ -429,7 +429,7 @@ class Trainer:
                 "split_file": None if c["split_file"] is None else str(c["split_file"]),
                 "heatmap_loss": c["heatmap_loss"], "batch_size": int(c["batch_size"]), "lr": float(c["lr"]),
                 "lr_schedule": c["lr_schedule"], "seed": int(c["seed"]), "world_size": self.dist.world_size,
-                **({} if c.get("val_part", "val") == "val" else {"val_part": str(c["val_part"])})}
+                **({} if c["val_part"] == "val" else {"val_part": str(c["val_part"])})}
 
     def state(self, step_in_epoch: int = 0, sums: dict | None = None):
         st = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
@@ -490,7 +490,7 @@ class Trainer:
             temperatures=None,
             training={"dataset": self.cfg["dataset"], "data_split": self.cfg["data_split"],
                       "split_file": None if self.cfg["split_file"] is None else str(self.cfg["split_file"]),
-                      "val_part": str(self.cfg.get("val_part") or "val"),  # the films that chose best_epoch
+                      "val_part": str(self.cfg["val_part"]),  # the films that chose best_epoch
                       "epochs_run": self.epoch,
                       "best_epoch": self.best_epoch, "seed": self.cfg["seed"], "device": str(self.device),
                       "world_size": self.dist.world_size, "amp": "bf16" if self.amp else "none",
@@ -655,9 +655,8 @@ def raw_dataset_sets(cfg: dict, size, schema, progress=True, split_dest=None) ->
                                   write=current().is_main)
     if not cfg["split_file"] and source and split.get("generated"):
         cfg["split_file"] = source
-    part = str(cfg.get("val_part") or "val")
+    part = str(cfg["val_part"])
     tr = apply_split(samples, split, "train")
-    validation_part_names(split, source, part, [s.name for s in tr])
-    va = apply_split(samples, split, part)
+    va = apply_split(samples, {part: validation_part_names(split, source, part, [s.name for s in tr])}, part)
     key = f"{cfg['dataset']}_{cfg['data_split']}"
     return build_cache(tr, size, key + "_train", progress=progress), build_cache(va, size, f"{key}_{part}", progress=progress)
