@@ -51,6 +51,49 @@ def _cmd_train(args):
     return 0
 
 
+def _cmd_train_refiner(args):
+    """Train the local second stage (:mod:`models.refiner`) from a YAML config."""
+    import logging
+
+    import yaml
+
+    from .training.refiner import train_refiner
+
+    cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise CLIError(f"{args.config}: a refiner config is a mapping of settings")
+    for key in ("epochs", "seed", "first_stage"):
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
+    out = Path(args.out_dir or Path("runs") / cfg.get("name", "refiner"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    try:
+        best = train_refiner(cfg, args.root, out)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps(best))
+    return 0
+
+
+def _cmd_attach_refiner(args):
+    """A copy of a weights file with a trained refiner as its second stage."""
+    from .training.refiner import attach_refiner
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and out.resolve() != Path(args.base).resolve():
+        raise CLIError(f"{out} exists: choose another --out or add --overwrite")
+    if out.resolve() == Path(args.base).resolve() and not args.overwrite:
+        raise CLIError(f"--out {out} is the base file: add --overwrite to write the refiner into it")
+    try:
+        section = attach_refiner(args.base, args.refiner, out, enabled=not args.off, passes=args.passes)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    cfg = section["config"]
+    print(f"wrote {out}: refiner {cfg['size']} × {cfg['size']} crops every {cfg['step']:g} px, {section['passes']} "
+          f"pass{'es' if section['passes'] > 1 else ''}, {'on' if section['enabled'] else 'off'}")
+    return 0
+
+
 def _cmd_pack(args):
     from .data.pack import write_pack
     from .schemas import load_schema
@@ -84,6 +127,8 @@ def _load_predictor(args, name: str | None = None):
         pred = Predictor.from_name(name or args.model, device=args.device)
     if getattr(args, "no_shape_prior", False):
         pred.use_shape_prior = False
+    if getattr(args, "no_refiner", False):
+        pred.use_refiner = False
     return pred
 
 
@@ -658,6 +703,8 @@ def _add_model_args(p, model_help="model name from weights_manifest.yaml (defaul
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-shape-prior", dest="no_shape_prior", action="store_true",
                    help="the network alone: do not decode under the model's shape prior (for comparison)")
+    p.add_argument("--no-refiner", dest="no_refiner", action="store_true",
+                   help="the first stage alone: do not re-find the landmarks with the model's local refiner")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -702,6 +749,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-weights", dest="init_weights", help="start from these weights (same architecture)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    tr = sub.add_parser("train-refiner", help="train the local second stage that re-finds each landmark in a crop",
+                        description="Train a refiner (a compact U-Net on high-resolution crops around each landmark) "
+                                    "from a YAML config; validates on the first stage's points of the held-out films "
+                                    "and writes metrics.csv, last.safetensors and best.safetensors.")
+    tr.add_argument("--config", required=True, help="refiner config YAML (see configs/cpu/*refiner*.yaml)")
+    tr.add_argument("--root", required=True, help="dataset root")
+    tr.add_argument("--out-dir", dest="out_dir", help="output folder (default runs/<name>)")
+    tr.add_argument("--first-stage", dest="first_stage", help="the first stage's weights file (overrides the config)")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.set_defaults(func=_cmd_train_refiner)
+
+    ar = sub.add_parser("attach-refiner", help="give a weights file a trained refiner as its second stage",
+                        description="Write a copy of BASE (a model's weights file) whose predictions are re-found by "
+                                    "the refiner of REFINER (a train-refiner run's best.safetensors).")
+    ar.add_argument("base", help="the model's weights file")
+    ar.add_argument("refiner", help="the refiner's file (train-refiner's best.safetensors)")
+    ar.add_argument("--out", required=True, help="the weights file to write")
+    ar.add_argument("--passes", type=int, default=1, help="refine this many times in a row (default 1)")
+    ar.add_argument("--off", action="store_true", help="store the refiner switched off")
+    ar.add_argument("--overwrite", action="store_true")
+    ar.set_defaults(func=_cmd_attach_refiner)
 
     pk = sub.add_parser("pack", help="write a config's preprocessed train/val sets as one compressed file",
                         description="Preprocess the training and validation images of a training config (intensity "

@@ -69,6 +69,9 @@ class ModelCard:
     # the measurements' doubt scales (measurements/doubt.py): {kind, level, scales: {name: s}, pooled, num_samples,
     # fitted_on}, fitted by `calibrate`; without them a measurement's ± is the unscaled mean error
     doubt_scales: dict | None = None
+    # the local second stage (models/refiner.py): {config, enabled, passes, training}; its tensors are the weights
+    # file's ``refiner.*``
+    refiner: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -163,7 +166,7 @@ class ModelCard:
         """The manifest form (without file / sha256 / url, which belong to the stored file)."""
         d = self.to_dict()
         d.pop("name")
-        for key in ("calibration", "shape_prior", "regions", "doubt_scales"):
+        for key in ("calibration", "shape_prior", "regions", "doubt_scales", "refiner"):
             if d.get(key) is None:
                 d.pop(key)
         return d

@@ -26,8 +26,10 @@ import torch
 from ..codecs.codec import LandmarkCodec
 from ..codecs.heatmaps import decode_strided_logits
 from ..codecs.uncertainty import expected_radial_error, softmax_maps, spread_covariance, tempered_logits
+from ..codecs.geometry import resize_image
 from ..data.cache import preprocess
-from ..io.images import ImageError, as_greyscale_2d
+from ..io.images import ImageError, as_greyscale_2d, normalise_intensity
+from ..models.refiner import REFINER_PREFIX, LocalRefiner, fine_image, refine_points
 from ..models.interactive import build_model, check_input_size, resolve_config
 from ..schemas import LandmarkSchema, load_schema
 from ..shape_model import TENSOR_PREFIX, ShapeModel, ShapeModelError, normalise
@@ -52,6 +54,8 @@ class PreparedImage:
     original_shape: tuple[int, int]
     tensor: torch.Tensor  # (1, 1, h, w) in [-1, 1], on the model's device
     key: str  # content hash (for caches keyed by image content)
+    # (1, 1, H / step, W / step) the normalised film for the refiner's crops, when the model has a refiner
+    fine: torch.Tensor | None = None
 
 
 @dataclass
@@ -70,6 +74,8 @@ class Prediction:
     # True when the points were decoded under the shape prior (``prob`` and ``ere`` stay the network's calibrated
     # maps, and the expected error about the points shown)
     shape_prior: bool = False
+    # True when the local second stage re-found the unclicked landmarks (models/refiner.py)
+    refined: bool = False
     # (K, 2, 2) the map's spread about each point, original pixels² (NaN for clicked landmarks): the regions' shape
     spread: np.ndarray | None = field(default=None, repr=False)
     # (K,) the conformal radius of each landmark's region (NaN for clicked ones), when the model has regions
@@ -142,6 +148,10 @@ class Predictor:
         self.shape_model: ShapeModel | None = None
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
         self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
+        self.refiner = None  # the local second stage (models/refiner.LocalRefiner), when the card has one enabled
+        self.refiner_passes = 1
+        self.use_refiner = True  # the user's switch (--no-refiner)
+        self.refiner_problem: str | None = None  # why a stored refiner is not used
         self.heatmap = getattr(model, "heatmap", "sigmoid")
         # every coordinate conversion; the logits' stride is the model's (4: HRNet, 1: FARNet / CHH U-Net)
         self.codec = LandmarkCodec(self.input_size, self.sigma, self.heatmap, stride=getattr(model, "output_stride", 4))
@@ -172,6 +182,8 @@ class Predictor:
         check_input_size(cfg, card.input_size)
         state, _ = load_weights(weights_path)
         shape_tensors = {k: state.pop(k).numpy() for k in [k for k in state if k.startswith(TENSOR_PREFIX)]}
+        refiner_tensors = {k[len(REFINER_PREFIX):]: state.pop(k) for k in [k for k in state
+                                                                          if k.startswith(REFINER_PREFIX)]}
         model = build_model(cfg, source=Path(weights_path).name)  # a config asking for TBs: one line, nothing allocated
         _load_state(model, state, weights_path, schema)
         pred = cls(model, schema, card.input_size, card.sigma, name, device, card.to_dict(),
@@ -185,6 +197,8 @@ class Predictor:
             except RegionError as exc:
                 pred.regions_problem = f"{exc}; no regions are drawn"
                 log.warning(pred.regions_problem)
+        if card.refiner is not None or refiner_tensors:
+            pred._set_refiner_from_card(card.refiner, refiner_tensors, Path(weights_path).name)
         try:
             pred.set_shape_model(ShapeModel.from_stored(shape_tensors, card.shape_prior, schema.num_landmarks,
                                                         schema.name))
@@ -192,6 +206,36 @@ class Predictor:
             pred.shape_prior_problem = f"{Path(weights_path).name}: {exc}; the network alone places the points"
             log.warning(pred.shape_prior_problem)
         return pred
+
+    def _set_refiner_from_card(self, section, tensors: dict, source: str) -> None:
+        """The card's refiner (enabled or not) from its section and tensors; a broken one is said once and the first
+        stage alone places the points."""
+        try:
+            if not isinstance(section, dict) or not isinstance(section.get("config"), dict):
+                raise ValueError("the card's 'refiner' section needs a 'config' mapping" if tensors
+                                 else "the card names a refiner but the file holds none of its tensors")
+            refiner = LocalRefiner.from_config(section["config"])
+            if refiner.num_landmarks != self.num_landmarks:
+                raise ValueError(f"the refiner predicts {refiner.num_landmarks} landmarks, the model "
+                                 f"{self.num_landmarks}")
+            own = {k for k in refiner.state_dict() if not k.endswith("num_batches_tracked")}
+            if own - set(tensors) or set(tensors) - own:
+                raise ValueError("its tensors do not match its config")
+            refiner.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+            passes = int(section.get("passes", 1))
+            if passes < 1:
+                raise ValueError(f"passes must be 1 or more, got {passes}")
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            self.refiner_problem = f"{source}: refiner unusable ({exc}); the first stage alone places the points"
+            log.warning(self.refiner_problem)
+            return
+        if section.get("enabled", True):
+            self.refiner = refiner.to(self.device).eval()
+            self.refiner_passes = passes
+
+    @property
+    def refiner_active(self) -> bool:
+        return self.use_refiner and self.refiner is not None
 
     def set_shape_model(self, shape_model: ShapeModel | None) -> None:
         """Use ``shape_model`` (or none) for decoding under the anatomy's prior."""
@@ -259,10 +303,19 @@ class Predictor:
 
     def prepare(self, image) -> PreparedImage:
         if isinstance(image, PreparedImage):
+            if self.refiner is not None and image.fine is None:
+                raise PredictionError("this image was prepared by a model without a refiner: prepare it with this "
+                                      "model (Predictor.prepare) before predicting")
             return image
+        fine = None
         try:
             grey = as_greyscale_2d(image)
-            net = preprocess(grey, self.input_size)
+            if self.refiner is None:
+                net = preprocess(grey, self.input_size)
+            else:  # the same preprocessing, its normalised film kept for the refiner's crops
+                unit = normalise_intensity(grey)
+                net = resize_image(unit, self.input_size)
+                fine = fine_image(unit, self.refiner.step).to(self.device)
         except ImageError as exc:
             raise UnusableImageError(str(exc)) from None
         except Exception as exc:  # e.g. an object that is no array at all
@@ -271,7 +324,7 @@ class Predictor:
             raise UnusableImageError("image: its intensities cannot be normalised (non-finite values after scaling)")
         key = hashlib.sha1(np.ascontiguousarray(grey).tobytes()).hexdigest()[:16]
         t = torch.from_numpy(net * 2.0 - 1.0)[None, None].to(self.device).contiguous(memory_format=torch.channels_last)
-        return PreparedImage(grey.shape, t, key)
+        return PreparedImage(grey.shape, t, key, fine)
 
     def _check_clicks(self, clicks, shape) -> dict[int, tuple[float, float]]:
         out = {}
@@ -352,6 +405,12 @@ class Predictor:
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
         coords = self.codec.to_original(net_np, shape)
+        refined = self.refiner_active and prepared.fine is not None
+        if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
+            free = [i for i in range(self.num_landmarks) if i not in clicks]
+            for _ in range(self.refiner_passes):
+                coords = refine_points(self.refiner, prepared.fine, shape, coords, free)
+            net_np = self.codec.to_network(coords, shape)
         if posterior is not None and clicks and previous is not None:
             net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]))
         clicked = np.zeros(self.num_landmarks, bool)
@@ -383,7 +442,7 @@ class Predictor:
             peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, None if prob is None else prob.cpu().numpy(),
-                          shape_prior=posterior is not None, spread=spread, region_radius=radius,
+                          shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,
                           region_level=None if self.regions is None else self.regions.level)
 
     def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape):

@@ -1,0 +1,248 @@
+"""Training of the local refiner (:mod:`models.refiner`): crops around the true landmarks, shifted as a first stage errs.
+
+Each step takes ``batch_images`` training films and one crop per landmark of each, centred on the true point plus
+a random shift (a mixture of two isotropic Gaussians, ``jitter`` px with probability ``1 - wide_p`` and
+``wide_jitter`` px otherwise: the first stage's errors are mostly small with a heavy tail), rotated by up to
+``rotate_deg`` and scaled by up to ``scale``, with a random gamma and contrast. The loss is the softmax NLL of
+every landmark whose true point lies in the crop (most crops hold several), as the first stage's.
+
+Validation: the first stage (``first_stage``: a weights file) places the points of the held-out films at 0 clicks
+once; the refiner re-finds them; the epoch with the lowest refined MRE is kept (``best.safetensors``, a
+self-describing file: :func:`save_refiner`). Every epoch writes ``last.safetensors`` and a line of ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.datasets import load_dataset
+from ..data.splits import apply_split, load_split
+from ..io.images import as_greyscale_2d, normalise_intensity
+from ..losses import heatmap_softmax_nll
+from ..models.refiner import LocalRefiner, fine_image, refine_points, sample_crops, to_crop
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "name": "refiner",
+    "dataset": "isbi2015",
+    "data_split": "TrainingData",
+    "split_file": "isbi_seed0",
+    "first_stage": None,
+    "refiner": {"widths": [24, 48, 96, 160], "size": 64, "step": 3.5, "window": 9},
+    "epochs": 40,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "batch_images": 2,
+    "crops_per_landmark": 1,
+    "jitter": 12.0,
+    "wide_jitter": 35.0,
+    "wide_p": 0.3,
+    "rotate_deg": 10.0,
+    "scale": 0.1,
+    "nll_sigma": 1.0,
+    "amp": "bf16",
+    "seed": 0,
+    "num_threads": 2,
+}
+
+
+def save_refiner(refiner: LocalRefiner, path, metadata: dict) -> None:
+    """fp16 safetensors of the refiner, its config and ``metadata`` in the header (BatchNorm counters dropped)."""
+    from ..weights import save_weights
+
+    state = {k: v for k, v in refiner.state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_weights(state, path, metadata={"refiner": refiner.config(), **metadata})
+
+
+def load_refiner(path) -> tuple[LocalRefiner, dict]:
+    """A refiner written by :func:`save_refiner` (no pickle), in eval mode, float32; with its header's metadata."""
+    from ..weights import load_weights
+
+    state, meta = load_weights(path)
+    if "refiner" not in meta:
+        raise ValueError(f"{path} holds no refiner (its header has no 'refiner' config)")
+    decoded = {}
+    for k, v in meta.items():
+        try:
+            decoded[k] = json.loads(v)
+        except (TypeError, ValueError):
+            decoded[k] = v
+    refiner = LocalRefiner.from_config(decoded.pop("refiner"))
+    own = {k for k in refiner.state_dict() if not k.endswith("num_batches_tracked")}
+    if own != set(state):
+        raise ValueError(f"{path}: the refiner's tensors do not match its config")
+    refiner.load_state_dict(state, strict=False)
+    return refiner.eval(), decoded
+
+
+def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int = 1) -> dict:
+    """Write ``out``: the model of ``base`` with the refiner of ``refiner_file`` (a refiner run's best.safetensors) as
+    its second stage (tensors ``refiner.*``, the card's ``refiner`` section). A refiner already in ``base`` is
+    replaced. Returns the card's refiner section."""
+    from ..model_card import ModelCard
+    from ..models.refiner import REFINER_PREFIX
+    from ..weights import load_weights, save_weights
+
+    refiner, info = load_refiner(refiner_file)
+    state, meta = load_weights(base)
+    card = ModelCard.from_metadata(meta, source=Path(base).name)
+    if card.num_landmarks != refiner.num_landmarks:
+        raise ValueError(f"{Path(refiner_file).name} refines {refiner.num_landmarks} landmarks, {Path(base).name} "
+                         f"predicts {card.num_landmarks}")
+    if int(passes) < 1:
+        raise ValueError(f"passes must be 1 or more, got {passes}")
+    state = {k: v for k, v in state.items() if not k.startswith(REFINER_PREFIX)}
+    state.update({REFINER_PREFIX + k: v for k, v in refiner.state_dict().items()
+                  if not k.endswith("num_batches_tracked")})
+    card.refiner = {"config": refiner.config(), "enabled": bool(enabled), "passes": int(passes),
+                    "training": {"file": Path(refiner_file).name, **info}}
+    save_weights(state, out, metadata=card.to_metadata())
+    return card.refiner
+
+
+class _Films:
+    """The films of one part, normalised and resized for the crops, with their true points (original pixels)."""
+
+    def __init__(self, samples, step: float):
+        self.names, self.fine, self.shapes, self.coords, self.spacing = [], [], [], [], []
+        for s in samples:
+            grey = normalise_intensity(as_greyscale_2d(s.load_image()))
+            self.names.append(s.name)
+            self.fine.append(fine_image(grey, step))
+            self.shapes.append(tuple(grey.shape))
+            self.coords.append(np.asarray(s.coords, np.float64))
+            self.spacing.append(s.spacing)
+
+    def __len__(self):
+        return len(self.names)
+
+
+def _first_stage_points(first_stage, samples, threads: int) -> np.ndarray:
+    from ..inference import Predictor
+
+    pred = Predictor.from_file(first_stage)
+    pred.compute_ere = False
+    torch.set_num_threads(threads)
+    return np.stack([pred.predict(s.load_image(), shape_prior=False).coords for s in samples])
+
+
+def _gamma_contrast(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    n = crops.shape[0]
+    gamma = torch.as_tensor(np.exp(rng.uniform(-0.35, 0.35, n)), dtype=crops.dtype)[:, None, None, None]
+    gain = torch.as_tensor(rng.uniform(0.8, 1.2, n), dtype=crops.dtype)[:, None, None, None]
+    bias = torch.as_tensor(rng.uniform(-0.1, 0.1, n), dtype=crops.dtype)[:, None, None, None]
+    x01 = ((crops + 1) / 2).clamp(0, 1) ** gamma
+    return (x01 * 2 - 1) * gain + bias
+
+
+def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, first_points=None) -> dict:
+    """Train a refiner with ``cfg`` (over :data:`DEFAULTS`) on ``root``; writes the run folder ``out_dir``; returns
+    the best epoch's metrics. ``samples`` = (training, validation) lists of ``LandmarkSample`` instead of the config's
+    dataset and split; ``first_points`` (V, K, 2) the validation films' first-stage points instead of running
+    ``first_stage``."""
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"refiner training config: unknown keys {sorted(unknown)}")
+    cfg = {**DEFAULTS, **cfg, "refiner": {**DEFAULTS["refiner"], **(cfg.get("refiner") or {})}}
+    if not cfg["first_stage"] and first_points is None:
+        raise ValueError("refiner training needs 'first_stage': the weights file whose points it validates on")
+    torch.set_num_threads(int(cfg["num_threads"]))
+    torch.manual_seed(int(cfg["seed"]))
+    rng = np.random.default_rng(int(cfg["seed"]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    if samples is None:
+        films = load_dataset(cfg["dataset"], root, cfg["data_split"])
+        split = load_split(cfg["split_file"])
+        train_s, val_s = apply_split(films, split, "train"), apply_split(films, split, "val")
+    else:
+        train_s, val_s = samples
+    k = train_s[0].coords.shape[0]
+    refiner = LocalRefiner.from_config({**cfg["refiner"], "num_landmarks": k})
+    size, step = refiner.size, refiner.step
+    t0 = time.perf_counter()
+    train, val = _Films(train_s, step), _Films(val_s, step)
+    first = (np.asarray(first_points, np.float64) if first_points is not None
+             else _first_stage_points(cfg["first_stage"], val_s, int(cfg["num_threads"])))
+    val_true = np.stack(val.coords)
+    spacing = val.spacing[0] or 1.0
+    first_mre = float(np.nanmean(np.linalg.norm(first - val_true, axis=-1))) * spacing
+    log.info("films loaded and first stage run in %.0f s; first stage MRE on val %.3f", time.perf_counter() - t0,
+             first_mre)
+    opt = torch.optim.AdamW(refiner.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    steps_per_epoch = math.ceil(len(train) / int(cfg["batch_images"]))
+    total = steps_per_epoch * int(cfg["epochs"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    amp = cfg["amp"] == "bf16"
+    best = None
+    metrics_path = out / "metrics.csv"
+    with open(metrics_path, "w", newline="") as fh:
+        csv.writer(fh).writerow(["epoch", "train_loss", "val_first_stage", "val_refined", "val_refined_twice",
+                                 "epoch_s"])
+    for epoch in range(1, int(cfg["epochs"]) + 1):
+        refiner.train()
+        t_epoch = time.perf_counter()
+        order = rng.permutation(len(train))
+        losses = []
+        for b in range(steps_per_epoch):
+            films = order[b * int(cfg["batch_images"]):(b + 1) * int(cfg["batch_images"])]
+            crops, targets = [], []
+            for i in films:
+                true = torch.as_tensor(train.coords[i], dtype=torch.float32)
+                m = int(cfg["crops_per_landmark"]) * k
+                lm = np.tile(np.arange(k), int(cfg["crops_per_landmark"]))
+                wide = rng.random(m) < float(cfg["wide_p"])
+                sd = np.where(wide, float(cfg["wide_jitter"]), float(cfg["jitter"]))
+                centres = true[lm] + torch.as_tensor(rng.normal(size=(m, 2)) * sd[:, None], dtype=torch.float32)
+                ok = torch.isfinite(centres).all(-1)
+                centres, = (centres[ok],)
+                stp = step * np.exp(rng.uniform(-1, 1, int(ok.sum())) * math.log1p(float(cfg["scale"])))
+                ang = np.deg2rad(rng.uniform(-1, 1, int(ok.sum())) * float(cfg["rotate_deg"]))
+                crops.append(sample_crops(train.fine[i], train.shapes[i], centres, size, stp, ang))
+                targets.append(to_crop(true[None].expand(len(centres), k, 2), centres, size, stp, ang))
+            x = _gamma_contrast(torch.cat(crops), rng)
+            y = torch.cat(targets)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                logits = refiner(x)
+            loss = heatmap_softmax_nll(logits.float(), y, float(cfg["nll_sigma"]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if log_every and (b + 1) % log_every == 0:
+                log.info("epoch %d step %d/%d loss %.4f", epoch, b + 1, steps_per_epoch, np.mean(losses[-log_every:]))
+        refiner.eval()
+        once, twice = [], []
+        for i in range(len(val)):
+            p1 = refine_points(refiner, val.fine[i], val.shapes[i], first[i], range(k))
+            p2 = refine_points(refiner, val.fine[i], val.shapes[i], p1, range(k))
+            once.append(p1)
+            twice.append(p2)
+        mre1 = float(np.nanmean(np.linalg.norm(np.stack(once) - val_true, axis=-1))) * spacing
+        mre2 = float(np.nanmean(np.linalg.norm(np.stack(twice) - val_true, axis=-1))) * spacing
+        dt = time.perf_counter() - t_epoch
+        with open(metrics_path, "a", newline="") as fh:
+            csv.writer(fh).writerow([epoch, f"{np.mean(losses):.5f}", f"{first_mre:.4f}", f"{mre1:.4f}",
+                                     f"{mre2:.4f}", f"{dt:.1f}"])
+        log.info("epoch %d: loss %.4f, val MRE first stage %.4f, refined %.4f, twice %.4f (%.0f s)", epoch,
+                 np.mean(losses), first_mre, mre1, mre2, dt)
+        meta = {"name": cfg["name"], "epoch": epoch, "val_first_stage": first_mre, "val_refined": mre1,
+                "val_refined_twice": mre2, "first_stage": str(cfg["first_stage"]), "dataset": cfg["dataset"],
+                "split_file": cfg["split_file"], "seed": int(cfg["seed"])}
+        save_refiner(refiner, out / "last.safetensors", meta)
+        if best is None or mre1 < best["val_refined"]:
+            best = meta
+            save_refiner(refiner, out / "best.safetensors", meta)
+    (out / "best.json").write_text(json.dumps(best, indent=1))
+    return best
