@@ -36,7 +36,10 @@ DEFAULTS = {
     "dataset": "isbi2015",
     "data_split": "TrainingData",
     "split_file": "isbi_seed0",
+    "val_part": "val",  # the split file's part that chooses the epoch (e.g. "calib", keeping "eval" unseen)
     "first_stage": None,
+    "val_jitter": None,  # without a first stage: validate on the true points shifted by this Gaussian (px, seed 0)
+    "skip_films": [],  # training films left out (e.g. ones whose labels are known to be defective)
     "refiner": {"widths": [24, 48, 96, 160], "size": 64, "step": 3.5, "window": 9},
     "epochs": 40,
     "lr": 1e-3,
@@ -153,8 +156,9 @@ def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, f
     if unknown:
         raise ValueError(f"refiner training config: unknown keys {sorted(unknown)}")
     cfg = {**DEFAULTS, **cfg, "refiner": {**DEFAULTS["refiner"], **(cfg.get("refiner") or {})}}
-    if not cfg["first_stage"] and first_points is None:
-        raise ValueError("refiner training needs 'first_stage': the weights file whose points it validates on")
+    if not cfg["first_stage"] and first_points is None and not cfg["val_jitter"]:
+        raise ValueError("refiner training needs 'first_stage' (the weights file whose points it validates on) or "
+                         "'val_jitter' (validation on shifted true points)")
     torch.set_num_threads(int(cfg["num_threads"]))
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
@@ -164,17 +168,23 @@ def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, f
     if samples is None:
         films = load_dataset(cfg["dataset"], root, cfg["data_split"])
         split = load_split(cfg["split_file"])
-        train_s, val_s = apply_split(films, split, "train"), apply_split(films, split, "val")
+        train_s, val_s = apply_split(films, split, "train"), apply_split(films, split, cfg["val_part"])
     else:
         train_s, val_s = samples
+    skip = set(cfg["skip_films"])
+    train_s = [s for s in train_s if s.name not in skip]
     k = train_s[0].coords.shape[0]
     refiner = LocalRefiner.from_config({**cfg["refiner"], "num_landmarks": k})
     size, step = refiner.size, refiner.step
     t0 = time.perf_counter()
     train, val = _Films(train_s, step), _Films(val_s, step)
-    first = (np.asarray(first_points, np.float64) if first_points is not None
-             else _first_stage_points(cfg["first_stage"], val_s, int(cfg["num_threads"])))
     val_true = np.stack(val.coords)
+    if first_points is not None:
+        first = np.asarray(first_points, np.float64)
+    elif cfg["first_stage"]:
+        first = _first_stage_points(cfg["first_stage"], val_s, int(cfg["num_threads"]))
+    else:
+        first = val_true + np.random.default_rng(0).normal(size=val_true.shape) * float(cfg["val_jitter"])
     spacing = val.spacing[0] or 1.0
     first_mre = float(np.nanmean(np.linalg.norm(first - val_true, axis=-1))) * spacing
     log.info("films loaded and first stage run in %.0f s; first stage MRE on val %.3f", time.perf_counter() - t0,
