@@ -169,3 +169,19 @@ def test_the_cli_attaches_a_refiner_and_evaluate_can_switch_it_off(tmp_path, tin
     assert main(["attach-refiner", str(resolve_weights(PHANTOM)), str(tiny_refiner[0] / "best.safetensors"),
                  "--out", str(out)]) != 0  # exists: nothing overwritten without --overwrite
     assert json.loads(load_weights(out)[1]["refiner"])["passes"] == 2
+
+
+def test_a_blended_refiner_puts_each_point_between_the_first_stage_and_the_refined_place(tmp_path, tiny_refiner):
+    film = _phantoms(1, "test")[0]
+    image = film.load_image()
+    full = Predictor.from_file(_base_with_refiner(tmp_path, tiny_refiner))
+    half_path = tmp_path / "half.safetensors"
+    attach_refiner(resolve_weights(PHANTOM), tiny_refiner[0] / "best.safetensors", half_path, blend=0.25)
+    half = Predictor.from_file(half_path)
+    assert half.refiner_blend == 0.25
+    first = Predictor.from_file(resolve_weights(PHANTOM)).predict(image).coords
+    refined = full.predict(image).coords
+    np.testing.assert_allclose(half.predict(image).coords, 0.25 * refined + 0.75 * first, atol=1e-4)
+    with pytest.raises(ValueError, match="blend must be in"):
+        attach_refiner(resolve_weights(PHANTOM), tiny_refiner[0] / "best.safetensors", tmp_path / "x.safetensors",
+                       blend=0.0)

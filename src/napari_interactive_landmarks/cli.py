@@ -85,12 +85,14 @@ def _cmd_attach_refiner(args):
     if out.resolve() == Path(args.base).resolve() and not args.overwrite:
         raise CLIError(f"--out {out} is the base file: add --overwrite to write the refiner into it")
     try:
-        section = attach_refiner(args.base, args.refiner, out, enabled=not args.off, passes=args.passes)
+        section = attach_refiner(args.base, args.refiner, out, enabled=not args.off, passes=args.passes,
+                                 blend=args.blend)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     cfg = section["config"]
     print(f"wrote {out}: refiner {cfg['size']} × {cfg['size']} crops every {cfg['step']:g} px, {section['passes']} "
-          f"pass{'es' if section['passes'] > 1 else ''}, {'on' if section['enabled'] else 'off'}")
+          f"pass{'es' if section['passes'] > 1 else ''}, blend {section['blend']:g}, "
+          f"{'on' if section['enabled'] else 'off'}")
     return 0
 
 
@@ -769,6 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("refiner", help="the refiner's file (train-refiner's best.safetensors)")
     ar.add_argument("--out", required=True, help="the weights file to write")
     ar.add_argument("--passes", type=int, default=1, help="refine this many times in a row (default 1)")
+    ar.add_argument("--blend", type=float, default=1.0,
+                    help="each point at this weight of the refined place, the rest of the first stage's (default 1)")
     ar.add_argument("--off", action="store_true", help="store the refiner switched off")
     ar.add_argument("--overwrite", action="store_true")
     ar.set_defaults(func=_cmd_attach_refiner)

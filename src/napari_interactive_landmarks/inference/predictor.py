@@ -150,6 +150,7 @@ class Predictor:
         self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
         self.refiner = None  # the local second stage (models/refiner.LocalRefiner), when the card has one enabled
         self.refiner_passes = 1
+        self.refiner_blend = 1.0  # the refined point's weight against the first stage's (1: the refined point)
         self.use_refiner = True  # the user's switch (--no-refiner)
         self.refiner_problem: str | None = None  # why a stored refiner is not used
         self.heatmap = getattr(model, "heatmap", "sigmoid")
@@ -225,6 +226,9 @@ class Predictor:
             passes = int(section.get("passes", 1))
             if passes < 1:
                 raise ValueError(f"passes must be 1 or more, got {passes}")
+            blend = float(section.get("blend", 1.0))
+            if not 0.0 < blend <= 1.0:
+                raise ValueError(f"blend must be in (0, 1], got {blend}")
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             self.refiner_problem = f"{source}: refiner unusable ({exc}); the first stage alone places the points"
             log.warning(self.refiner_problem)
@@ -232,6 +236,7 @@ class Predictor:
         if section.get("enabled", True):
             self.refiner = refiner.to(self.device).eval()
             self.refiner_passes = passes
+            self.refiner_blend = blend
 
     @property
     def refiner_active(self) -> bool:
@@ -408,8 +413,11 @@ class Predictor:
         refined = self.refiner_active and prepared.fine is not None
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
             free = [i for i in range(self.num_landmarks) if i not in clicks]
+            first = coords
             for _ in range(self.refiner_passes):
                 coords = refine_points(self.refiner, prepared.fine, shape, coords, free)
+            if self.refiner_blend < 1.0:  # two estimates with partly independent errors: their weighted mean
+                coords = self.refiner_blend * coords + (1.0 - self.refiner_blend) * first
             net_np = self.codec.to_network(coords, shape)
         if posterior is not None and clicks and previous is not None:
             net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]))

@@ -87,10 +87,11 @@ def load_refiner(path) -> tuple[LocalRefiner, dict]:
     return refiner.eval(), decoded
 
 
-def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int = 1) -> dict:
+def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int = 1, blend: float = 1.0) -> dict:
     """Write ``out``: the model of ``base`` with the refiner of ``refiner_file`` (a refiner run's best.safetensors) as
     its second stage (tensors ``refiner.*``, the card's ``refiner`` section). A refiner already in ``base`` is
-    replaced. Returns the card's refiner section."""
+    replaced. ``blend`` < 1 puts each point at that weight of the refined place and the rest of the first stage's.
+    Returns the card's refiner section."""
     from ..model_card import ModelCard
     from ..models.refiner import REFINER_PREFIX
     from ..weights import load_weights, save_weights
@@ -103,10 +104,12 @@ def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int
                          f"predicts {card.num_landmarks}")
     if int(passes) < 1:
         raise ValueError(f"passes must be 1 or more, got {passes}")
+    if not 0.0 < float(blend) <= 1.0:
+        raise ValueError(f"blend must be in (0, 1], got {blend}")
     state = {k: v for k, v in state.items() if not k.startswith(REFINER_PREFIX)}
     state.update({REFINER_PREFIX + k: v for k, v in refiner.state_dict().items()
                   if not k.endswith("num_batches_tracked")})
-    card.refiner = {"config": refiner.config(), "enabled": bool(enabled), "passes": int(passes),
+    card.refiner = {"config": refiner.config(), "enabled": bool(enabled), "passes": int(passes), "blend": float(blend),
                     "training": {"file": Path(refiner_file).name, **info}}
     save_weights(state, out, metadata=card.to_metadata())
     return card.refiner
