@@ -285,3 +285,29 @@ def test_the_shipped_phantom_model_finds_the_true_corners():
     np.testing.assert_array_equal(fixed.coords[worst], gt[worst])
     others = np.delete(np.linalg.norm(fixed.coords - gt, axis=1), worst)
     assert np.median(others) < 5.0, np.round(others, 1)
+
+
+def test_bf16_places_the_phantom_corners_as_fp32_does_and_a_bad_precision_is_refused(monkeypatch):
+    """``--precision bf16`` runs the network under bf16 autocast and everything after it in float32: on the shipped
+    phantom model the corners stay within a pixel of fp32's (1024 x 512 film, 4 x the input), a click is kept to
+    the bit, the ERE stays finite; ``auto`` takes bf16 only where the CPU computes it natively."""
+    from napari_interactive_landmarks.inference import predictor as predictor_module
+
+    p = Predictor.from_name("phantom-spine", device="cpu")
+    p.use_shape_prior = False
+    img, gt = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)
+    ref = p.predict(img)
+    assert p.set_precision("bf16") == "bf16"
+    half = p.predict(img)
+    assert not np.array_equal(half.coords, ref.coords)  # bf16 did run: the logits differ in their last bits
+    assert np.abs(half.coords - ref.coords).max() < 1.0, np.abs(half.coords - ref.coords).max()
+    assert np.isfinite(half.ere).all() and half.logits.dtype == torch.float32
+    fixed = p.predict(img, clicks={3: (float(gt[3][0]), float(gt[3][1]))}, previous=half.coords)
+    np.testing.assert_array_equal(fixed.coords[3], gt[3])
+    with pytest.raises(PredictionError, match="precision must be"):
+        p.set_precision("fp16")
+    assert p.precision == "bf16"  # a refused value changes nothing
+    monkeypatch.setattr(predictor_module, "native_cpu_bf16", lambda: False)
+    assert p.set_precision("auto") == "fp32"
+    monkeypatch.setattr(predictor_module, "native_cpu_bf16", lambda: True)
+    assert p.set_precision("auto") == "bf16"

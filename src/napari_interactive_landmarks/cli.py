@@ -131,6 +131,7 @@ def _load_predictor(args, name: str | None = None):
         pred.use_shape_prior = False
     if getattr(args, "no_refiner", False):
         pred.use_refiner = False
+    pred.set_precision(getattr(args, "precision", None) or "fp32")
     return pred
 
 
@@ -707,6 +708,8 @@ def _add_model_args(p, model_help="model name from weights_manifest.yaml (defaul
                    help="the network alone: do not decode under the model's shape prior (for comparison)")
     p.add_argument("--no-refiner", dest="no_refiner", action="store_true",
                    help="the first stage alone: do not re-find the landmarks with the model's local refiner")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="the networks' arithmetic: fp32, bf16 autocast, or auto (bf16 where the CPU computes it natively)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num
             hints = predictor._hints(clicks, first.coords, prepared.original_shape)
             _sync(dev)
             t4 = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), predictor.autocast():
                 predictor.model(prepared.tensor, hints)
             _sync(dev)
             t5 = time.perf_counter()
@@ -78,6 +78,9 @@ def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num
         "model": predictor.name,
         "device": str(dev),
         "threads": torch.get_num_threads(),
+        "precision": predictor.precision,
+        "refiner": predictor.refiner_active,
+        "shape_prior": predictor.shape_prior_active,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "image_shape": list(prepared.original_shape),
         "input_size": list(predictor.input_size),

@@ -153,6 +153,7 @@ class Predictor:
         self.refiner_blend = 1.0  # the refined point's weight against the first stage's (1: the refined point)
         self.use_refiner = True  # the user's switch (--no-refiner)
         self.refiner_problem: str | None = None  # why a stored refiner is not used
+        self.precision = "fp32"  # the networks' arithmetic: "fp32" or "bf16" (set_precision; --precision)
         self.heatmap = getattr(model, "heatmap", "sigmoid")
         # every coordinate conversion; the logits' stride is the model's (4: HRNet, 1: FARNet / CHH U-Net)
         self.codec = LandmarkCodec(self.input_size, self.sigma, self.heatmap, stride=getattr(model, "output_stride", 4))
@@ -164,6 +165,21 @@ class Predictor:
             raise PredictionError(
                 f"model '{name}' predicts {model.num_landmarks} landmarks but its landmark set '{schema.name}' has "
                 f"{schema.num_landmarks}")
+
+    def set_precision(self, precision: str) -> str:
+        """The arithmetic of the networks' forward passes: ``"fp32"``, ``"bf16"`` (autocast; every step after the
+        network stays float32) or ``"auto"`` (bf16 on a CPU whose oneDNN computes it natively, e.g. AVX512-BF16 or
+        AMX, else fp32). Returns the precision chosen."""
+        if precision not in ("fp32", "bf16", "auto"):
+            raise PredictionError(f"precision must be fp32, bf16 or auto, not {precision!r}")
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cpu" and native_cpu_bf16() else "fp32"
+        self.precision = precision
+        return precision
+
+    def autocast(self):
+        """The context of a network forward pass in the chosen precision."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -391,7 +407,8 @@ class Predictor:
                 raise PredictionError(
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
-        out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
+        with self.autocast():
+            out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
         # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one
         # map at a time, 2-7 x faster from a contiguous copy (benchmarks/uncertainty_cost.py --weights --image)
         logits = out["logits"].float().contiguous()
@@ -414,8 +431,9 @@ class Predictor:
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
             free = [i for i in range(self.num_landmarks) if i not in clicks]
             first = coords
-            for _ in range(self.refiner_passes):
-                coords = refine_points(self.refiner, prepared.fine, shape, coords, free)
+            with self.autocast():
+                for _ in range(self.refiner_passes):
+                    coords = refine_points(self.refiner, prepared.fine, shape, coords, free)
             if self.refiner_blend < 1.0:  # two estimates with partly independent errors: their weighted mean
                 coords = self.refiner_blend * coords + (1.0 - self.refiner_blend) * first
             net_np = self.codec.to_network(coords, shape)
@@ -528,6 +546,15 @@ class Predictor:
         prob = softmax_maps(logits.float(), self.temperatures)
         pred_grid = self.codec.network_to_grid(net_coords, grid)
         return expected_radial_error(prob, pred_grid, scale=self.codec.grid_scale(shape, grid)), prob
+
+
+def native_cpu_bf16() -> bool:
+    """True when this CPU computes bf16 convolutions natively (oneDNN's own test: AVX512-BF16 / AMX); elsewhere
+    bf16 autocast is emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def log_prior_on_grid(shape_model: ShapeModel, means, covs, grid, rows, device) -> torch.Tensor:
