@@ -201,8 +201,9 @@ def test_predict_writes_each_points_ere_and_each_measurement_with_its_doubt(film
     got = json.loads((tmp_path / "spine.landmarks.json").read_text())
     # what the viewer's session saves for the same image and corrections
     img = read_image(films["spine"])
-    session = LandmarkSession(Predictor.from_name("phantom-spine", device="cpu"), img.array, spacing=img.spacing,
-                              image_path=str(films["spine"]))
+    viewer_model = Predictor.from_name("phantom-spine", device="cpu")
+    viewer_model.set_precision("auto")  # as the widget and every command do by default
+    session = LandmarkSession(viewer_model, img.array, spacing=img.spacing, image_path=str(films["spine"]))
     session.detect()
     session.correct_many(fixed)
     want = json.loads(session.save(tmp_path / "viewer.json").read_text())

@@ -513,8 +513,10 @@ def test_shape_prior_checkbox_reruns_with_the_same_corrections(widget):
     assert not widget.predictor.use_shape_prior and not widget.session.last_prediction.shape_prior
     alone = widget.session.coords
     np.testing.assert_array_equal(alone[0], with_prior[0])               # the user's point never moves
-    assert not np.allclose(alone, with_prior)                            # the others follow the switch
+    assert np.abs(alone - with_prior).max() > 2.0                        # the others follow the switch
     np.testing.assert_allclose(_layer_coords(widget), alone)
     widget.shape_prior_box.setChecked(True)
     wait_until_idle(widget, 60)
-    np.testing.assert_allclose(widget.session.coords, with_prior, atol=0.05)  # ("previous" differs a little)
+    # back where they were: "previous" differs a little, and where the CPU computes bf16 natively the viewer runs
+    # the network in bf16 (set_precision("auto")), whose logits move a re-run's points by up to ~0.3 px here
+    np.testing.assert_allclose(widget.session.coords, with_prior, atol=0.5)

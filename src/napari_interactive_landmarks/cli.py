@@ -131,7 +131,7 @@ def _load_predictor(args, name: str | None = None):
         pred.use_shape_prior = False
     if getattr(args, "no_refiner", False):
         pred.use_refiner = False
-    pred.set_precision(getattr(args, "precision", None) or "fp32")
+    pred.set_precision(getattr(args, "precision", None) or "auto")
     return pred
 
 
@@ -250,7 +250,8 @@ def _cmd_evaluate(args):
     result = evaluate_dataset(predictor, samples, max_clicks=args.clicks, order=args.order, targets=targets,
                               sdr_radii=radii, unit=unit, seed=args.seed, progress=not args.no_progress,
                               on_trace=cobb, click_noise_px=args.click_noise)
-    result.update(model=predictor.name, dataset=args.dataset, split=args.split)
+    result.update(model=predictor.name, dataset=args.dataset, split=args.split, precision=predictor.precision,
+                  refiner=predictor.refiner_active, shape_prior=predictor.shape_prior_active)
     if result["num_skipped"]:  # unreadable images are reported, the others evaluated
         print(_skipped_summary(result), file=sys.stderr)
         gone = {r["name"] for r in result["skipped"]}
@@ -708,8 +709,8 @@ def _add_model_args(p, model_help="model name from weights_manifest.yaml (defaul
                    help="the network alone: do not decode under the model's shape prior (for comparison)")
     p.add_argument("--no-refiner", dest="no_refiner", action="store_true",
                    help="the first stage alone: do not re-find the landmarks with the model's local refiner")
-    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
-                   help="the networks' arithmetic: fp32, bf16 autocast, or auto (bf16 where the CPU computes it natively)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto",
+                   help="the networks' arithmetic: fp32, bf16 autocast, or auto (default: bf16 where the CPU computes it natively, else fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
