@@ -60,9 +60,14 @@ def test_refined_points_move_by_the_maps_offset_times_the_step_and_only_those_as
     fine = fine_image(np.random.default_rng(0).random(shape).astype(np.float32), 2.0)
     coords = np.array([[30.0, 40.0], [60.0, 20.0], [100.0, 70.0]])
     refiner = _PeakAt(3, (2.0, -1.0), step=2.0)
-    out = refine_points(refiner, fine, shape, coords, [0, 2])
+    expected = np.zeros(3)
+    out = refine_points(refiner, fine, shape, coords, [0, 2], expected)
     np.testing.assert_allclose(out[[0, 2]], coords[[0, 2]] + [4.0, -2.0], atol=0.05)
     np.testing.assert_array_equal(out[1], coords[1])
+    # each map is a Gaussian of σ = 1 crop pixel: the expected radial error is σ·√(π/2) crop pixels, times the step;
+    # NaN for the landmark not refined
+    np.testing.assert_allclose(expected[[0, 2]], 2.0 * math.sqrt(math.pi / 2), rtol=0.02)
+    assert np.isnan(expected[1])
 
 
 def _phantoms(n, split, seed_shift=0):
@@ -89,7 +94,7 @@ def tiny_refiner(tmp_path_factory):
 def test_a_trained_refiner_pulls_shifted_points_back_towards_the_truth(tiny_refiner):
     out, best = tiny_refiner
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss") and len(rows) == 21
+    assert rows[0].startswith("epoch,train_loss") and rows[0].endswith(",val_blended") and len(rows) == 21
     first_loss, last_loss = float(rows[1].split(",")[1]), float(rows[-1].split(",")[1])
     assert last_loss < first_loss - 0.5
     # 4 px Gaussian shifts are ≈ 5 px off on average; a refiner that learned the corners gets under 3.5 px
@@ -122,6 +127,18 @@ def test_the_predictor_refines_unclicked_points_and_never_a_clicked_one(tmp_path
     click = (float(truth[4][0]) + 0.3, float(truth[4][1]) - 0.2)
     after = pred.predict(prepared, clicks={4: click}, previous=refined.coords)
     assert tuple(after.coords[4]) == click and after.clicked[4]
+
+
+def test_a_refiner_run_validates_from_the_first_stage_of_a_file_that_already_carries_a_refiner(tmp_path, tiny_refiner):
+    # a second refiner trained for the shipped model must start from that model's first-stage points, not from the
+    # points its current refiner already moved (else the validation, and the epoch it chooses, answer another question)
+    from napari_interactive_landmarks.training.refiner import _first_stage_points
+
+    path = _base_with_refiner(tmp_path, tiny_refiner)
+    films = _phantoms(2, "test")
+    plain = Predictor.from_file(resolve_weights(PHANTOM))
+    expected = np.stack([plain.predict(f.load_image(), shape_prior=False).coords for f in films])
+    np.testing.assert_allclose(_first_stage_points(path, films, 1), expected, atol=1e-6)
 
 
 def test_a_refiner_stored_off_is_not_used_and_a_broken_one_is_said_once(tmp_path, tiny_refiner, caplog):

@@ -132,11 +132,16 @@ def from_crop(points: torch.Tensor, centres: torch.Tensor, size: int, step) -> t
 
 
 @torch.no_grad()
-def refine_points(refiner: LocalRefiner, fine: torch.Tensor, shape, coords: np.ndarray, which) -> np.ndarray:
+def refine_points(refiner: LocalRefiner, fine: torch.Tensor, shape, coords: np.ndarray, which,
+                  expected_error: np.ndarray | None = None) -> np.ndarray:
     """``coords`` (K, 2) original pixels with the landmarks ``which`` (indices) re-found in their crops; the others
-    unchanged. A landmark whose refined place is not finite keeps its first-stage place."""
+    unchanged. A landmark whose refined place is not finite keeps its first-stage place. ``expected_error`` (K,),
+    when given, receives each refined landmark's expected radial error under its own softmax map about the refined
+    place (original pixels; the map uncalibrated), NaN for the others."""
     out = np.array(coords, dtype=np.float64, copy=True)
     idx = np.asarray(list(which), dtype=np.int64)
+    if expected_error is not None:
+        expected_error[:] = np.nan
     if idx.size == 0:
         return out
     centres = torch.as_tensor(out[idx], dtype=torch.float32, device=fine.device)
@@ -147,4 +152,12 @@ def refine_points(refiner: LocalRefiner, fine: torch.Tensor, shape, coords: np.n
     new = from_crop(local, centres, refiner.size, refiner.step).double().cpu().numpy()
     ok = np.isfinite(new).all(axis=1)
     out[idx[ok]] = new[ok]
+    if expected_error is not None:
+        s = refiner.size
+        prob = torch.softmax(own.float().reshape(len(idx), -1), dim=-1).reshape(len(idx), s, s)
+        grid = torch.stack(torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32),
+                                          indexing="ij"), dim=-1).to(prob.device)  # (S, S, 2)
+        dist = torch.linalg.vector_norm(grid[None] - local[:, None, None, :], dim=-1)  # (n, S, S) crop pixels
+        ere = (prob * dist).sum((1, 2)).double().cpu().numpy() * float(refiner.step)
+        expected_error[idx[ok]] = ere[ok]
     return out
