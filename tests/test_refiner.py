@@ -202,3 +202,53 @@ def test_a_blended_refiner_puts_each_point_between_the_first_stage_and_the_refin
     with pytest.raises(ValueError, match="blend must be in"):
         attach_refiner(resolve_weights(PHANTOM), tiny_refiner[0] / "best.safetensors", tmp_path / "x.safetensors",
                        blend=0.0)
+
+
+def _softmax_phantom(tmp_path):
+    """The phantom model's file read as a softmax model (its logits then decode and give an ERE as a softmax
+    model's do): a small first stage with calibrated-map errors for the expected-error blend."""
+    from napari_interactive_landmarks.model_card import ModelCard
+
+    state, meta = load_weights(resolve_weights(PHANTOM))
+    card = ModelCard.from_metadata(meta, source="phantom")
+    card.heatmap = "softmax"
+    card.config = {**card.config, "heatmap": "softmax"}
+    path = tmp_path / "phantom-softmax.safetensors"
+    save_weights(state, path, metadata=card.to_metadata())
+    return path
+
+
+def test_an_expected_error_blend_weights_each_point_by_the_two_stages_errors(tmp_path, tiny_refiner):
+    film = _phantoms(1, "test")[0]
+    image = film.load_image()
+    base = _softmax_phantom(tmp_path)
+    first = Predictor.from_file(base).predict(image).coords
+    out = {}
+    for scale in (1e-4, 1.0, 1e4):
+        path = tmp_path / f"ee-{scale:g}.safetensors"
+        attach_refiner(base, tiny_refiner[0] / "best.safetensors", path, blend="expected-error", error_scale=scale)
+        pred = Predictor.from_file(path)
+        assert pred.refiner_blend is None and pred.refiner_error_scale == scale and pred.refiner_problem is None
+        out[scale] = pred.predict(image).coords
+    # a refiner trusted without bound gives its own points; one never trusted leaves the first stage's
+    refined_sm = Predictor.from_file(_refined_softmax(tmp_path, base, tiny_refiner)).predict(image).coords
+    np.testing.assert_allclose(out[1e-4], refined_sm, atol=1e-3)
+    np.testing.assert_allclose(out[1e4], first, atol=1e-3)
+    # in between: every point on the segment between its two estimates, at a weight of its own
+    d = refined_sm - first
+    moved = np.linalg.norm(d, axis=1) > 0.5
+    w = ((out[1.0] - first) * d).sum(1)[moved] / (d * d).sum(1)[moved]
+    np.testing.assert_allclose(out[1.0][moved], first[moved] + w[:, None] * d[moved], atol=1e-3)
+    assert (w > -1e-3).all() and (w < 1 + 1e-3).all() and w.std() > 0.1, w  # not one weight for every point
+    with pytest.raises(ValueError, match="softmax"):  # a BCE first stage has no calibrated ERE to weigh with
+        attach_refiner(resolve_weights(PHANTOM), tiny_refiner[0] / "best.safetensors", tmp_path / "y.safetensors",
+                       blend="expected-error")
+    with pytest.raises(ValueError, match="error_scale"):
+        attach_refiner(base, tiny_refiner[0] / "best.safetensors", tmp_path / "z.safetensors", blend=0.5,
+                       error_scale=2.0)
+
+
+def _refined_softmax(tmp_path, base, tiny_refiner):
+    path = tmp_path / "softmax-refined.safetensors"
+    attach_refiner(base, tiny_refiner[0] / "best.safetensors", path)
+    return path

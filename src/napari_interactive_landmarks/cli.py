@@ -75,6 +75,12 @@ def _cmd_train_refiner(args):
     return 0
 
 
+def _blend_words(section: dict) -> str:
+    if isinstance(section["blend"], str):
+        return f"{section['blend']} (the refiner's error × {section.get('error_scale', 1.0):g})"
+    return f"{section['blend']:g}"
+
+
 def _cmd_attach_refiner(args):
     """A copy of a weights file with a trained refiner as its second stage."""
     from .training.refiner import attach_refiner
@@ -86,12 +92,12 @@ def _cmd_attach_refiner(args):
         raise CLIError(f"--out {out} is the base file: add --overwrite to write the refiner into it")
     try:
         section = attach_refiner(args.base, args.refiner, out, enabled=not args.off, passes=args.passes,
-                                 blend=args.blend)
+                                 blend=args.blend, error_scale=args.error_scale)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     cfg = section["config"]
     print(f"wrote {out}: refiner {cfg['size']} × {cfg['size']} crops every {cfg['step']:g} px, {section['passes']} "
-          f"pass{'es' if section['passes'] > 1 else ''}, blend {section['blend']:g}, "
+          f"pass{'es' if section['passes'] > 1 else ''}, blend {_blend_words(section)}, "
           f"{'on' if section['enabled'] else 'off'}")
     return 0
 
@@ -775,8 +781,13 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("refiner", help="the refiner's file (train-refiner's best.safetensors)")
     ar.add_argument("--out", required=True, help="the weights file to write")
     ar.add_argument("--passes", type=int, default=1, help="refine this many times in a row (default 1)")
-    ar.add_argument("--blend", type=float, default=1.0,
-                    help="each point at this weight of the refined place, the rest of the first stage's (default 1)")
+    ar.add_argument("--blend", default="1",
+                    help="each point at this weight of the refined place, the rest of the first stage's (default 1); "
+                         "or 'expected-error': each point weighted by the inverse square of its stage's expected "
+                         "error (the first stage's calibrated ERE against the refiner's own, times --error-scale)")
+    ar.add_argument("--error-scale", dest="error_scale", type=float,
+                    help="with --blend expected-error: the factor on the refiner's own expected error (its maps are "
+                         "not calibrated; choose it on validation: benchmarks/refiner_combine_eval.py compare)")
     ar.add_argument("--off", action="store_true", help="store the refiner switched off")
     ar.add_argument("--overwrite", action="store_true")
     ar.set_defaults(func=_cmd_attach_refiner)

@@ -29,7 +29,7 @@ from ..codecs.uncertainty import expected_radial_error, softmax_maps, spread_cov
 from ..codecs.geometry import resize_image
 from ..data.cache import preprocess
 from ..io.images import ImageError, as_greyscale_2d, normalise_intensity
-from ..models.refiner import REFINER_PREFIX, LocalRefiner, fine_image, refine_points
+from ..models.refiner import EXPECTED_ERROR_BLEND, REFINER_PREFIX, LocalRefiner, fine_image, refine_points
 from ..models.interactive import build_model, check_input_size, resolve_config
 from ..schemas import LandmarkSchema, load_schema
 from ..shape_model import TENSOR_PREFIX, ShapeModel, ShapeModelError, normalise
@@ -151,6 +151,9 @@ class Predictor:
         self.refiner = None  # the local second stage (models/refiner.LocalRefiner), when the card has one enabled
         self.refiner_passes = 1
         self.refiner_blend = 1.0  # the refined point's weight against the first stage's (1: the refined point)
+        # when set (and refiner_blend None), each point's weight comes from the two stages' expected errors: the first
+        # stage's calibrated ERE e1 and the refiner's own e2 times this scale, w_refined = e1² / (e1² + (scale·e2)²)
+        self.refiner_error_scale: float | None = None
         self.use_refiner = True  # the user's switch (--no-refiner)
         self.refiner_problem: str | None = None  # why a stored refiner is not used
         self.precision = "fp32"  # the networks' arithmetic: "fp32" or "bf16" (set_precision; --precision)
@@ -242,9 +245,18 @@ class Predictor:
             passes = int(section.get("passes", 1))
             if passes < 1:
                 raise ValueError(f"passes must be 1 or more, got {passes}")
-            blend = float(section.get("blend", 1.0))
-            if not 0.0 < blend <= 1.0:
-                raise ValueError(f"blend must be in (0, 1], got {blend}")
+            error_scale = None
+            if section.get("blend") == EXPECTED_ERROR_BLEND:
+                blend = None
+                error_scale = float(section.get("error_scale", 1.0))
+                if not (np.isfinite(error_scale) and error_scale > 0):
+                    raise ValueError(f"error_scale must be a positive number, got {section.get('error_scale')}")
+                if self.heatmap != "softmax":
+                    raise ValueError("a blend by expected error needs a first stage with calibrated softmax maps")
+            else:
+                blend = float(section.get("blend", 1.0))
+                if not 0.0 < blend <= 1.0:
+                    raise ValueError(f"blend must be in (0, 1] or '{EXPECTED_ERROR_BLEND}', got {blend}")
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             self.refiner_problem = f"{source}: refiner unusable ({exc}); the first stage alone places the points"
             log.warning(self.refiner_problem)
@@ -253,6 +265,7 @@ class Predictor:
             self.refiner = refiner.to(self.device).eval()
             self.refiner_passes = passes
             self.refiner_blend = blend
+            self.refiner_error_scale = error_scale
 
     @property
     def refiner_active(self) -> bool:
@@ -431,10 +444,19 @@ class Predictor:
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
             free = [i for i in range(self.num_landmarks) if i not in clicks]
             first = coords
+            refined_error = np.full(self.num_landmarks, np.nan)
             with self.autocast():
                 for _ in range(self.refiner_passes):
-                    coords = refine_points(self.refiner, prepared.fine, shape, coords, free)
-            if self.refiner_blend < 1.0:  # two estimates with partly independent errors: their weighted mean
+                    coords = refine_points(self.refiner, prepared.fine, shape, coords, free, refined_error)
+            # two estimates with partly independent errors: their weighted mean
+            if self.refiner_blend is None:  # each point weighted by the inverse of its stage's expected error²
+                first_error, _ = self._ere(logits[0], net_np, shape)
+                v1, v2 = first_error ** 2, (self.refiner_error_scale * refined_error) ** 2
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    w = v1 / (v1 + v2)
+                w = np.where(np.isfinite(w), w, 0.5)[:, None]  # no usable error for a point: the plain mean
+                coords = w * coords + (1.0 - w) * first
+            elif self.refiner_blend < 1.0:
                 coords = self.refiner_blend * coords + (1.0 - self.refiner_blend) * first
             net_np = self.codec.to_network(coords, shape)
         if posterior is not None and clicks and previous is not None:

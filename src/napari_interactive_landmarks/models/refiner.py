@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from ..codecs.heatmaps import local_soft_argmax
 
 REFINER_PREFIX = "refiner."
+# the card's refiner "blend" that weights each point by the two stages' expected errors (with "error_scale")
+EXPECTED_ERROR_BLEND = "expected-error"
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

@@ -28,7 +28,7 @@ from ..data.datasets import load_dataset
 from ..data.splits import apply_split, load_split
 from ..io.images import as_greyscale_2d, normalise_intensity
 from ..losses import heatmap_softmax_nll
-from ..models.refiner import LocalRefiner, fine_image, refine_points, sample_crops, to_crop
+from ..models.refiner import EXPECTED_ERROR_BLEND, LocalRefiner, fine_image, refine_points, sample_crops, to_crop
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,13 @@ def load_refiner(path) -> tuple[LocalRefiner, dict]:
     return refiner.eval(), decoded
 
 
-def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int = 1, blend: float = 1.0) -> dict:
+def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int = 1, blend: float | str = 1.0,
+                   error_scale: float | None = None) -> dict:
     """Write ``out``: the model of ``base`` with the refiner of ``refiner_file`` (a refiner run's best.safetensors) as
     its second stage (tensors ``refiner.*``, the card's ``refiner`` section). A refiner already in ``base`` is
-    replaced. ``blend`` < 1 puts each point at that weight of the refined place and the rest of the first stage's.
-    Returns the card's refiner section."""
+    replaced. ``blend`` < 1 puts each point at that weight of the refined place and the rest of the first stage's;
+    ``blend="expected-error"`` weights each point by the inverse square of its stage's expected error (the first
+    stage's calibrated ERE, the refiner's own times ``error_scale``). Returns the card's refiner section."""
     from ..model_card import ModelCard
     from ..models.refiner import REFINER_PREFIX
     from ..weights import load_weights, save_weights
@@ -107,13 +109,29 @@ def attach_refiner(base, refiner_file, out, *, enabled: bool = True, passes: int
                          f"predicts {card.num_landmarks}")
     if int(passes) < 1:
         raise ValueError(f"passes must be 1 or more, got {passes}")
-    if not 0.0 < float(blend) <= 1.0:
-        raise ValueError(f"blend must be in (0, 1], got {blend}")
+    if blend == EXPECTED_ERROR_BLEND:
+        error_scale = 1.0 if error_scale is None else float(error_scale)
+        if not (math.isfinite(error_scale) and error_scale > 0):
+            raise ValueError(f"error_scale must be a positive number, got {error_scale}")
+        if card.heatmap != "softmax":
+            raise ValueError(f"a blend by expected error needs calibrated softmax maps; {Path(base).name}'s are "
+                             f"{card.heatmap}")
+    else:
+        if error_scale is not None:
+            raise ValueError(f"error_scale goes with blend '{EXPECTED_ERROR_BLEND}', not with a fixed blend")
+        try:
+            blend = float(blend)
+        except (TypeError, ValueError):
+            raise ValueError(f"blend must be a number in (0, 1] or '{EXPECTED_ERROR_BLEND}', got {blend!r}") from None
+        if not 0.0 < blend <= 1.0:
+            raise ValueError(f"blend must be in (0, 1], got {blend}")
     state = {k: v for k, v in state.items() if not k.startswith(REFINER_PREFIX)}
     state.update({REFINER_PREFIX + k: v for k, v in refiner.state_dict().items()
                   if not k.endswith("num_batches_tracked")})
-    card.refiner = {"config": refiner.config(), "enabled": bool(enabled), "passes": int(passes), "blend": float(blend),
+    card.refiner = {"config": refiner.config(), "enabled": bool(enabled), "passes": int(passes), "blend": blend,
                     "training": {"file": Path(refiner_file).name, **info}}
+    if error_scale is not None:
+        card.refiner["error_scale"] = error_scale
     save_weights(state, out, metadata=card.to_metadata())
     return card.refiner
 
