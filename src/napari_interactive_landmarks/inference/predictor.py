@@ -428,7 +428,7 @@ class Predictor:
         prior_on = self.shape_prior_active if shape_prior is None else bool(shape_prior and self.shape_model is not None)
         # the network's own decoding: skipped when the prior decodes every landmark after a click (softmax models,
         # whose reported peak comes from the calibrated maps below); needed before any click to start from
-        net_np = peak = posterior = None
+        net_np = peak = posterior = prob = None
         if not (prior_on and clicks and self.heatmap == "softmax"):
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
@@ -444,13 +444,14 @@ class Predictor:
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
             free = [i for i in range(self.num_landmarks) if i not in clicks]
             first = coords
-            refined_error = np.full(self.num_landmarks, np.nan)
+            by_error = self.refiner_blend is None
+            refined_error = np.full(self.num_landmarks, np.nan) if by_error else None
             with self.autocast():
                 for _ in range(self.refiner_passes):
                     coords = refine_points(self.refiner, prepared.fine, shape, coords, free, refined_error)
             # two estimates with partly independent errors: their weighted mean
-            if self.refiner_blend is None:  # each point weighted by the inverse of its stage's expected error²
-                first_error, _ = self._ere(logits[0], net_np, shape)
+            if by_error:  # each point weighted by the inverse of its stage's expected error²
+                first_error, prob = self._ere(logits[0], net_np, shape)  # the calibrated maps, kept for the ERE below
                 v1, v2 = first_error ** 2, (self.refiner_error_scale * refined_error) ** 2
                 with np.errstate(invalid="ignore", divide="ignore"):
                     w = v1 / (v1 + v2)
@@ -468,7 +469,7 @@ class Predictor:
         self._check_finite(coords)
         spread = radius = None
         if not self.compute_ere:
-            ere, prob = None, None
+            ere = None
         else:
             # the network's calibrated maps about the points shown (under the prior: the posterior's points): how
             # far the network believes each shown point is from the truth. On aasce-spine's eval films this ranks
@@ -476,7 +477,7 @@ class Predictor:
             # 0.645) and guides clicks better (MRE after 1 / 3 clicks 28.4 / 19.3 px against 33.9 / 22.1:
             # benchmarks/posterior_doubt.py, docs/results.md); the posterior is sharp where the anatomy agrees
             # with itself, right or wrong
-            ere, prob = self._ere(logits[0], net_np, shape)
+            ere, prob = self._ere(logits[0], net_np, shape, prob)
         if ere is not None:
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
             grid = tuple(prob.shape[-2:])
@@ -489,7 +490,7 @@ class Predictor:
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
-                          ere, self.temperatures, None if prob is None else prob.cpu().numpy(),
+                          ere, self.temperatures, None if ere is None else prob.cpu().numpy(),
                           shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,
                           region_level=None if self.regions is None else self.regions.level)
 
@@ -560,12 +561,14 @@ class Predictor:
                 f"the model '{self.name}' returned non-finite coordinates for {len(bad)} "
                 f"landmark{'s' if len(bad) != 1 else ''} ({names}): the weights file may be corrupt")
 
-    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape):
+    def _ere(self, logits: torch.Tensor, net_coords: np.ndarray, shape, prob: torch.Tensor | None = None):
         """Expected radial error (McCouat & Voiculescu 2022) of each landmark about ``net_coords`` from the
         calibrated 2-D softmax of its stride-4 logits, in original pixels (rows and columns scaled separately);
-        returns it with the calibrated maps (float32 torch, on the model's device)."""
+        returns it with the calibrated maps (float32 torch, on the model's device; ``prob``: those maps, already
+        computed for these logits)."""
         grid = tuple(logits.shape[-2:])
-        prob = softmax_maps(logits.float(), self.temperatures)
+        if prob is None:
+            prob = softmax_maps(logits.float(), self.temperatures)
         pred_grid = self.codec.network_to_grid(net_coords, grid)
         return expected_radial_error(prob, pred_grid, scale=self.codec.grid_scale(shape, grid)), prob
 
