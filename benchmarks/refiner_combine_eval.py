@@ -11,9 +11,9 @@ reported on another, at 0 clicks.
 
 ``--model`` is a model file; its own refiner (when it carries one) is the first refiner. Rules compared: the first
 stage; each refiner alone; the fixed blend 0.5 (shipped); the mean of every refiner, blended 0.5 with the first
-stage; a per-landmark blend weight chosen on ``--choose-on`` (grid 0, 0.1, … 1); an inverse-variance blend, each
-point weighted by 1 / (c · expected error²) with the first stage's ERE and the refiner's own, c chosen on
-``--choose-on``. Prints MRE and SDR@2/2.5/3/4 mm (or px), and the paired Wilcoxon test of each rule against the
+stage; a per-landmark blend weight of the first refiner chosen on ``--choose-on`` (grid 0, 0.1, … 1); for each
+refiner an inverse-variance blend, each point weighted by 1 / expected error² with the first stage's ERE and the
+refiner's own times an error scale chosen on ``--choose-on`` (attach-refiner --blend expected-error --error-scale). Prints MRE and SDR@2/2.5/3/4 mm (or px), and the paired Wilcoxon test of each rule against the
 shipped blend.
 """
 
@@ -117,11 +117,11 @@ def _rules(d, per_landmark_w=None, c=None):
     if per_landmark_w is not None:
         w = per_landmark_w[None, :, None]
         out["refiner 0, per-landmark blend"] = w * ref[0] + (1 - w) * first
-    if c is not None:
+    for r, cr in enumerate(c or []):  # c: one variance ratio per refiner
         v1 = d["ere"] ** 2
-        v2 = c * d["refined_error"][0] ** 2
+        v2 = cr * d["refined_error"][r] ** 2
         w = (v1 / (v1 + v2))[..., None]
-        out[f"refiner 0, inverse-variance blend (c = {c:g})"] = w * ref[0] + (1 - w) * first
+        out[f"refiner {r}, inverse-variance blend (error scale {np.sqrt(cr):.4g})"] = w * ref[r] + (1 - w) * first
     return out
 
 
@@ -135,16 +135,18 @@ def compare(args):
     e = np.stack([_err(fit, w * fit["refined"][0] + (1 - w) * fit["first"]).mean(0) for w in grid])  # (G, K)
     per_w = grid[e.argmin(0)]
     cs = np.exp(np.linspace(np.log(0.05), np.log(50), 41))
-    e_c = []
-    for c in cs:
-        pts = _rules(fit, c=c)
-        e_c.append(_err(fit, pts[[n for n in pts if n.startswith("refiner 0, inverse")][0]]).mean())
-    c_best = float(cs[int(np.argmin(e_c))])
+    c_best = []  # per refiner, the variance ratio with the lowest MRE on the fitting split
+    for r in range(len(fit["refined"])):
+        e_c = []
+        for c in cs:
+            pts = _rules(fit, c=[c] * (r + 1))
+            e_c.append(_err(fit, pts[[n for n in pts if n.startswith(f"refiner {r}, inverse")][0]]).mean())
+        c_best.append(float(cs[int(np.argmin(e_c))]))
     unit = "mm" if float(rep["spacing"]) else "px"
     print(f"chosen on {args.choose_on} ({len(fit['first'])} films): per-landmark weights {per_w.tolist()}; "
-          f"inverse-variance c = {c_best:.3g}")
+          f"inverse-variance error scales {[round(float(np.sqrt(c)), 4) for c in c_best]}")
     out = {"choose_on": args.choose_on, "report_on": args.report_on, "per_landmark_w": per_w.tolist(),
-           "c": c_best, "refiners": rep["refiners"].tolist(), "rows": []}
+           "variance_ratios": c_best, "refiners": rep["refiners"].tolist(), "rows": []}
     for label, d in (("choose-on", fit), ("report-on", rep)):
         rules = _rules(d, per_w, c_best)
         base = _err(d, rules["refiner 0, blend 0.5"]).mean(1)
