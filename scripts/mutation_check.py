@@ -185,10 +185,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "ere-from-the-posterior",
         "under the shape prior the ERE is the posterior's own spread again (it ranked real errors worse)",
         f"{PKG}/inference/predictor.py",
-        "            ere, prob = self._ere(logits[0], net_np, shape)\n",
+        "            ere, prob = self._ere(logits[0], net_np, shape, prob)\n",
         "            ere, prob = self._ere(logits[0] if posterior is None else posterior * torch.as_tensor("
         "self.temperatures if self.temperatures is not None else 1.0, dtype=posterior.dtype).reshape(-1, 1, 1), "
-        "net_np, shape)  # MUTANT: the posterior's ERE (undoing the temperatures _ere divides by)\n",
+        "net_np, shape, prob if posterior is None else None)  # MUTANT: the posterior's ERE (undoing the temperatures _ere divides by)\n",
         ("tests/test_shape_model.py::test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown",),
     ),
 )
