@@ -8,7 +8,8 @@ per click on the spine, per-image MRE per click). Asserts nothing.
 
 The shape model is fitted on the model's own training split (``--fit-split train`` of its split file; on the
 spine, films whose labels are out of order are left out), unless the model already carries one and
-``--use-stored`` is given. Settings: tau, weight, shrinkage, zero_click, click_rounds, hold (see shape_model.ShapePriorSettings).
+``--use-stored`` is given. ``--alone-hold H …`` adds network-alone tracks whose small moves after a click are held
+(``Predictor.hold``); ``--no-prior-tracks`` runs only the network-alone ones. Settings: tau, weight, shrinkage, zero_click, click_rounds, hold (see shape_model.ShapePriorSettings).
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def main():
     ap.add_argument("--clicks", type=int, default=10)
     ap.add_argument("--setting", action="append", default=[], help="e.g. tau=1,weight=0.9 (repeatable)")
     ap.add_argument("--use-stored", action="store_true", help="the model's own shape model and settings")
+    ap.add_argument("--alone-hold", dest="alone_hold", type=float, nargs="+", default=[],
+                    help="also run the network alone with these holds (map cells; Predictor.hold)")
+    ap.add_argument("--no-prior-tracks", dest="no_prior_tracks", action="store_true",
+                    help="only the network-alone tracks (no shape model is fitted)")
     ap.add_argument("--limit", type=int, help="only the first N films (quick looks)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
@@ -94,7 +99,9 @@ def main():
         samples = samples[: args.limit]
     unit = "mm" if all(s.spacing for s in samples) else "px"
     stored = pred.shape_model
-    if args.use_stored:
+    if args.no_prior_tracks:
+        base, tracks = None, {}
+    elif args.use_stored:
         if stored is None:
             sys.exit(f"{pred.name} carries no shape model")
         base = stored
@@ -111,8 +118,15 @@ def main():
     is_spine = args.dataset == "aasce" and pred.num_landmarks == 68
     results = {}
     pred.set_shape_model(None)
+    stored_hold, pred.hold = pred.hold, 0.0
     results["network alone"] = run_track(pred, samples, args, unit, CobbCollector() if is_spine else None)
     print(f"network alone: {results['network alone']['seconds']} s", file=sys.stderr)
+    for hold in args.alone_hold:
+        pred.hold = hold
+        name = f"network alone, hold {hold:g}"
+        results[name] = run_track(pred, samples, args, unit, CobbCollector() if is_spine else None)
+        print(f"{name}: {results[name]['seconds']} s", file=sys.stderr)
+    pred.hold = stored_hold
     for name, sm in tracks.items():
         pred.set_shape_model(sm)
         results[name] = run_track(pred, samples, args, unit, CobbCollector() if is_spine else None)
@@ -154,7 +168,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": pred.name, "dataset": args.dataset, "split": args.split, "tracks": results,
-                       "shape_model": {"num_shapes": base.num_shapes, "fitted_on": base.fitted_on}}, f,
+                       "shape_model": None if base is None else {"num_shapes": base.num_shapes,
+                                                                  "fitted_on": base.fitted_on}}, f,
                       separators=(",", ":"))
 
 

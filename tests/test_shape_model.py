@@ -186,6 +186,66 @@ def test_hold_keeps_small_moves_where_they_were_shown_and_lets_large_ones_throug
     pred.set_shape_model(sm)
 
 
+def test_without_the_prior_the_cards_hold_keeps_the_networks_small_moves_and_the_priors_own_hold_rules_under_it(
+        phantom, tmp_path):
+    """Predictor.hold (the card's interaction.hold): the network alone after a click leaves an unclicked landmark that
+    moved less than hold cells where it was shown and lets the others move; without a previous prediction nothing is
+    held; under the prior the shape model's own hold applies, not this one. A card's hold is read from the file, and a
+    negative one is refused naming the file."""
+    from napari_interactive_landmarks.model_card import ModelCard, ModelCardError
+    from napari_interactive_landmarks.weights import load_weights, save_weights
+
+    pred, sm, img, gt = phantom
+    pred.set_shape_model(sm)
+    auto = pred.predict(img, shape_prior=False)
+    worst = int(np.argmax(np.linalg.norm(auto.coords - gt, axis=1)))
+    clicks = {worst: tuple(gt[worst])}
+    assert pred.hold == 0.0
+    free = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=False)
+    cell = np.array([1024 / 64, 512 / 32])
+    step = np.linalg.norm((free.coords - auto.coords) / cell, axis=1)
+    step[worst] = np.nan
+    hold = float(np.nanmedian(step))
+    assert np.nanmin(step) < hold < np.nanmax(step)
+    try:
+        pred.hold = hold
+        held = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=False)
+        small, large = step < hold, step >= hold
+        np.testing.assert_array_equal(held.coords[small], auto.coords[small])
+        np.testing.assert_array_equal(held.coords[large], free.coords[large])
+        np.testing.assert_array_equal(held.coords[worst], gt[worst])
+        want = _ere_about_the_points_shown(pred, held, img.shape)
+        want[worst] = 0.0
+        np.testing.assert_allclose(held.ere, want, rtol=2e-3, atol=1e-3)
+        # no previous prediction: nothing to hold to
+        np.testing.assert_array_equal(pred.predict(img, clicks=clicks, shape_prior=False).coords,
+                                      pred.predict(img, clicks=clicks, shape_prior=False).coords)
+        unheld = pred.predict(img, clicks=clicks, shape_prior=False)
+        pred.hold = 0.0
+        np.testing.assert_array_equal(unheld.coords, pred.predict(img, clicks=clicks, shape_prior=False).coords)
+        # under the prior: the shape model's hold (0 here), whatever the network-alone hold says
+        pred.set_shape_model(sm.with_settings(click_rounds=1))
+        under = pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=True)
+        pred.hold = 1e6
+        np.testing.assert_array_equal(pred.predict(img, clicks=clicks, previous=auto.coords, shape_prior=True).coords,
+                                      under.coords)
+    finally:
+        pred.hold = 0.0
+        pred.set_shape_model(sm)
+    # the card carries it
+    from napari_interactive_landmarks.weights import resolve_weights
+
+    state, meta = load_weights(resolve_weights("phantom-spine"))
+    card = ModelCard.from_metadata(meta)
+    card.interaction = {"hold": hold, "chosen_on": "a test"}
+    save_weights(state, tmp_path / "held.safetensors", metadata=card.to_metadata())
+    assert Predictor.from_file(tmp_path / "held.safetensors", device="cpu").hold == pytest.approx(hold)
+    card.interaction = {"hold": -1}
+    save_weights(state, tmp_path / "bad.safetensors", metadata=card.to_metadata())
+    with pytest.raises(ModelCardError, match="bad.safetensors.*interaction.hold"):
+        Predictor.from_file(tmp_path / "bad.safetensors", device="cpu")
+
+
 def test_a_plausible_click_moves_the_neighbours_toward_the_anatomy(phantom):
     pred, sm, img, gt = phantom
     pred.set_shape_model(sm)

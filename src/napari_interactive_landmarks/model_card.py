@@ -48,6 +48,23 @@ def check_temperatures(temperatures, source: str) -> list[float]:
     return temps
 
 
+def check_interaction(section, source: str) -> dict:
+    """The card's ``interaction`` section, or a :class:`ModelCardError` naming ``source``: a mapping whose ``hold``
+    (map cells) is a finite number ≥ 0."""
+    if not isinstance(section, Mapping):
+        raise ModelCardError(f"{source}: 'interaction' must be a mapping such as {{hold: 0.5}}, got {section!r}")
+    section = dict(section)
+    hold = section.get("hold", 0.0)
+    try:
+        hold = float(hold)
+    except (TypeError, ValueError):
+        raise ModelCardError(f"{source}: 'interaction.hold' must be a number of map cells, got {hold!r}") from None
+    if not (math.isfinite(hold) and hold >= 0):
+        raise ModelCardError(f"{source}: 'interaction.hold' must be a finite number of map cells ≥ 0, got {hold:g}")
+    section["hold"] = hold
+    return section
+
+
 @dataclass
 class ModelCard:
     name: str
@@ -72,6 +89,9 @@ class ModelCard:
     # the local second stage (models/refiner.py): {config, enabled, passes, training}; its tensors are the weights
     # file's ``refiner.*``
     refiner: dict | None = None
+    # how an update treats the points a click does not concern when no shape prior decodes them: {hold: map cells,
+    # chosen_on: …}; an unclicked landmark moved by less than ``hold`` cells stays where it was shown
+    interaction: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -99,6 +119,8 @@ class ModelCard:
             raise ModelCardError(f"{src}: 'schema' must be a landmark-set name or an inline landmark set")
         if self.temperatures is not None:
             self.temperatures = check_temperatures(self.temperatures, src)
+        if self.interaction is not None:
+            self.interaction = check_interaction(self.interaction, src)
         if self.doubt_scales is not None:  # refused here, naming the file, not at the first measurement
             from .measurements.doubt import DoubtScaleError, as_doubt_scales
 
@@ -136,6 +158,8 @@ class ModelCard:
             if data.get("format") not in (None, FORMAT_V1):
                 raise ModelCardError(f"{src} lacks the model-card field 'heatmap' (how its logits were trained)")
             heatmap = (data.get("config") or {}).get("heatmap") or "sigmoid"  # v1: BCE unless the config says so
+        if data.get("interaction") is not None:  # refused here, naming the file
+            check_interaction(data["interaction"], src)
         if data.get("temperatures") is not None:  # refused here, naming the file, not at the first prediction
             check_temperatures(data["temperatures"], src)
         known = {f.name for f in fields(cls)}
@@ -166,7 +190,7 @@ class ModelCard:
         """The manifest form (without file / sha256 / url, which belong to the stored file)."""
         d = self.to_dict()
         d.pop("name")
-        for key in ("calibration", "shape_prior", "regions", "doubt_scales", "refiner"):
+        for key in ("calibration", "shape_prior", "regions", "doubt_scales", "refiner", "interaction"):
             if d.get(key) is None:
                 d.pop(key)
         return d

@@ -155,6 +155,10 @@ class Predictor:
         # stage's calibrated ERE e1 and the refiner's own e2 times this scale, w_refined = e1² / (e1² + (scale·e2)²)
         self.refiner_error_scale: float | None = None
         self.use_refiner = True  # the user's switch (--no-refiner)
+        # after a click, an unclicked landmark the network alone (no shape prior decoding) moves by less than this many
+        # cells of its stride-4 map from where it was shown stays there: such a move is the network's jitter between
+        # updates, not a correction (the card's ``interaction.hold``; under the prior its own ``hold`` applies)
+        self.hold = 0.0
         self.refiner_problem: str | None = None  # why a stored refiner is not used
         self.precision = "fp32"  # the networks' arithmetic: "fp32" or "bf16" (set_precision; --precision)
         self.heatmap = getattr(model, "heatmap", "sigmoid")
@@ -217,6 +221,8 @@ class Predictor:
             except RegionError as exc:
                 pred.regions_problem = f"{exc}; no regions are drawn"
                 log.warning(pred.regions_problem)
+        if card.interaction is not None:  # checked when the card was read
+            pred.hold = float(card.interaction.get("hold", 0.0))
         if card.refiner is not None or refiner_tensors:
             pred._set_refiner_from_card(card.refiner, refiner_tensors, Path(weights_path).name)
         try:
@@ -460,8 +466,9 @@ class Predictor:
             elif self.refiner_blend < 1.0:
                 coords = self.refiner_blend * coords + (1.0 - self.refiner_blend) * first
             net_np = self.codec.to_network(coords, shape)
-        if posterior is not None and clicks and previous is not None:
-            net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]))
+        if clicks and previous is not None:  # points the correction does not concern stay where they were shown
+            hold = self.shape_model.settings.hold if posterior is not None else self.hold
+            net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]), hold)
         clicked = np.zeros(self.num_landmarks, bool)
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
@@ -534,11 +541,10 @@ class Predictor:
             return None
         return cur, fused
 
-    def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid):
-        """The shape prior's ``hold``: each unclicked landmark that moved less than ``hold`` map cells from where it was
-        shown (``previous``) is put back there (``coords`` edited in place; returns the network-pixel coordinates to
-        match, about which the ERE is read)."""
-        hold = self.shape_model.settings.hold
+    def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid, hold: float):
+        """``hold``: each unclicked landmark that moved less than ``hold`` map cells from where it was shown
+        (``previous``) is put back there (``coords`` edited in place; returns the network-pixel coordinates to match,
+        about which the ERE is read). The shape prior's setting under the prior, :attr:`hold` without it."""
         if hold <= 0:
             return net_np
         sy, sx = self.codec.grid_scale(shape, grid)
