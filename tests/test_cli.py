@@ -318,3 +318,25 @@ def test_a_users_own_dataset_gets_a_shape_model_that_predictions_use(tiny_weight
     err = capsys.readouterr().err
     assert rc == 2 and "too few" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_hold_writes_the_cards_network_alone_hold_with_every_tensor_unchanged_and_refuses_bad_values(tiny_weights,
+                                                                                                      tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    from napari_interactive_landmarks.inference import Predictor
+
+    out = tmp_path / "held.safetensors"
+    rc = main(["hold", "0.5", "--weights", str(tiny_weights), "--out", str(out), "--chosen-on", "a test"])
+    assert rc == 0 and "0.5 map cells" in capsys.readouterr().out
+    pred = Predictor.from_file(out, device="cpu")
+    assert pred.hold == 0.5 and pred.card.interaction == {"hold": 0.5, "chosen_on": "a test"}
+    before, after = load_file(str(tiny_weights)), load_file(str(out))
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert Predictor.from_file(tiny_weights, device="cpu").hold == 0.0  # the source is untouched
+    assert main(["hold", "0.25", "--weights", str(tiny_weights), "--out", str(out)]) == 2  # exists
+    assert "exists" in capsys.readouterr().err
+    bad = tmp_path / "bad.safetensors"
+    assert main(["hold", "-1", "--weights", str(tiny_weights), "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "interaction.hold" in err and len(err.strip().splitlines()) == 1 and not bad.exists()

@@ -102,6 +102,47 @@ def _cmd_attach_refiner(args):
     return 0
 
 
+def _cmd_hold(args):
+    """A copy of a weights file (or the file itself) whose card holds the network-alone ``hold``; tensors unchanged."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from .io.files import replaced_atomically
+    from .model_card import ModelCard, ModelCardError, check_interaction
+    from .weights import resolve_weights
+
+    source = Path(args.weights) if args.weights else resolve_weights(args.model)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists: add --overwrite to write into it")
+    try:
+        with safe_open(str(source), framework="np") as f:
+            meta = dict(f.metadata() or {})
+        ModelCard.from_metadata(meta, source=source.name)  # a file without a usable card is refused here
+        section = check_interaction({"hold": args.cells, **({"chosen_on": args.chosen_on} if args.chosen_on else {})},
+                                    out.name)
+    except ModelCardError as exc:
+        raise CLIError(str(exc)) from None
+    meta["interaction"] = json.dumps(section)
+    tensors = load_file(str(source))
+    with replaced_atomically(out) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+    print(f"wrote {out}: after a click, the network alone leaves unclicked landmarks that move less than "
+          f"{section['hold']:g} map cells where they were shown" if section["hold"] else
+          f"wrote {out}: every landmark moves after a click (no hold)")
+    if args.register:
+        from . import weights
+
+        entry = weights.get_entry(args.register, weights.load_manifest())
+        entry = {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")}
+        entry["interaction"] = section
+        weights.register_model(args.register, entry, out)
+        print(f"registered {args.register} (sha256 {weights.sha256_file(out)[:12]}…)")
+    return 0
+
+
 def _cmd_pack(args):
     from .data.pack import write_pack
     from .schemas import load_schema
@@ -915,6 +956,21 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--overwrite", action="store_true")
     sm.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")
     sm.set_defaults(func=_cmd_shape_model)
+
+    ho = sub.add_parser("hold", help="keep the network's small moves after a click where they were shown",
+                        description="Store in a weights file's card how far (in cells of the network's stride-4 map) "
+                                    "an unclicked landmark may move after a click, with no shape prior decoding it, "
+                                    "before it leaves where it was shown: smaller moves are the network's jitter "
+                                    "between updates. Choose the value on validation data "
+                                    "(benchmarks/shape_prior_eval.py --alone-hold). Under the shape prior its own "
+                                    "hold applies (shape-model --hold).")
+    _add_model_args(ho)
+    ho.add_argument("cells", type=float, help="map cells (0: every landmark moves)")
+    ho.add_argument("--out", required=True, help="the weights file to write (may be the --weights file itself)")
+    ho.add_argument("--chosen-on", dest="chosen_on", help="where the value was chosen (stored in the card)")
+    ho.add_argument("--overwrite", action="store_true")
+    ho.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")
+    ho.set_defaults(func=_cmd_hold)
 
     en = sub.add_parser("ensemble", help="serve several trained models of one landmark set as one weights file",
                         description="One weights file whose model runs every member (each at its own input size) "
