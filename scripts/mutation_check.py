@@ -191,6 +191,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "net_np, shape, prob if posterior is None else None)  # MUTANT: the posterior's ERE (undoing the temperatures _ere divides by)\n",
         ("tests/test_shape_model.py::test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown",),
     ),
+    Mutant(
+        "no-hold-without-the-prior",
+        "the network alone jitters every landmark after a click again (the card's interaction.hold ignored)",
+        f"{PKG}/inference/predictor.py",
+        "            hold = self.shape_model.settings.hold if posterior is not None else self.hold\n",
+        "            hold = self.shape_model.settings.hold if posterior is not None else 0.0  # MUTANT\n",
+        ("tests/test_shape_model.py::test_without_the_prior_the_cards_hold_keeps_the_networks_small_moves_and_the_"
+         "priors_own_hold_rules_under_it",),
+    ),
 )
 
 
