@@ -133,14 +133,19 @@ def _cmd_hold(args):
           f"{section['hold']:g} map cells where they were shown" if section["hold"] else
           f"wrote {out}: every landmark moves after a click (no hold)")
     if args.register:
-        from . import weights
-
-        entry = weights.get_entry(args.register, weights.load_manifest())
-        entry = {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")}
-        entry["interaction"] = section
-        weights.register_model(args.register, entry, out)
-        print(f"registered {args.register} (sha256 {weights.sha256_file(out)[:12]}…)")
+        _register_rewritten(args.register, out, "interaction", section)
     return 0
+
+
+def _register_rewritten(name: str, out: Path, field: str, value) -> None:
+    """Register ``out`` as manifest model ``name``: its entry as it was, with the card field ``field`` rewritten."""
+    from . import weights
+
+    entry = weights.get_entry(name, weights.load_manifest())
+    entry = {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")}
+    entry[field] = value
+    weights.register_model(name, entry, out)
+    print(f"registered {name} with its new {field} (sha256 {weights.sha256_file(out)[:12]}…)")
 
 
 def _cmd_pack(args):
@@ -209,13 +214,7 @@ def _cmd_shape_model(args):
             f"{f', {settings.click_rounds} joint rounds after a click' if settings.click_rounds else ''}"
             f"{f', moves under {settings.hold:g} map cells held' if settings.hold else ''})")
     if args.register:
-        from . import weights
-
-        entry = weights.get_entry(args.register, weights.load_manifest())
-        entry = {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")}
-        entry["shape_prior"] = sm.card_field()
-        weights.register_model(args.register, entry, out)
-        print(f"registered {args.register} with its shape model (sha256 {weights.sha256_file(out)[:12]}…)")
+        _register_rewritten(args.register, out, "shape_prior", sm.card_field())
     return 0
 
 

@@ -222,7 +222,7 @@ class Predictor:
                 pred.regions_problem = f"{exc}; no regions are drawn"
                 log.warning(pred.regions_problem)
         if card.interaction is not None:  # checked when the card was read
-            pred.hold = float(card.interaction.get("hold", 0.0))
+            pred.hold = card.interaction["hold"]
         if card.refiner is not None or refiner_tensors:
             pred._set_refiner_from_card(card.refiner, refiner_tensors, Path(weights_path).name)
         try:
