@@ -18,6 +18,8 @@ class CLIError(Exception):
 
 
 def _cmd_train(args):
+    import logging
+
     from .training.trainer import Trainer, load_config
 
     from .inference.device import choose_device
@@ -37,6 +39,8 @@ def _cmd_train(args):
 
         check_pack(read_pack_header(cfg["pack"]), cfg, source=f"training pack {Path(cfg['pack']).name}")
     info = distributed.init_from_env(cfg["device"])  # torchrun: join the process group (no-op otherwise)
+    # the trainer's own lines (each epoch's figures without a progress bar, what it did to the data) reach the log
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     try:
         trainer = Trainer(cfg, load_init=not args.resume)
         if info.is_main:

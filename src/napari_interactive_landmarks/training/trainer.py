@@ -76,6 +76,10 @@ DEFAULT_CONFIG = {
     "aux_sigma": None,
     "init_weights": None,         # safetensors to start from (fine-tuning); same architecture required
     "augment": {},
+    # the training targets' order: "published" (as the dataset lists them) or "anatomical" (4-corner groups
+    # re-assigned top to bottom, upside-down and mirrored vertebrae mended: data/label_order.py); validation and
+    # evaluation always read the published labels
+    "label_order": "published",
     "seed": 0,
     "device": "auto",
     "num_threads": None,
@@ -195,6 +199,8 @@ class Trainer:
         if cfg["heatmap_loss"] not in ("bce", "ewc", "softmax_nll"):
             raise ValueError(f"heatmap_loss must be 'bce', 'ewc' or 'softmax_nll', not {cfg['heatmap_loss']!r}")
         self.heatmap = "softmax" if cfg["heatmap_loss"] == "softmax_nll" else "sigmoid"
+        if cfg["label_order"] not in ("published", "anatomical"):
+            raise ValueError(f"label_order must be 'published' or 'anatomical', not {cfg['label_order']!r}")
         if (cfg["model"] or {}).get("arch") == "ensemble":
             raise ValueError("model arch 'ensemble' is assembled from trained models (napari-landmarks ensemble), "
                              "not trained: train each member with its own config")
@@ -272,6 +278,8 @@ class Trainer:
             train_set, val_set = raw_dataset_sets(self.cfg, self.size, self.schema, progress=self.dist.is_main)
             if self.dist.is_main:
                 barrier()
+        if self.cfg["label_order"] == "anatomical":
+            train_set = anatomical_training_set(train_set, self.schema, log if self.dist.is_main else None)
         self.train_set, self.val_set = train_set, val_set
         m = self.cfg["morphology"]
         if m.get("weight", 0) > 0 and (m.get("pairs", 0) or m.get("triplets", 0)):
@@ -635,6 +643,20 @@ def validation_part_names(split: dict, source, part: str, train_names) -> list:
         raise ValueError(f"val_part '{part}' of {source} shares {len(shared)} images with its train part "
                          f"(e.g. {sorted(shared)[0]}): it cannot validate")
     return list(split[part])
+
+
+def anatomical_training_set(train_set: CachedSet, schema, say=None) -> CachedSet:
+    """``train_set`` with each image's targets in anatomical order (data/label_order.py); ``say``: a logger told
+    how many images changed."""
+    from ..data.label_order import reorder_set
+
+    (orig, net), changes = reorder_set(schema, train_set.orig_coords, train_set.coords)
+    changed = [f"{name}: {'; '.join(what)}" for name, what in zip(train_set.names, changes) if what]
+    if say is not None:
+        say.info("label_order anatomical: %d of %d training images re-ordered%s", len(changed), len(train_set),
+                 "".join(f"\n  {line}" for line in changed))
+    return CachedSet(list(train_set.names), train_set.images, net.astype(train_set.coords.dtype),
+                     train_set.orig_shapes, orig, train_set.spacing)
 
 
 def raw_dataset_sets(cfg: dict, size, schema, progress=True, split_dest=None) -> tuple[CachedSet, CachedSet]:
