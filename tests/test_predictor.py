@@ -312,3 +312,48 @@ def test_bf16_places_the_phantom_corners_as_fp32_does_and_a_bad_precision_is_ref
     assert p.set_precision("auto") == "fp32"
     monkeypatch.setattr(predictor_module, "native_cpu_bf16", lambda: True)
     assert p.set_precision("auto") == "bf16"
+
+
+def test_batch_norm_folded_for_inference_is_the_same_function_and_only_in_a_files_own_model():
+    """Predictors of a weights file run their networks with each batch norm folded into the convolution before it
+    (models/folding.py): the same outputs in fp32, no batch norm left in the shipped networks or refiner — and a
+    model handed in by its trainer is never folded (its state dict must stay the file's)."""
+    from napari_interactive_landmarks.models.interactive import build_model
+    from napari_interactive_landmarks.models.folding import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model({"preset": "hrnet-tiny", "num_landmarks": 8, "gating": "max", "hint_fusion": True,
+                         "hint_sigma": 2.0})
+    for m in model.modules():  # running statistics far from the identity, so that folding them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.rand(1, 1, 64, 32) * 2 - 1
+    clicks = torch.zeros(1, 8, 2)
+    clicks[0, 3] = torch.tensor([20.0, 11.0])
+    clicked = torch.zeros(1, 8, dtype=torch.bool)
+    clicked[0, 3] = True
+    previous = torch.rand(1, 8, 2) * torch.tensor([64.0, 32.0])
+    with torch.no_grad():
+        before = model(x, clicks=clicks, clicked=clicked, previous=previous)["logits"]
+        folded = fold_batchnorm(model)
+        after = model(x, clicks=clicks, clicked=clicked, previous=previous)["logits"]
+    assert folded > 10
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_model({"preset": "hrnet-tiny", "num_landmarks": 8}).train())
+
+    for name in ("aasce-spine", "isbi-ceph"):
+        p = Predictor.from_name(name)
+        nets = [p.model] + ([p.refiner] if p.refiner is not None else [])
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for net in nets for m in net.modules()), name
+    trained = build_model({"preset": "hrnet-tiny", "num_landmarks": 8, "hint_sigma": 2.0})
+    from napari_interactive_landmarks.data.phantom import phantom_schema_dict
+    from napari_interactive_landmarks.schemas import LandmarkSchema
+
+    Predictor(trained, LandmarkSchema.from_dict(phantom_schema_dict(2)), (64, 32), 2.0, device="cpu")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
