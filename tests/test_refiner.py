@@ -252,3 +252,66 @@ def _refined_softmax(tmp_path, base, tiny_refiner):
     path = tmp_path / "softmax-refined.safetensors"
     attach_refiner(base, tiny_refiner[0] / "best.safetensors", path)
     return path
+
+
+def _small_refiner_run(out, samples, first, resume=False, **changes):
+    cfg = {"refiner": {"widths": [8, 16], "size": 16, "step": 1.5, "window": 5}, "epochs": 4, "lr": 3e-3,
+           "batch_images": 4, "jitter": 3.0, "wide_jitter": 5.0, "amp": "none", "num_threads": 1, **changes}
+    return train_refiner(cfg, None, out, samples=samples, first_points=first, log_every=0, resume=resume)
+
+
+def test_a_refiner_run_killed_inside_an_epoch_resumes_to_the_weights_of_an_unbroken_run(tmp_path, monkeypatch):
+    import napari_interactive_landmarks.training.refiner as refiner_training
+
+    train, val = _phantoms(12, "calib"), _phantoms(4, "eval")
+    truth = np.stack([s.coords for s in val])
+    first = truth + np.random.default_rng(0).normal(size=truth.shape) * 3.0
+    torch.manual_seed(0)
+    whole = _small_refiner_run(tmp_path / "whole", (train, val), first)
+
+    real, calls = refiner_training._gamma_contrast, []
+
+    def killed_in_epoch_three(crops, rng):  # 3 steps an epoch: the 8th is the middle of epoch 3
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(crops, rng)
+
+    monkeypatch.setattr(refiner_training, "_gamma_contrast", killed_in_epoch_three)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        _small_refiner_run(tmp_path / "broken", (train, val), first)
+    monkeypatch.setattr(refiner_training, "_gamma_contrast", real)
+    torch.manual_seed(123)  # the torch stream comes from the checkpoint, not from whoever resumes
+    resumed = _small_refiner_run(tmp_path / "broken", (train, val), first, resume=True)
+
+    a, _ = load_weights(tmp_path / "whole" / "last.safetensors")
+    b, _ = load_weights(tmp_path / "broken" / "last.safetensors")
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+    assert resumed == whole
+    epochs = [line.split(",")[0] for line in (tmp_path / "broken" / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3", "4"]
+
+
+def test_resuming_a_refiner_run_refuses_another_runs_checkpoint_and_overwrites_nothing(tmp_path):
+    from napari_interactive_landmarks.training.refiner import RefinerResumeError
+
+    train, val = _phantoms(8, "calib"), _phantoms(2, "eval")
+    truth = np.stack([s.coords for s in val])
+    out = tmp_path / "run"
+    _small_refiner_run(out, (train, val), truth + 2.0, epochs=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(RefinerResumeError, match="its lr is 0.003, this config's is 0.001"):
+        _small_refiner_run(out, (train, val), truth + 2.0, resume=True, epochs=2, lr=1e-3)
+    with pytest.raises(RefinerResumeError, match="continue it with --resume"):
+        _small_refiner_run(out, (train, val), truth + 2.0, epochs=2)
+    with pytest.raises(RefinerResumeError, match="raise --epochs"):
+        _small_refiner_run(out, (train, val), truth + 2.0, resume=True, epochs=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(FileNotFoundError, match="no refiner checkpoint"):
+        _small_refiner_run(tmp_path / "empty", (train, val), truth + 2.0, resume=True)
+    # a longer schedule for the same run goes on
+    longer = _small_refiner_run(out, (train, val), truth + 2.0, resume=True, epochs=2)
+    assert longer["epoch"] in (1, 2) and len((out / "metrics.csv").read_text().splitlines()) == 3

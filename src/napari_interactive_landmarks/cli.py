@@ -72,7 +72,7 @@ def _cmd_train_refiner(args):
     out = Path(args.out_dir or Path("runs") / cfg.get("name", "refiner"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     try:
-        best = train_refiner(cfg, args.root, out)
+        best = train_refiner(cfg, args.root, out, resume=args.resume)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from None
     print(json.dumps(best))
@@ -809,13 +809,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train-refiner", help="train the local second stage that re-finds each landmark in a crop",
                         description="Train a refiner (a compact U-Net on high-resolution crops around each landmark) "
                                     "from a YAML config; validates on the first stage's points of the held-out films "
-                                    "and writes metrics.csv, last.safetensors and best.safetensors.")
+                                    "and writes metrics.csv, last.safetensors, best.safetensors and last.ckpt (every "
+                                    "epoch: --resume continues from it).")
     tr.add_argument("--config", required=True, help="refiner config YAML (see configs/cpu/*refiner*.yaml)")
     tr.add_argument("--root", required=True, help="dataset root")
     tr.add_argument("--out-dir", dest="out_dir", help="output folder (default runs/<name>)")
     tr.add_argument("--first-stage", dest="first_stage", help="the first stage's weights file (overrides the config)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--seed", type=int)
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out-dir from its last.ckpt (the same config; --epochs may grow)")
     tr.set_defaults(func=_cmd_train_refiner)
 
     ar = sub.add_parser("attach-refiner", help="give a weights file a trained refiner as its second stage",

@@ -9,7 +9,11 @@ every landmark whose true point lies in the crop (most crops hold several), as t
 Validation: the first stage (``first_stage``: a weights file) places the points of the held-out films at 0 clicks
 once; the refiner re-finds them; the epoch with the lowest MRE of the points as shipped (``val_blend`` of the
 refined place and the rest of the first stage's) is kept (``best.safetensors``, a
-self-describing file: :func:`save_refiner`). Every epoch writes ``last.safetensors`` and a line of ``metrics.csv``.
+self-describing file: :func:`save_refiner`). Every epoch writes ``last.safetensors``, a line of ``metrics.csv`` and
+``last.ckpt`` (weights, optimiser, schedule, random streams, best so far): ``resume=True`` (``train-refiner
+--resume``) continues from it exactly — a run killed inside an epoch redoes that epoch from its start with the same
+random draws, so no crop is repeated or skipped in the weights it ends with. A checkpoint of another run (config,
+landmark count, data, code version) is refused in one line before anything is written.
 """
 
 from __future__ import annotations
@@ -172,11 +176,57 @@ def _gamma_contrast(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tens
     return (x01 * 2 - 1) * gain + bias
 
 
-def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, first_points=None) -> dict:
+CHECKPOINT_FORMAT = 1
+# what may change between a run and its --resume: how long it goes on, how it logs, how many threads it uses
+_RESUMABLE_CHANGES = ("epochs", "num_threads")
+
+
+class RefinerResumeError(ValueError):
+    """``--resume`` of a refiner checkpoint that another run wrote (one line; nothing is overwritten)."""
+
+
+def _identity(cfg: dict, k: int) -> dict:
+    """What a checkpoint must share with the run that resumes it: format, code version, landmark count and every
+    setting but those in :data:`_RESUMABLE_CHANGES` (as JSON, so that it loads without pickle)."""
+    from .. import __version__
+
+    recipe = {key: v for key, v in cfg.items() if key not in _RESUMABLE_CHANGES}
+    return {"checkpoint_format": CHECKPOINT_FORMAT, "code_version": __version__, "num_landmarks": int(k),
+            "config": json.dumps(recipe, sort_keys=True, default=str)}
+
+
+def _read_checkpoint(path: Path, identity: dict) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no refiner checkpoint at {path}")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)  # our own file; still no pickle
+    except Exception as exc:  # truncated, not a checkpoint
+        raise RefinerResumeError(f"--resume: {path} is not a refiner checkpoint ({exc}); start in a new --out-dir "
+                                 "(nothing was overwritten)") from None
+    theirs = st.get("identity") if isinstance(st, dict) else None
+    if not isinstance(theirs, dict):
+        raise RefinerResumeError(f"--resume: {path} is not a refiner checkpoint; start in a new --out-dir (nothing "
+                                 "was overwritten)")
+    for key in identity:
+        if theirs.get(key) != identity[key]:
+            if key == "config":
+                a, b = json.loads(theirs["config"]), json.loads(identity["config"])
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                what = f"its {diff[0]} is {a.get(diff[0])!r}, this config's is {b.get(diff[0])!r}" + (
+                    f" (and {len(diff) - 1} more differences)" if len(diff) > 1 else "")
+            else:
+                what = f"its {key.replace('_', ' ')} is {theirs.get(key)!r}, this run's is {identity[key]!r}"
+            raise RefinerResumeError(f"--resume: {path} belongs to another run: {what}; start in a new --out-dir "
+                                     "(nothing was overwritten)")
+    return st
+
+
+def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, first_points=None,
+                  resume: bool = False) -> dict:
     """Train a refiner with ``cfg`` (over :data:`DEFAULTS`) on ``root``; writes the run folder ``out_dir``; returns
     the best epoch's metrics. ``samples`` = (training, validation) lists of ``LandmarkSample`` instead of the config's
     dataset and split; ``first_points`` (V, K, 2) the validation films' first-stage points instead of running
-    ``first_stage``."""
+    ``first_stage``; ``resume``: continue from ``out_dir/last.ckpt`` (see the module docstring)."""
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"refiner training config: unknown keys {sorted(unknown)}")
@@ -188,8 +238,9 @@ def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, f
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    if not resume and (out / "last.ckpt").is_file():
+        raise RefinerResumeError(f"{out} holds a refiner run's checkpoint already: continue it with --resume or "
+                                 "choose another --out-dir (nothing was overwritten)")
     if samples is None:
         films = load_dataset(cfg["dataset"], root, cfg["data_split"])
         split = load_split(cfg["split_file"])
@@ -199,6 +250,13 @@ def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, f
     skip = set(cfg["skip_films"])
     train_s = [s for s in train_s if s.name not in skip]
     k = train_s[0].coords.shape[0]
+    identity = _identity(cfg, k)
+    st = _read_checkpoint(out / "last.ckpt", identity) if resume else None  # refused before anything is written
+    if st is not None and int(st["epoch"]) >= int(cfg["epochs"]):
+        raise RefinerResumeError(f"--resume: {out / 'last.ckpt'} has run {int(st['epoch'])} epochs, all that epochs "
+                                 f"= {cfg['epochs']} asks for; raise --epochs to go on (nothing was overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
     refiner = LocalRefiner.from_config({**cfg["refiner"], "num_landmarks": k})
     size, step = refiner.size, refiner.step
     t0 = time.perf_counter()
@@ -220,11 +278,23 @@ def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, f
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     amp = cfg["amp"] == "bf16"
     best = None
+    start = 1
     metrics_path = out / "metrics.csv"
-    with open(metrics_path, "w", newline="") as fh:
-        csv.writer(fh).writerow(["epoch", "train_loss", "val_first_stage", "val_refined", "val_refined_twice",
-                                 "epoch_s", "val_blended"])
-    for epoch in range(1, int(cfg["epochs"]) + 1):
+    if st is not None:
+        refiner.load_state_dict(st["refiner"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        rng.bit_generator.state = st["numpy_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        best = json.loads(st["best"]) if st["best"] else None
+        start = int(st["epoch"]) + 1
+        _keep_metric_rows(metrics_path, int(st["epoch"]))
+        log.info("resumed from %s after epoch %d", out / "last.ckpt", start - 1)
+    else:
+        with open(metrics_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(["epoch", "train_loss", "val_first_stage", "val_refined", "val_refined_twice",
+                                     "epoch_s", "val_blended"])
+    for epoch in range(start, int(cfg["epochs"]) + 1):
         refiner.train()
         t_epoch = time.perf_counter()
         order = rng.permutation(len(train))
@@ -283,5 +353,19 @@ def train_refiner(cfg: dict, root, out_dir, log_every: int = 20, samples=None, f
         if best is None or mre_mix < best["val_blended"]:
             best = meta
             save_refiner(refiner, out / "best.safetensors", meta)
+        tmp = out / "last.ckpt.tmp"  # last: a kill before this line redoes the epoch, from the previous checkpoint
+        torch.save({"identity": identity, "epoch": epoch, "refiner": refiner.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "best": json.dumps(best)}, tmp)
+        tmp.replace(out / "last.ckpt")
     (out / "best.json").write_text(json.dumps(best, indent=1))
     return best
+
+
+def _keep_metric_rows(path: Path, last_epoch: int) -> None:
+    """metrics.csv cut back to the header and the epochs up to ``last_epoch`` (a killed epoch's row, if any, goes)."""
+    if not path.is_file():
+        return
+    rows = path.read_text().splitlines()
+    kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= last_epoch]
+    path.write_text("\n".join(kept) + "\n")
