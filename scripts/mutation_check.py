@@ -200,6 +200,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_shape_model.py::test_without_the_prior_the_cards_hold_keeps_the_networks_small_moves_and_the_"
          "priors_own_hold_rules_under_it",),
     ),
+    Mutant(
+        "refiner-resume-forgets-its-random-stream",
+        "a resumed refiner run draws other crops than the run it continues (not the run it would have been)",
+        f"{PKG}/training/refiner.py",
+        "        rng.bit_generator.state = st[\"numpy_rng\"]\n",
+        "        pass  # MUTANT\n",
+        ("tests/test_refiner.py::test_a_refiner_run_killed_inside_an_epoch_resumes_to_the_weights_of_an_unbroken_run",),
+    ),
+    Mutant(
+        "label-order-ignored",
+        "a run asking for anatomically ordered targets trains on the published, partly swapped ones",
+        f"{PKG}/training/trainer.py",
+        "        if self.cfg[\"label_order\"] == \"anatomical\":\n",
+        "        if False:  # MUTANT\n",
+        ("tests/test_label_order.py::test_the_trainer_reorders_the_training_targets_only",),
+    ),
 )
 
 
