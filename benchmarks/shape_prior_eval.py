@@ -83,6 +83,9 @@ def main():
                     help="only the network-alone tracks (no shape model is fitted)")
     ap.add_argument("--limit", type=int, help="only the first N films (quick looks)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                    help="the networks' arithmetic (default fp32, as every figure before 2026-12-06 was made; the "
+                         "viewer and the CLI use auto: bf16 where the CPU computes it natively)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -94,6 +97,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     pred = Predictor.from_file(args.weights) if args.weights else Predictor.from_name(args.model)
+    print(f"precision: {pred.set_precision(args.precision)}")
     samples = samples_for(args, pred, args.split)
     if args.limit:
         samples = samples[: args.limit]
