@@ -1,8 +1,8 @@
 """Training labels put in anatomical order (the config's ``label_order: anatomical``).
 
-The public AASCE labels list some vertebrae out of order: in 21 training films the last vertebra's corners come
-*above* the 16th, 3 films have a vertebra upside down, one has T1 and T2 swapped and one L5's left and right
-corners swapped (``benchmarks/cobb_gt_smape.py`` lists them). A network trained on them is taught, on those films,
+The public AASCE labels list some vertebrae out of order: of the 481 training films, 23 list vertebrae out of order
+along the spine (mostly the top vertebra listed last), 3 have a vertebra upside down, one L5's left and right
+corners swapped (``benchmarks/label_order_report.py`` lists them). A network trained on them is taught, on those films,
 that L4 sits below L5 — exactly the whole-level confusion that dominates the spine model's errors. The published
 labels stay what evaluation, validation and the Cobb reference use; this module re-assigns the *training*
 targets only:
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..measurements.outline import is_twisted
+from ..measurements.outline import _corner_groups, is_twisted
 from ..schemas import load_schema
 
 _UPSIDE_DOWN = np.array([2, 3, 0, 1])  # TL, TR, BL, BR -> the bottom pair on top
@@ -31,9 +31,8 @@ _MIRRORED = np.array([1, 0, 3, 2])  # left and right exchanged
 
 def corner_groups(schema) -> tuple[list[str], np.ndarray]:
     """(names, (G, 4) landmark indices TL, TR, BL, BR) of the schema's 4-corner groups, in schema order."""
-    schema = load_schema(schema)
-    items = [(name, members) for name, members in schema.groups.items() if len(members) == 4]
-    return [n for n, _ in items], np.array([m for _, m in items], dtype=np.int64).reshape(-1, 4)
+    groups = _corner_groups(load_schema(schema))
+    return list(groups), np.array(list(groups.values()), dtype=np.int64).reshape(-1, 4)
 
 
 def anatomical_permutation(schema, coords) -> tuple[np.ndarray, list[str]]:
