@@ -34,19 +34,56 @@ def generic_dataset(tmp_path_factory):
 
 
 def test_evaluate_runs_the_click_protocol_and_writes_json(tiny_weights, generic_dataset, tmp_path):
+    """``evaluate``'s figures are the click protocol's, replayed here by hand with the same model: the worst
+    unclicked landmark corrected to its truth, the model re-run with every correction and its last points, the
+    mean radial error of each step averaged over the films. fp32 on every CPU, and nothing asserted about how good
+    this 10-epoch model is (that depends on the rounding of its training, i.e. on the CPU it was trained on: a
+    bound on it failed on CPUs without AVX-512 — issue 35); a wrong bookkeeping fails here on any machine."""
+    from napari_interactive_landmarks.data.datasets import load_generic
+    from napari_interactive_landmarks.data.phantom import phantom_schema_dict
+    from napari_interactive_landmarks.inference import Predictor
+
     out = tmp_path / "eval.json"
     rc = main(["evaluate", "--weights", str(tiny_weights), "--dataset", "generic", "--root", str(generic_dataset),
-               "--split", ".", "--clicks", "3", "--json", str(out), "--no-progress", "--device", "cpu"])
+               "--split", ".", "--clicks", "3", "--json", str(out), "--no-progress", "--device", "cpu",
+               "--precision", "fp32"])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert res["unit"] == "px" and len(res["mre_model"]) == 4 and len(res["mre_manual"]) == 4
+    assert res["unit"] == "px" and res["num_images"] == 4 and res["precision"] == "fp32"
     assert set(res["noc"]) == {"20", "30", "40", "50"} and set(res["fr"]) == set(res["noc"])
-    assert res["mre_model"][0] == pytest.approx(res["mre_manual"][0])  # no click yet: the same points
-    # (falling with each click holds by construction: clicked points are pinned to the truth.) What the model adds
-    # is on the unclicked landmarks: reported per click, and re-running it never costs more than 0.5 px over
-    # correcting the same points by hand
     assert len(res["others_delta"]) == 3 and all(np.isfinite(v) for v in res["others_delta"])
-    assert all(m <= h + 0.5 for m, h in zip(res["mre_model"], res["mre_manual"])), (res["mre_model"], res["mre_manual"])
+
+    pred = Predictor.from_file(tiny_weights, device="cpu")
+    pred.set_precision("fp32")
+    model_curves, manual_curves, deltas = [], [], []
+    for sample in sorted(load_generic(generic_dataset, phantom_schema_dict(4)["landmarks"]), key=lambda s: s.name):
+        gt, image = sample.coords, sample.load_image()
+        p = pred.predict(image)
+        cur, clicks, errs = p.coords.copy(), {}, []
+        manual, manual_done = cur.copy(), []
+        model_e, manual_e = [np.hypot(*(cur - gt).T)], [np.hypot(*(manual - gt).T)]
+        for _ in range(3):
+            e = model_e[-1].copy()
+            e[list(clicks)] = -1
+            i = int(np.argmax(e))
+            clicks[i] = tuple(gt[i])
+            cur = pred.predict(image, clicks=clicks, previous=cur).coords.copy()
+            model_e.append(np.hypot(*(cur - gt).T))
+            m = manual_e[-1].copy()
+            m[manual_done] = -1
+            j = int(np.argmax(m))
+            manual[j] = gt[j]
+            manual_done.append(j)
+            manual_e.append(np.hypot(*(manual - gt).T))
+        model_curves.append([e.mean() for e in model_e])
+        manual_curves.append([e.mean() for e in manual_e])
+        order = list(clicks)
+        deltas.append([np.mean([model_e[n][j] - model_e[n - 1][j] for j in range(len(gt)) if j not in order[:n]])
+                       for n in (1, 2, 3)])
+    assert res["mre_model"] == pytest.approx(np.mean(model_curves, axis=0), abs=1e-6)
+    assert res["mre_manual"] == pytest.approx(np.mean(manual_curves, axis=0), abs=1e-6)
+    assert res["others_delta"] == pytest.approx(np.mean(deltas, axis=0), abs=1e-6)
+    assert res["mre_model"][0] == pytest.approx(res["mre_manual"][0])  # no click yet: the same points
 
 
 def test_predict_writes_landmark_files_and_refuses_to_overwrite(tiny_weights, generic_dataset, tmp_path, capsys):
