@@ -367,6 +367,22 @@ def test_others_delta_and_harm_rate_on_a_constructed_case():
     assert collapsed_onto_click(coords, gt, [0]).tolist() == [False]
 
 
+def test_damage_counts_a_well_placed_point_that_a_click_sends_away():
+    from napari_interactive_landmarks.evaluation.metrics import damaged_by_click
+    from napari_interactive_landmarks.evaluation.protocol import _harm_summary
+
+    # 3 landmarks, 2 clicks: click 1 (landmark 0) sends landmark 2 from 8 px (well placed) to 25 px: damage;
+    # click 2 (landmark 1) moves landmark 2 from 25 to 40 (it was not well placed: harm, not damage)
+    errors = np.array([[30.0, 15.0, 8.0], [0.0, 15.0, 25.0], [0.0, 0.0, 40.0]])
+    assert damaged_by_click(errors, [0, 1], 10.0, 20.0).tolist() == [True, False]
+    # the threshold is "more than bad": 20 exactly is no damage; a clicked landmark's own change never counts
+    assert damaged_by_click(np.array([[9.0, 5.0], [0.0, 20.0]]), [0], 10.0, 20.0).tolist() == [False]
+    assert damaged_by_click(np.array([[5.0, 50.0], [40.0, 50.0]]), [0], 10.0, 20.0).tolist() == [False]
+    s = _harm_summary([np.array([1.0, 1.0]), np.array([-1.0, np.nan])], [np.zeros(2, bool)] * 2, [2, 1], 2,
+                      [np.array([True, False]), np.array([False, False])])
+    assert s["damage_rate"] == [50.0, 0.0] and s["damage_rate_all"] == pytest.approx(100 / 3)
+
+
 def test_evaluate_reports_others_delta_and_harm_rate(tiny_run, tmp_path):
     from napari_interactive_landmarks.data.datasets import load_dataset
     from napari_interactive_landmarks.evaluation.protocol import evaluate_dataset, format_report
@@ -378,7 +394,8 @@ def test_evaluate_reports_others_delta_and_harm_rate(tiny_run, tmp_path):
     r = evaluate_dataset(p, samples, max_clicks=3, progress=False)
     assert len(r["others_delta"]) == len(r["harm_rate"]) == len(r["collapse_rate"]) == 3
     assert all(0 <= v <= 100 for v in r["harm_rate"]) and 0 <= r["harm_rate_all"] <= 100
-    assert "harm" in format_report(r)
+    assert len(r["damage_rate"]) == 3 and r["damage_thresholds"] == [10.0, 20.0]
+    assert "harm" in format_report(r) and "damage" in format_report(r)
 
 
 # --------------------------------------------------------------------------- DistributedDataParallel

@@ -174,6 +174,23 @@ def others_delta(errors, clicked: Sequence[int]) -> np.ndarray:
     return out
 
 
+def damaged_by_click(errors, clicked: Sequence[int], good: float, bad: float) -> np.ndarray:
+    """(α,) bool for one image: after click ``n``, did some landmark not clicked so far that was placed well before
+    the click (error ≤ ``good``) end badly placed (error > ``bad``)? The harm a clinician notices: a point they had
+    checked and left alone is now wrong. ``errors`` (α + 1, K) in one unit (pixels or mm); False where no click was
+    made."""
+    errors = np.asarray(errors, dtype=np.float64)
+    steps, k = errors.shape
+    out = np.zeros(steps - 1, bool)
+    done = np.zeros(k, bool)
+    for n, idx in enumerate(list(clicked)[: steps - 1], start=1):
+        done[int(idx)] = True
+        with np.errstate(invalid="ignore"):
+            hit = (~done) & (errors[n - 1] <= good) & (errors[n] > bad)
+        out[n - 1] = bool(np.any(hit))
+    return out
+
+
 def collapsed_onto_click(coords, gt, clicked: Sequence[int], ratio: float = 0.5) -> np.ndarray:
     """(α,) bool for one image: after click ``n``, did some other, unclicked landmark move onto the click —
     closer to the clicked position than ``ratio`` × its ground-truth distance from it, having not been that

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..data.clicks import Clicker
 from ..io.images import ImageError
-from .metrics import collapsed_onto_click, failure_rate, mre, noc, others_delta, radial_errors, sdr
+from .metrics import collapsed_onto_click, damaged_by_click, failure_rate, mre, noc, others_delta, radial_errors, sdr
 
 __all__ = [
     "ORDERS",
@@ -359,8 +359,12 @@ def evaluate_dataset(
     progress: bool = True,
     on_trace=None,
     click_noise_px: float = 0.0,
+    damage: tuple[float, float] | None = None,
 ) -> dict:
     """Run :func:`run_click_protocol` on every sample and aggregate (JSON-ready dict).
+
+    ``damage`` ``(good, bad)`` in ``unit`` (default 10 / 20 px, 1 / 2 mm): a click *damages* when a landmark not
+    clicked so far that was within ``good`` of its truth ends more than ``bad`` from it (``damage_rate``).
 
     ``on_trace(sample, trace)``, when given, is called with each image's :class:`ImageTrace` (e.g. to
     derive clinical measurements from the per-click coordinates).
@@ -400,6 +404,12 @@ def evaluate_dataset(
     mre_m, mre_h, err_m, err_h, errors_0, ere_0, per_image = [], [], [], [], [], [], []
     region_s, region_a, gauss_a = [], [], []  # per image (S, K): region scores, conformal / Gaussian areas
     regions = getattr(predictor, "regions", None)
+    if damage is None:
+        damage = (1.0, 2.0) if unit == "mm" else (10.0, 20.0)
+    good, bad = (float(v) for v in damage)
+    if not 0 < good <= bad:
+        raise ValueError(f"damage thresholds must be 0 < good <= bad, got {damage}")
+    damages = []  # per image: (α,) whether a well-placed unclicked landmark ended badly placed after click n
     deltas, collapses = [], []  # per image: (α,) change of the unclicked landmarks' error; collapse onto the click
     skipped = []  # images that cannot be read or used: reported, the others evaluated
     has_ere = True
@@ -433,6 +443,7 @@ def evaluate_dataset(
                 steps = np.arange(tr.spread.shape[0])
                 region_a.append(region_area(tr.spread, np.stack([regions.for_clicks(j) for j in steps])) * a2)
         collapses.append(collapsed_onto_click(tr.coords, tr.gt, tr.clicked))
+        damages.append(damaged_by_click(e_model, tr.clicked, good, bad))
         if tr.ere is None:
             has_ere = False
         else:
@@ -472,7 +483,9 @@ def evaluate_dataset(
         "noc_manual": {_key(t): _json_float(noc(mre_h_arr, t, max_clicks)) for t in targets},
         "fr_manual": {_key(t): _json_float(failure_rate(mre_h_arr, t, max_clicks)) for t in targets},
     }
-    result.update(_harm_summary(deltas, collapses, [len(tr_c["clicked"]) for tr_c in per_image], max_clicks))
+    result.update(_harm_summary(deltas, collapses, [len(tr_c["clicked"]) for tr_c in per_image], max_clicks,
+                                damages))
+    result["damage_thresholds"] = [good, bad]
     if sdr_radii is not None:
         radii = list(sdr_radii)
         for key, errs in (("sdr", err_m), ("sdr_manual", err_h)):
@@ -491,16 +504,17 @@ def evaluate_dataset(
     return result
 
 
-def _harm_summary(deltas, collapses, num_clicked, max_clicks) -> dict:
+def _harm_summary(deltas, collapses, num_clicked, max_clicks, damages=None) -> dict:
     """``others_delta`` (α,): mean over images of the change of the unclicked landmarks' mean error caused by
     click n (in the result's unit; negative = the click helped them); ``harm_rate`` (α,): % of images whose
     unclicked landmarks got worse on average after click n; ``harm_rate_all``: the same over every click made;
     ``collapse_rate`` (α,) / ``collapse_rate_all``: % of clicks after which another landmark moved onto the
-    clicked position (closer than half its true distance from it). Clicks not made (candidates ran out) do
-    not count."""
+    clicked position (closer than half its true distance from it); ``damage_rate`` (α,) / ``damage_rate_all``: % of
+    clicks after which a well-placed unclicked landmark ended badly placed (:func:`damaged_by_click`). Clicks not
+    made (candidates ran out) do not count."""
     if not deltas:
         return {"others_delta": [], "harm_rate": [], "harm_rate_all": None, "collapse_rate": [],
-                "collapse_rate_all": None}
+                "collapse_rate_all": None, "damage_rate": [], "damage_rate_all": None}
     d = np.array(deltas, dtype=np.float64).reshape(len(deltas), max_clicks)
     made = np.arange(max_clicks)[None, :] < np.asarray(num_clicked)[:, None]
     col = np.array(collapses, dtype=bool).reshape(len(deltas), max_clicks)
@@ -512,13 +526,18 @@ def _harm_summary(deltas, collapses, num_clicked, max_clicks) -> dict:
     fin = np.isfinite(d) & made
     with np.errstate(invalid="ignore"):
         harmed = np.where(fin, d > 0, False)
-    return {
+    out = {
         "others_delta": [_json_float(np.nanmean(d[fin[:, j], j]) if fin[:, j].any() else np.nan) for j in range(max_clicks)],
         "harm_rate": [_json_float(pct(harmed[:, j], fin[:, j])) for j in range(max_clicks)],
         "harm_rate_all": _json_float(pct(harmed, fin)),
         "collapse_rate": [_json_float(pct(col[:, j], made[:, j])) for j in range(max_clicks)],
         "collapse_rate_all": _json_float(pct(col, made)),
     }
+    if damages is not None:
+        dam = np.array(damages, dtype=bool).reshape(len(deltas), max_clicks)
+        out["damage_rate"] = [_json_float(pct(dam[:, j], made[:, j])) for j in range(max_clicks)]
+        out["damage_rate_all"] = _json_float(pct(dam, made))
+    return out
 
 
 def _fmt(x, width: int = 8, prec: int = 2) -> str:
@@ -546,12 +565,17 @@ def format_report(result: dict) -> str:
             )
         lines.append(f"(NoC_{a}@target: clicks needed, 0 if the automatic prediction meets it; {a} if never)")
     if result.get("others_delta"):
-        lines += ["", f"{'click':>6} {'others Δ ' + u:>12} {'harm %':>8} {'collapse %':>11}"]
-        for k, (dl, hr, cr) in enumerate(zip(result["others_delta"], result["harm_rate"], result["collapse_rate"]), 1):
-            lines.append(f"{k:>6} {_fmt(dl, 12)} {_fmt(hr, 8, 1)} {_fmt(cr, 11, 1)}")
+        dmg = result.get("damage_rate") or [None] * len(result["others_delta"])
+        lines += ["", f"{'click':>6} {'others Δ ' + u:>12} {'harm %':>8} {'collapse %':>11} {'damage %':>9}"]
+        for k, (dl, hr, cr, dr) in enumerate(zip(result["others_delta"], result["harm_rate"], result["collapse_rate"],
+                                                 dmg), 1):
+            lines.append(f"{k:>6} {_fmt(dl, 12)} {_fmt(hr, 8, 1)} {_fmt(cr, 11, 1)} {_fmt(dr, 9, 1)}")
+        good, bad = result.get("damage_thresholds") or (float("nan"), float("nan"))
         lines.append(f"(others Δ: change of the unclicked landmarks' mean error caused by the click; harm: share of "
                      f"images where it was > 0 — {_fmt(result['harm_rate_all'], 0, 1).strip()} % of all clicks; "
-                     f"collapse: another landmark moved onto the click)")
+                     f"collapse: another landmark moved onto the click; damage: a landmark within {good:g} {u} of its "
+                     f"truth before the click ended more than {bad:g} {u} from it — "
+                     f"{_fmt(result.get('damage_rate_all'), 0, 1).strip()} % of all clicks)")
     if result.get("sdr"):
         radii = list(result["sdr"])
         lines += ["", "SDR % (model / manual) by clicks", f"{'clicks':>6} " + " ".join(f"{r + ' ' + u:>15}" for r in radii)]
@@ -596,3 +620,34 @@ def collect_region_scores(predictor, samples, max_clicks: int = 3, progress: boo
             raise ValueError("the predictor gives no map spread (an ERE-less model): it cannot have regions")
         rows.append(rs)
     return np.stack(rows) if rows else np.empty((0, max_clicks + 1, int(predictor.num_landmarks)))
+
+
+def collect_ere_and_errors(predictor, samples, max_clicks: int = 3, progress: bool = True):
+    """``(ere, errors)``, each (N, max_clicks + 1, K), original pixels: the ERE the predictor states and the true
+    radial error of every landmark on the click protocol (worst-first clicks at the ground truth; NaN for clicked and
+    unannotated landmarks) — what `calibrate` fits the expected error's scales and caps on (with the predictor's own
+    calibration switched off, the doubt maps' raw ERE). Images that cannot be read are left out."""
+    eres, errs = [], []
+    iterator = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="expected error", unit="img", file=sys.stderr)
+    for sample in iterator:
+        try:
+            tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order="worst")
+        except ImageError:
+            continue
+        if tr.ere is None:
+            raise ValueError("the predictor gives no ERE: there is no expected error to calibrate")
+        e, r = tr.ere.astype(np.float64).copy(), tr.errors.astype(np.float64).copy()
+        for step in range(e.shape[0]):
+            done = tr.clicked[:step]
+            e[step, done] = np.nan
+            r[step, done] = np.nan
+        eres.append(e)
+        errs.append(r)
+    k = int(predictor.num_landmarks)
+    if not eres:
+        return np.empty((0, max_clicks + 1, k)), np.empty((0, max_clicks + 1, k))
+    return np.stack(eres), np.stack(errs)
