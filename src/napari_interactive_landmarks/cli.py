@@ -424,6 +424,9 @@ def _cmd_calibrate(args):
         print(f"on the calibration images themselves: ECE {cm['ece_before']:.4f} → {cm['ece_after']:.4f}")
         info = {"dataset": args.dataset, "split": args.split, "num_images": len(samples),
                 "ece_before": round(cm["ece_before"], 5), "ece_after": round(cm["ece_after"], 5)}
+    ere_cal = None
+    if not args.no_ere_calibration:
+        ere_cal = _fit_ere_calibration(args, predictor, samples, temps)
     regions = None
     if args.level is not None:
         regions = _fit_regions(args, predictor, samples, temps)
@@ -433,19 +436,49 @@ def _cmd_calibrate(args):
     if args.dry_run:
         return 0
     what = f"{len(temps)} {'kept ' if args.keep_temperatures else ''}temperatures"
+    what += ", the expected error's scales and caps" if ere_cal else ""
     what += f" and {regions['level']:.0%} regions" if regions else ""
     what += f" and {doubt['level']:.0%} measurement doubt scales" if doubt else ""
     if args.weights:
         from .training.export import store_temperatures_in_file
 
-        store_temperatures_in_file(args.weights, temps, info, regions, doubt)
+        store_temperatures_in_file(args.weights, temps, info, regions, doubt, ere_cal)
         print(f"stored {what} in {args.weights}")
         return 0
     from .training.export import store_temperatures
 
-    store_temperatures(predictor.name, temps, info, regions=regions, doubt_scales=doubt)
+    store_temperatures(predictor.name, temps, info, regions=regions, doubt_scales=doubt, ere_calibration=ere_cal)
     print(f"stored {what} for '{predictor.name}' in the manifest")
     return 0
+
+
+def _fit_ere_calibration(args, predictor, samples, temps) -> dict:
+    """The stated expected error's per-landmark, per-click-count scales and caps (ere_calibration.py) on the
+    calibration images, with the temperatures just fitted, on the click protocol (0…--region-clicks worst-first
+    clicks): the card's ``ere_calibration`` field; the predictor uses it from here on (the regions and the
+    measurements' doubt scales fitted after it see the stated ERE). Too few images: one line."""
+    import numpy as np
+
+    from .ere_calibration import EreCalibration, EreCalibrationError, fit_ere_calibration
+    from .evaluation.protocol import collect_ere_and_errors
+
+    predictor.temperatures = np.asarray(temps, np.float64)
+    predictor.ere_calibration = None  # the raw ERE of the doubt maps is what is fitted
+    raw, err = collect_ere_and_errors(predictor, samples, max_clicks=args.region_clicks,
+                                      progress=not args.no_progress)
+    try:
+        cal = fit_ere_calibration(raw, err, clicks=list(range(args.region_clicks + 1)),
+                                  envelope_weight=predictor.envelope_weight,
+                                  fitted_on=f"{args.dataset} {args.split} ({len(samples)} images, 0-{args.region_clicks} "
+                                            "worst-first clicks)")
+    except EreCalibrationError as exc:
+        raise CLIError(f"no expected-error calibration fitted: {exc}") from None
+    predictor.ere_calibration = EreCalibration.from_card(cal.to_card(), predictor.num_landmarks, predictor.name)
+    per_click = ", ".join(f"{c} clicks ×{np.median(row):.2f}" for c, row in enumerate(cal.scales))
+    print(f"expected error: per-landmark scale (median) at {per_click}; caps (99th percentile of the real errors, "
+          f"median over landmarks) {np.median(cal.caps[0]):.1f} {'mm' if all(s.spacing for s in samples) else 'px'}"
+          f" before any click")
+    return cal.to_card()
 
 
 def _fit_regions(args, predictor, samples, temps) -> dict:
@@ -900,6 +933,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "calibration samples for it: an error when given, else a note and no scales)")
     c.add_argument("--no-measurement-scales", dest="no_measurement_scales", action="store_true",
                    help="no doubt scales (a model's stored ones are then dropped: the ± is the unscaled mean error)")
+    c.add_argument("--no-ere-calibration", dest="no_ere_calibration", action="store_true",
+                   help="no per-landmark scales and caps of the expected error (a model's stored ones are then "
+                        "dropped: the ERE is the doubt maps' own)")
     c.add_argument("--pooled", choices=("auto", "yes", "no"), default="auto",
                    help="one radius for all landmarks, or one each (auto: each when every landmark has enough scores)")
     c.set_defaults(func=_cmd_calibrate)

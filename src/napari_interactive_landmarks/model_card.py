@@ -65,6 +65,22 @@ def check_interaction(section, source: str) -> dict:
     return section
 
 
+def check_ere_calibration(section, num_landmarks, source: str) -> None:
+    """A :class:`ModelCardError` naming ``source`` when the card's ``ere_calibration`` is malformed (see
+    ere_calibration.py); ``num_landmarks`` None: as many as its rows have."""
+    from .ere_calibration import EreCalibration, EreCalibrationError
+
+    if not isinstance(section, Mapping):
+        raise ModelCardError(f"{source}: 'ere_calibration' must be a mapping, got {type(section).__name__}")
+    try:
+        k = num_landmarks if num_landmarks is not None else len(section.get("scales", [[]])[0])
+        EreCalibration.from_card(section, int(k), source)
+    except EreCalibrationError as exc:
+        raise ModelCardError(str(exc)) from None
+    except (TypeError, IndexError):
+        raise ModelCardError(f"{source}: its 'ere_calibration' field is malformed") from None
+
+
 @dataclass
 class ModelCard:
     name: str
@@ -92,6 +108,9 @@ class ModelCard:
     # how an update treats the points a click does not concern when no shape prior decodes them: {hold: map cells,
     # chosen_on: …}; an unclicked landmark moved by less than ``hold`` cells stays where it was shown
     interaction: dict | None = None
+    # the stated ERE's per-landmark, per-click-count scales and caps and the doubt maps' envelope weight
+    # (ere_calibration.py), fitted by `calibrate`; without it the ERE is the doubt maps' own, uncalibrated
+    ere_calibration: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -121,6 +140,8 @@ class ModelCard:
             self.temperatures = check_temperatures(self.temperatures, src)
         if self.interaction is not None:
             self.interaction = check_interaction(self.interaction, src)
+        if self.ere_calibration is not None:  # refused here, naming the file, not at the first prediction
+            check_ere_calibration(self.ere_calibration, self.config.get("num_landmarks"), src)
         if self.doubt_scales is not None:  # refused here, naming the file, not at the first measurement
             from .measurements.doubt import DoubtScaleError, as_doubt_scales
 
@@ -162,6 +183,8 @@ class ModelCard:
             check_interaction(data["interaction"], src)
         if data.get("temperatures") is not None:  # refused here, naming the file, not at the first prediction
             check_temperatures(data["temperatures"], src)
+        if data.get("ere_calibration") is not None:
+            check_ere_calibration(data["ere_calibration"], (data.get("config") or {}).get("num_landmarks"), src)
         known = {f.name for f in fields(cls)}
         kw = {k: data[k] for k in known if k in data and data[k] is not None}
         kw.update(name=str(name or data.get("name") or "model"), heatmap=heatmap)
@@ -190,7 +213,8 @@ class ModelCard:
         """The manifest form (without file / sha256 / url, which belong to the stored file)."""
         d = self.to_dict()
         d.pop("name")
-        for key in ("calibration", "shape_prior", "regions", "doubt_scales", "refiner", "interaction"):
+        for key in ("calibration", "shape_prior", "regions", "doubt_scales", "refiner", "interaction",
+                    "ere_calibration"):
             if d.get(key) is None:
                 d.pop(key)
         return d

@@ -28,6 +28,7 @@ from ..codecs.heatmaps import decode_strided_logits
 from ..codecs.uncertainty import expected_radial_error, softmax_maps, spread_covariance, tempered_logits
 from ..codecs.geometry import resize_image
 from ..data.cache import preprocess
+from ..ere_calibration import ENVELOPE_WEIGHT, EreCalibration, EreCalibrationError
 from ..io.images import ImageError, as_greyscale_2d, normalise_intensity
 from ..models.folding import fold_batchnorm
 from ..models.refiner import EXPECTED_ERROR_BLEND, REFINER_PREFIX, LocalRefiner, fine_image, refine_points
@@ -69,12 +70,21 @@ class Prediction:
     logits: torch.Tensor = field(repr=False)  # (K, h/4, w/4) network logits, for heatmaps / uncertainty
     original_shape: tuple[int, int] = (0, 0)
     input_size: tuple[int, int] = (0, 0)
-    ere: np.ndarray | None = None  # (K,) expected radial error, original pixels (0 for clicked landmarks)
+    # (K,) the stated expected radial error, original pixels (0 for clicked landmarks): read from the doubt maps
+    # (``prob``) about the points shown, then calibrated per landmark and click count (ere_calibration.py)
+    ere: np.ndarray | None = None
     temperatures: np.ndarray | None = field(default=None, repr=False)  # (K,) used for ``ere``; None = 1
-    prob: np.ndarray | None = field(default=None, repr=False)  # (K, h/4, w/4) calibrated probability maps
-    # True when the points were decoded under the shape prior (``prob`` and ``ere`` stay the network's calibrated
-    # maps, and the expected error about the points shown)
+    # (K, h/4, w/4) the doubt maps: each landmark's calibrated network map times the anatomy's envelope (its shape
+    # model's Gaussian given the corrections only; the network's map alone for a model without a shape model)
+    prob: np.ndarray | None = field(default=None, repr=False)
+    # True when the points were decoded under the shape prior (``prob`` and ``ere`` stay the doubt maps, and the
+    # expected error about the points shown)
     shape_prior: bool = False
+    # (K,) the ERE as read from the doubt maps, before the per-landmark calibration (NaN for clicked landmarks)
+    ere_raw: np.ndarray | None = field(default=None, repr=False)
+    # (K,) bool: the doubt map is spread wider than the landmark's real errors ever were on the calibration films
+    # (a flat map, two far-apart peaks): its ERE is stated unscaled and the point should be checked
+    ere_wide: np.ndarray | None = None
     # True when the local second stage re-found the unclicked landmarks (models/refiner.py)
     refined: bool = False
     # (K, 2, 2) the map's spread about each point, original pixels² (NaN for clicked landmarks): the regions' shape
@@ -147,6 +157,11 @@ class Predictor:
         self.spread_cut = 0.05
         self.regions_problem: str | None = None  # why the card's regions are not used
         self.shape_model: ShapeModel | None = None
+        # the stated ERE's per-landmark, per-click-count scales and caps (the card's ``ere_calibration``), and the
+        # anatomy's envelope weight in the doubt maps (0: the network's map alone)
+        self.ere_calibration: EreCalibration | None = None
+        self.envelope_weight = ENVELOPE_WEIGHT
+        self._envelope: tuple | None = None  # (shape model, weight, its envelope model), cached
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
         self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
         self.refiner = None  # the local second stage (models/refiner.LocalRefiner), when the card has one enabled
@@ -227,6 +242,9 @@ class Predictor:
                 log.warning(pred.regions_problem)
         if card.interaction is not None:  # checked when the card was read
             pred.hold = card.interaction["hold"]
+        if card.ere_calibration is not None:  # checked when the card was read
+            pred.ere_calibration = EreCalibration.from_card(card.ere_calibration, schema.num_landmarks, name)
+            pred.envelope_weight = pred.ere_calibration.envelope_weight
         if card.refiner is not None or refiner_tensors:
             pred._set_refiner_from_card(card.refiner, refiner_tensors, Path(weights_path).name)
         try:
@@ -480,31 +498,68 @@ class Predictor:
             clicked[i] = True
         self._check_finite(coords)
         spread = radius = None
-        if not self.compute_ere:
-            ere = None
-        else:
-            # the network's calibrated maps about the points shown (under the prior: the posterior's points): how
-            # far the network believes each shown point is from the truth. On aasce-spine's eval films this ranks
-            # real errors better than the posterior's own spread (AUROC for > 20 px at 0 clicks 0.725 against
-            # 0.645) and guides clicks better (MRE after 1 / 3 clicks 28.4 / 19.3 px against 33.9 / 22.1:
-            # benchmarks/posterior_doubt.py, docs/results.md); the posterior is sharp where the anatomy agrees
-            # with itself, right or wrong
-            ere, prob = self._ere(logits[0], net_np, shape, prob)
-        if ere is not None:
+        ere = ere_raw = wide = doubt = None
+        if self.compute_ere:
+            # the doubt maps about the points shown (under the prior: the posterior's points): the network's
+            # calibrated map times the anatomy's envelope given the corrections only — how far the network, kept to
+            # where this landmark can lie, believes each shown point is from the truth. Not the posterior: it is
+            # sharp where the anatomy agrees with itself, right or wrong (AUROC for > 20 px at 0 clicks 0.645
+            # against the network map's 0.725 on aasce-spine's eval films: benchmarks/posterior_doubt.py); not the
+            # network's map alone: a chain's end keeps mass at the film's other end (ere_calibration.py)
+            doubt = self._doubt_maps(logits[0], clicks, shape)
+            grid = tuple(doubt.shape[-2:])
+            at, scale = self.codec.network_to_grid(net_np, grid), self.codec.grid_scale(shape, grid)
+            ere_raw = expected_radial_error(doubt, at, scale=scale)
+            ere_raw[clicked] = np.nan
+            if self.ere_calibration is not None:
+                ere, wide = self.ere_calibration.apply(ere_raw, len(clicks))
+            else:
+                ere, wide = ere_raw.copy(), np.zeros(self.num_landmarks, bool)
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
-            grid = tuple(prob.shape[-2:])
-            spread = spread_covariance(prob, self.codec.network_to_grid(net_np, grid),
-                                       scale=self.codec.grid_scale(shape, grid), threshold=self.spread_cut)
+            wide &= ~clicked
+            spread = spread_covariance(doubt, at, scale=scale, threshold=self.spread_cut)
             spread[clicked] = np.nan
             if self.regions is not None:
                 radius = np.where(clicked, np.nan, self.regions.for_clicks(len(clicks)))
-        if self.heatmap == "softmax":  # the calibrated maps' maxima (reusing them when the ERE needed them)
+        if self.heatmap == "softmax":  # the network's calibrated maps' maxima (reused when the refiner needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
-                          ere, self.temperatures, None if ere is None else prob.cpu().numpy(),
+                          ere, self.temperatures, None if doubt is None else doubt.cpu().numpy(),
                           shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,
-                          region_level=None if self.regions is None else self.regions.level)
+                          region_level=None if self.regions is None else self.regions.level, ere_raw=ere_raw,
+                          ere_wide=wide)
+
+    def _envelope_model(self) -> ShapeModel | None:
+        """The shape model with the envelope's settings (τ 1, this predictor's envelope weight), or None (no shape
+        model, or the envelope switched off)."""
+        sm, w = self.shape_model, self.envelope_weight
+        if sm is None or not w:
+            return None
+        if self._envelope is None or self._envelope[0] is not sm or self._envelope[1] != w:
+            self._envelope = (sm, w, sm.with_settings(tau=1.0, weight=float(w), enabled=True))
+        return self._envelope[2]
+
+    def _doubt_maps(self, logits: torch.Tensor, clicks: dict, shape) -> torch.Tensor:
+        """(K, h, w) float32 maps the doubt is read from: each landmark's calibrated 2-D softmax map times its
+        envelope — the shape model's Gaussian given the clicks only, as ``w · N + (1 − w) · uniform`` — renormalised;
+        the calibrated map alone without a shape model. A shape model that cannot be conditioned (said once) leaves
+        the calibrated maps."""
+        env = self._envelope_model()
+        tempered = tempered_logits(logits.float(), self.temperatures)
+        if env is not None:
+            idx = sorted(clicks)
+            free = [i for i in range(self.num_landmarks) if i not in clicks]
+            try:
+                placed = np.array([clicks[i] for i in idx], np.float64).reshape(-1, 2)
+                means, covs = env.condition(idx, normalise(placed, shape))
+                tempered = tempered + log_prior_on_grid(env, means, covs, tuple(logits.shape[-2:]), free,
+                                                        logits.device)
+            except (np.linalg.LinAlgError, ShapeModelError, FloatingPointError, ValueError) as exc:
+                if self.shape_prior_problem is None:
+                    self.shape_prior_problem = f"the anatomy's envelope failed ({exc}); the doubt is the network's"
+                    log.warning(self.shape_prior_problem)
+        return softmax_maps(tempered)
 
     def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape):
         """The unclicked landmarks decoded from their calibrated maps times their click-conditioned shape prior:

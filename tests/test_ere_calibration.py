@@ -1,0 +1,119 @@
+"""The stated expected error (issue 34): read from the doubt maps (the network's calibrated map times the anatomy's
+envelope), then calibrated per landmark and click count and bounded by the landmark's real errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_interactive_landmarks.ere_calibration import (
+    EreCalibration,
+    EreCalibrationError,
+    fit_ere_calibration,
+)
+from napari_interactive_landmarks.inference import Predictor
+from napari_interactive_landmarks.model_card import ModelCard, ModelCardError
+from napari_interactive_landmarks.shape_model import fit_from_labels
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from napari_interactive_landmarks.data.phantom import make_phantom, phantom_set
+
+    pred = Predictor.from_name("phantom-spine", device="cpu")
+    _, cs = phantom_set(60, 11, shape=(1024, 512), num_vertebrae=6)
+    sm, _ = fit_from_labels([(str(i), c, (1024, 512)) for i, c in enumerate(cs)], pred.schema.name)
+    img, gt = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)
+    return pred, sm, img, gt
+
+
+class _FarEndEcho(torch.nn.Module):
+    """The real network, with the last landmark's map given a second, weaker mode across the top rows of the film —
+    what the spine model does at the chain's ends (L5's map keeps a few per cent of its mass near T1)."""
+
+    def __init__(self, model, temperature: float, rows: int = 2, below_peak: float = 2.0):
+        super().__init__()
+        self.inner = model
+        self.rows, self.below_peak = rows, below_peak * temperature  # 2 below the peak after temperature scaling
+        for name in ("num_landmarks", "heatmap", "output_stride", "hint_sigma"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    def forward(self, x, **kw):
+        out = dict(self.inner(x, **kw))
+        logits = out["logits"].clone()
+        last = logits[0, -1]
+        last[: self.rows] = last.max() - self.below_peak
+        out["logits"] = logits
+        return out
+
+
+def _echoed(pred, sm):
+    t = 1.0 if pred.temperatures is None else float(pred.temperatures[-1])
+    p = Predictor(_FarEndEcho(pred.model, t), pred.schema, pred.input_size, pred.sigma, "far-end-echo", "cpu",
+                  temperatures=pred.temperatures)
+    p.set_shape_model(sm)
+    p.use_shape_prior = False  # the points are the network's; only the doubt is under test
+    return p
+
+
+def test_a_chain_ends_echo_at_the_films_other_end_does_not_make_its_expected_error_absurd(phantom):
+    pred, sm, img, gt = phantom
+    p = _echoed(pred, sm)
+    out = p.predict(img)
+    err = np.hypot(*(out.coords - gt).T)
+    assert err[-1] < 20  # the point itself is well placed: only its map has the far echo
+    p.envelope_weight = 0.0  # the network's map alone (the code before issue 34): the echo dominates the ERE
+    alone = p.predict(img)
+    np.testing.assert_array_equal(alone.coords, out.coords)
+    assert alone.ere[-1] > 150, alone.ere[-1]
+    # with the anatomy's envelope the last corner states an error like its neighbours', not one the film's height
+    others = np.median(out.ere[:-1])
+    assert out.ere[-1] < 3 * max(others, err[-1]), (out.ere[-1], others, err[-1])
+    # and its region is no longer the film's height
+    axes, _, _ = out.regions() or (None, None, None)
+    if axes is not None:
+        assert axes[-1, 0] < img.shape[0] / 2
+
+
+def test_the_stated_error_is_scaled_per_landmark_and_click_count_and_capped():
+    rng = np.random.default_rng(0)
+    n, c, k = 200, 2, 3
+    raw = rng.uniform(5, 15, (n, c, k))
+    true_scale = np.array([[1.0, 2.0, 0.5], [0.8, 1.5, 3.0]])
+    err = raw * true_scale[None] * rng.uniform(0.5, 1.5, (n, c, k))
+    cal = fit_ere_calibration(raw, err, clicks=[0, 1])
+    # ratio of means, pulled a little toward the click count's pooled ratio
+    np.testing.assert_allclose(cal.scales, true_scale, rtol=0.15)
+    assert (np.abs(cal.scales - true_scale) < np.abs(cal.scales.mean(1, keepdims=True) - true_scale) + 0.2).all()
+    np.testing.assert_allclose(cal.caps, np.percentile(err, 99, axis=0), rtol=1e-9)
+    stated, wide = cal.apply(np.array([10.0, 10.0, np.nan]), 0)
+    np.testing.assert_allclose(stated[:2], 10.0 * cal.scales[0, :2])
+    assert np.isnan(stated[2]) and not wide.any()
+    # beyond the cap: the cap, unless the raw map itself is spread wider (then the raw value, marked wide)
+    q = cal.caps[1, 2]
+    stated, wide = cal.apply(np.array([1.0, 1.0, q * 0.9]), 5)  # 5 clicks: the last row serves
+    assert stated[2] == pytest.approx(q) and not wide[2]
+    stated, wide = cal.apply(np.array([1.0, 1.0, q * 2.0]), 1)
+    assert stated[2] == pytest.approx(q * 2.0) and wide[2]
+    # a landmark clicked on most films (too few errors of its own) takes the pooled scale and cap
+    err2 = err.copy()
+    err2[5:, 0, 1] = np.nan
+    cal2 = fit_ere_calibration(raw, err2)
+    pooled = np.nansum(err2[:, 0]) / np.nansum(np.where(np.isfinite(err2[:, 0]), raw[:, 0], np.nan))
+    assert cal2.scales[0, 1] == pytest.approx(pooled)
+    with pytest.raises(EreCalibrationError, match="too few"):
+        fit_ere_calibration(raw[:3], err[:3])
+
+
+def test_a_malformed_ere_calibration_is_refused_naming_the_file():
+    good = fit_ere_calibration(np.ones((20, 1, 2)), np.ones((20, 1, 2)) * 3).to_card()
+    back = EreCalibration.from_card(good, 2, "x.safetensors")
+    np.testing.assert_allclose(back.scales, 3.0)
+    for bad, why in ((dict(good, scales=[[1.0, -1.0]]), "positive"), (dict(good, caps=[[1.0]]), "do not fit"),
+                     (dict(good, envelope_weight=1.0), "envelope_weight"), ({"scales": 1}, "malformed")):
+        with pytest.raises(EreCalibrationError, match=why):
+            EreCalibration.from_card(bad, 2, "x.safetensors")
+    card = Predictor.from_name("phantom-spine", device="cpu").card.to_dict()
+    card["ere_calibration"] = dict(good, scales=[[float("nan")] * 2])
+    with pytest.raises(ModelCardError, match="my.safetensors"):
+        ModelCard.from_mapping(card, source="my.safetensors")
