@@ -474,10 +474,11 @@ def _fit_ere_calibration(args, predictor, samples, temps) -> dict:
     except EreCalibrationError as exc:
         raise CLIError(f"no expected-error calibration fitted: {exc}") from None
     predictor.ere_calibration = EreCalibration.from_card(cal.to_card(), predictor.num_landmarks, predictor.name)
-    per_click = ", ".join(f"{c} clicks ×{np.median(row):.2f}" for c, row in enumerate(cal.scales))
-    print(f"expected error: per-landmark scale (median) at {per_click}; caps (99th percentile of the real errors, "
-          f"median over landmarks) {np.median(cal.caps[0]):.1f} {'mm' if all(s.spacing for s in samples) else 'px'}"
-          f" before any click")
+    per_click = ", ".join(f"{c} clicks {np.median(row):.2f} · ERE^{b:.2f}" for c, (row, b) in
+                          enumerate(zip(cal.scales, cal.exponents)))
+    print(f"expected error (px) stated as scale · ERE^exponent, the scale per landmark (median shown): {per_click}; "
+          f"capped at the 99th percentile of each landmark's real errors (median over landmarks "
+          f"{np.median(cal.caps[0]):.1f} px before any click)")
     return cal.to_card()
 
 
@@ -892,8 +893,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(e, "aasce: training|test; isbi2015: TrainingData|Test1Data|Test2Data; phantom: calib|eval|test; "
                          "or train|val|calib|eval: that part of the model's committed split file")
     e.add_argument("--clicks", type=int, default=10)
-    e.add_argument("--order", choices=["worst", "ere", "random"], default="worst",
-                   help="which landmark the next simulated click fixes (worst = oracle, as in the paper)")
+    e.add_argument("--order", choices=["worst", "ere", "suggested", "random"], default="worst",
+                   help="which landmark the next simulated click fixes (worst = oracle, as in the paper; ere = the "
+                        "highest stated expected error; suggested = the viewer's 'check next', the largest expected "
+                        "gain)")
     e.add_argument("--click-noise", dest="click_noise", type=float, default=0.0, metavar="PX",
                    help="a simulated user's placement error: Gaussian, this std per axis in original pixels (default 0: "
                         "clicks exactly at the ground truth); the manual-revision baseline gets the same noise")

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["LabelPlacement", "place_labels", "text_size_in_data", "text_width_em", "boxes_overlap",
+__all__ = ["LabelPlacement", "place_labels", "place_chain_labels", "text_size_in_data", "text_width_em", "boxes_overlap",
            "box_point_distance", "BrightBackground", "LINE_HEIGHT_EM"]
 
 #: Height of a label's box as a fraction of the font size in screen pixels: napari's text at size 10 is 14 px
@@ -370,3 +370,82 @@ def _segments_hit_boxes_rev(segs: np.ndarray, cand: np.ndarray, samples: int = 9
     inside = ((pts[None, :, 0] > cand[:, None, 0]) & (pts[None, :, 0] < cand[:, None, 2])
               & (pts[None, :, 1] > cand[:, None, 1]) & (pts[None, :, 1] < cand[:, None, 3]))
     return inside.reshape(len(cand), len(segs), samples).any(2).sum(1).astype(float)
+
+
+def place_chain_labels(
+    anchors,
+    texts: Sequence[str],
+    points=None,
+    *,
+    text_size: tuple[float, float],
+    point_radius=0.0,
+    gap: float | None = None,
+    bounds=None,
+) -> LabelPlacement:
+    """Labels of a chain (vertebrae T1 … L5), all on the left, each beside its own anchor and in the chain's order
+    from top to bottom.
+
+    Each label's row is as near its anchor's row as the labels above and below allow: the rows that minimise the
+    squared distances to the anchors subject to consecutive labels being a line height apart (an isotonic
+    regression of ``anchor row − i · line height``, then kept inside ``bounds``); its right edge is ``gap`` left of
+    the leftmost point in its row band (its own vertebra, or a neighbour bulging further left). So the labels read
+    in the chain's order, their leaders are short (at most the stacking's shift plus the gap) and, both ends
+    ordered alike, do not cross. ``anchors`` (M, 2) in the chain's order (the middle of each vertebra's left side);
+    other arguments as :func:`place_labels`."""
+    from scipy.optimize import isotonic_regression
+
+    anchors = np.asarray(anchors, float).reshape(-1, 2)
+    m = len(anchors)
+    lh, em = float(text_size[0]), float(text_size[1])
+    pts = anchors if points is None else np.asarray(points, float).reshape(-1, 2)
+    rad = np.broadcast_to(np.asarray(point_radius, float), (len(pts),))
+    gap = float(np.max(rad, initial=0.0) + lh / 3) if gap is None else float(gap)
+    widths = np.array([text_width_em(t) * em for t in texts], float)
+    if m == 0:
+        z = np.zeros((0, 2))
+        return LabelPlacement(z, np.zeros((0, 4)), np.zeros(0, bool), np.zeros((0, 2, 2)), np.zeros(0, int))
+    step = lh * 1.05
+    offsets = np.arange(m) * step
+    z = isotonic_regression(anchors[:, 0] - offsets).x  # consecutive rows ≥ a line apart, in order
+    if bounds is not None:  # and inside the film (clipping the isotonic fit is the bounded fit)
+        lo, hi = float(bounds[0]) + lh / 2, float(bounds[2]) - lh / 2 - offsets[-1]
+        z = np.clip(z, lo, max(lo, hi))
+    rows = z + offsets
+    def side(sign):  # boxes beside the points level with each label: sign −1 on the left, +1 on the right
+        bx, fits = np.zeros((m, 4)), np.ones(m, bool)
+        for i in range(m):
+            band = np.abs(pts[:, 0] - rows[i]) <= lh / 2 + rad  # the points level with the label
+            if sign < 0:
+                edge = min(anchors[i, 1], float(np.min(pts[band, 1] - rad[band], initial=np.inf)))
+                c1 = edge - gap
+                c0 = c1 - widths[i]
+                fits[i] = bounds is None or c0 >= float(bounds[1])
+            else:
+                edge = max(anchor_right[i], float(np.max(pts[band, 1] + rad[band], initial=-np.inf)))
+                c0 = edge + gap
+                c1 = c0 + widths[i]
+                fits[i] = bounds is None or c1 <= float(bounds[3])
+            bx[i] = (rows[i] - lh / 2, c0, rows[i] + lh / 2, c1)
+        return bx, fits
+
+    # the right edge of each anchor's group, for labels that must go right (the points level with the anchor)
+    anchor_right = np.array([float(np.max(pts[np.abs(pts[:, 0] - a[0]) <= lh, 1], initial=a[1])) for a in anchors])
+    left, left_fits = side(-1)
+    boxes = left
+    if not left_fits.all():  # no room on the left (a spine near the film's edge): all on the right if they fit
+        right, right_fits = side(+1)
+        boxes = right if right_fits.all() else np.where((~left_fits & right_fits)[:, None], right, left)
+    if bounds is not None:  # where neither side has room: as far out as the film allows
+        boxes[:, [1, 3]] -= np.minimum(boxes[:, 1] - float(bounds[1]), 0.0)[:, None]
+        boxes[:, [1, 3]] -= np.maximum(boxes[:, 3] - float(bounds[3]), 0.0)[:, None]
+    centers = np.stack([rows, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    on_right = boxes[:, 1] > anchors[:, 1]
+    anchors = np.where(on_right[:, None], np.stack([anchors[:, 0], anchor_right], 1), anchors)
+    # a leader where the label does not sit level with its anchor, right next to it
+    reach = np.where(on_right, boxes[:, 1] - anchors[:, 1], anchors[:, 1] - boxes[:, 3])
+    leader = (np.abs(rows - anchors[:, 0]) > lh / 2) | (reach > gap + lh)
+    leaders = np.array([_leader_segment(anchors[i], boxes[i], float(rad.max(initial=0.0)))
+                        for i in np.flatnonzero(leader)]).reshape(-1, 2, 2)
+    overlaps = np.array([int(sum(boxes_overlap(boxes[i], boxes[j]) for j in range(m) if j != i))
+                         + int((box_point_distance(boxes[i], pts) < rad).sum()) for i in range(m)])
+    return LabelPlacement(centers, boxes, leader, leaders, overlaps)

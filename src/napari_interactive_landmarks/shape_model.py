@@ -176,6 +176,32 @@ class ShapeModel:
         c = self.cov - gain @ s_ao.T
         return m.reshape(k, 2), _blocks(0.5 * (c + c.T), k)
 
+    def informativeness(self, indices=()) -> np.ndarray:
+        """(K, K) ``r[j, k]``: the share of landmark j's positional variance (the trace of its 2 × 2 covariance, given
+        landmarks ``indices``) that knowing landmark k as well removes, in [0, 1] (0 on the diagonal, and for the given
+        landmarks) — how much a correction of k tells about j under this anatomy; what "check next" weighs the
+        others' expected errors with (their expected gain)."""
+        k = self.num_landmarks
+        idx = np.asarray(list(indices), int)
+        cov = self.cov
+        if len(idx):
+            o = np.stack([2 * idx, 2 * idx + 1], 1).reshape(-1)
+            cov = cov - cov[:, o] @ np.linalg.solve(cov[np.ix_(o, o)], cov[o, :])
+            cov = 0.5 * (cov + cov.T)
+        b = cov.reshape(k, 2, k, 2)
+        kk = b[np.arange(k), :, np.arange(k), :]  # (K, 2, 2) each landmark's own block
+        inv = np.linalg.pinv(kk, hermitian=True)
+        reduced = np.einsum("jakb,kbc,jakc->jk", b, inv, b)  # tr(Σ_jk Σ_kk⁻¹ Σ_kj)
+        total = np.trace(kk, axis1=1, axis2=2)  # (K,) tr Σ_jj
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.clip(reduced / total[:, None], 0.0, 1.0)
+        r = np.where(np.isfinite(r), r, 0.0)
+        np.fill_diagonal(r, 0.0)
+        if len(idx):
+            r[idx, :] = 0.0
+            r[:, idx] = 0.0
+        return r
+
     def leave_one_out(self, points) -> tuple[np.ndarray, np.ndarray]:
         """Each landmark's Gaussian given all the others at normalised ``points`` (K, 2)."""
         k = self.num_landmarks

@@ -29,7 +29,7 @@ def sample_initial_clicks(rng: np.random.Generator, num_landmarks: int, max_clic
     return np.sort(rng.choice(pool, size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
 
 
-ORDERS = ("worst", "ere", "random")
+ORDERS = ("worst", "ere", "suggested", "random")
 
 
 class Clicker:
@@ -63,9 +63,9 @@ class Clicker:
         if self.order == "random":
             idx = np.flatnonzero(cand)
             return int(idx[self.rng.integers(idx.size)])
-        if self.order == "ere":
+        if self.order in ("ere", "suggested"):  # (suggested: the tool's own ranking, passed as ``ere``)
             if ere is None:
-                raise ValueError("order='ere' needs the predicted expected radial error (ere=...)")
+                raise ValueError(f"order='{self.order}' needs the tool's ranking of the landmarks (ere=...)")
             key = np.asarray(ere, dtype=np.float64)
         else:
             key = errors

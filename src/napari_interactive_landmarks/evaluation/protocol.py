@@ -57,7 +57,7 @@ __all__ = [
     "format_report",
 ]
 
-ORDERS = ("worst", "ere", "random")
+ORDERS = ("worst", "ere", "suggested", "random")
 
 
 @dataclass
@@ -160,7 +160,7 @@ def manual_revision(
     cur = np.array(initial_coords, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     k = gt.shape[0]
-    if order == "ere" and click_sequence is None and ere is None:
+    if order in ("ere", "suggested") and click_sequence is None and ere is None:
         raise ValueError("manual_revision(order='ere') needs the step-0 ERE (ere=...)")
     clicker = Clicker(order, noise_px=click_noise_px, rng=_as_rng(rng))
     clickable = np.all(np.isfinite(gt), axis=1)
@@ -213,7 +213,9 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     image_shape = session.image_shape or getattr(sample, "image_shape", None)
     session.detect()
     cur, cur_ere, cur_scores = _session_state(session, k)
-    if order == "ere" and cur_ere is None:
+    # (suggested: what "check next" ranks by — each point's expected gain where the model has a shape model)
+    key0 = session.suggestion_scores() if order == "suggested" else cur_ere
+    if order in ("ere", "suggested") and cur_ere is None:
         raise ValueError(
             "order='ere' needs a predictor that returns an expected radial error (pred.ere); "
             f"{type(predictor).__name__} returned pred.ere=None"
@@ -231,7 +233,8 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
     for _ in range(max_clicks):
         if order == "ere" and cur_ere is None and (clickable & ~done).any():
             raise ValueError("order='ere': the predictor stopped returning pred.ere after a click")
-        idx = clicker.choose(errs, done, cur_ere, clickable)
+        key = session.suggestion_scores() if order == "suggested" else cur_ere
+        idx = clicker.choose(errs, done, key, clickable)
         if idx is not None:
             done[idx] = True
             clicked.append(idx)
@@ -252,7 +255,7 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         gt,
         max_clicks,
         order,
-        ere=ere0,
+        ere=key0,
         click_sequence=clicked if order == "random" else None,
         rng=np.random.default_rng(clicker.rng.integers(2**63)) if click_noise_px > 0 else None,
         click_noise_px=click_noise_px,

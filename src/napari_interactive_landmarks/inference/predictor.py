@@ -85,6 +85,10 @@ class Prediction:
     # (K,) bool: the doubt map is spread wider than the landmark's real errors ever were on the calibration films
     # (a flat map, two far-apart peaks): its ERE is stated unscaled and the point should be checked
     ere_wide: np.ndarray | None = None
+    # (K,) the expected gain of correcting each unclicked landmark: its stated ERE plus the others' stated EREs, each
+    # weighted by the share of its positional variance the anatomy says that correction removes (NaN for clicked
+    # ones); None without ERE or a shape model
+    gain: np.ndarray | None = None
     # True when the local second stage re-found the unclicked landmarks (models/refiner.py)
     refined: bool = False
     # (K, 2, 2) the map's spread about each point, original pixels² (NaN for clicked landmarks): the regions' shape
@@ -521,6 +525,7 @@ class Predictor:
             spread[clicked] = np.nan
             if self.regions is not None:
                 radius = np.where(clicked, np.nan, self.regions.for_clicks(len(clicks)))
+        gain = self._expected_gain(ere, clicks) if ere is not None else None
         if self.heatmap == "softmax":  # the network's calibrated maps' maxima (reused when the refiner needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
@@ -528,7 +533,29 @@ class Predictor:
                           ere, self.temperatures, None if doubt is None else doubt.cpu().numpy(),
                           shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,
                           region_level=None if self.regions is None else self.regions.level, ere_raw=ere_raw,
-                          ere_wide=wide)
+                          ere_wide=wide, gain=gain)
+
+    # how much of the other landmarks' expected error a correction is credited with removing (the share of their
+    # variance the anatomy says it removes, times this)
+    GAIN_PROPAGATION = 1.0
+
+    def _expected_gain(self, ere: np.ndarray, clicks: dict) -> np.ndarray | None:
+        """(K,) ``ere_k + β · Σ_j ere_j · r[j, k]`` for each unclicked landmark k (NaN for clicked ones), ``r`` the
+        shape model's :meth:`~ShapeModel.informativeness` given the clicks — a correction fixes the point itself and,
+        through the anatomy, part of the others' errors (a block of vertebrae one level off is fixed by one click in
+        its middle, not by clicking the single most doubtful corner). None without a shape model."""
+        sm = self.shape_model
+        if sm is None:
+            return None
+        try:
+            r = sm.informativeness(sorted(clicks))
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+        e = np.where(np.isfinite(ere), ere, 0.0)
+        e[list(clicks)] = 0.0
+        gain = e + self.GAIN_PROPAGATION * (r.T @ e)
+        gain[list(clicks)] = np.nan
+        return gain
 
     def _envelope_model(self) -> ShapeModel | None:
         """The shape model with the envelope's settings (τ 1, this predictor's envelope weight), or None (no shape
@@ -580,6 +607,7 @@ class Predictor:
             else:
                 rounds = max(1, sm.settings.zero_click_rounds)
             cur = net_np  # (None after a click: the prior's own decoding is the first)
+            keep_out = self._exclusion(clicks, shape, grid, logits.device)
             for r in range(rounds):
                 if not clicks or r > 0:  # each landmark given all the others where they are now (iterated
                     # conditional modes), the clicked ones at the user's points
@@ -589,6 +617,8 @@ class Predictor:
                     means, covs = sm.leave_one_out(normalise(now, shape))
                 prior = log_prior_on_grid(sm, means, covs, grid, free, logits.device)
                 fused = tempered + prior
+                if keep_out is not None:
+                    fused = fused + keep_out
                 net, _ = decode_strided_logits(fused[None], self.input_size, window=self.codec.window,
                                                heatmap="softmax")
                 cur = net[0].cpu().numpy().astype(np.float64)
@@ -600,6 +630,41 @@ class Predictor:
         if not np.isfinite(cur).all():
             return None
         return cur, fused
+
+    # how far from a clicked point another landmark may not be decoded, as a fraction of the distance the anatomy
+    # expects between them (the shape model's mean given the clicks)
+    EXCLUSION = 0.35
+    EXCLUSION_REACH = 4.0  # … of at most this many times the median distance between nearest landmarks
+
+    def _exclusion(self, clicks: dict, shape, grid, device) -> torch.Tensor | None:
+        """(K, h, w) float32 to add to the logits after a click: −1e4 in the cells of every unclicked landmark j that
+        lie closer to a clicked point y_i than ``EXCLUSION`` × the distance between j and i in the anatomy's mean
+        shape (in this film's pixels), 0 elsewhere — a corner cannot sit on another landmark the user placed, which
+        is how a neighbour's corner collapsed onto the corrected one (issue 34). The mean shape, not the shape given
+        the click: an absurd click must not widen the zone over the other landmarks' true places. None without
+        clicks or a shape model."""
+        sm = self.shape_model
+        if not clicks or sm is None:
+            return None
+        idx = sorted(clicks)
+        big_h, big_w = float(shape[0]), float(shape[1])
+        mean = sm.mean.reshape(-1, 2) * [big_h, big_w]  # (K, 2) the mean shape in this film's pixels
+        at = normalise(np.array([clicks[i] for i in idx], np.float64), shape) * [big_h, big_w]  # (n, 2)
+        pair = np.hypot(*(mean[:, None, :] - mean[None, :, :]).transpose(2, 0, 1))  # (K, K)
+        np.fill_diagonal(pair, np.inf)
+        # a landmark far from the click in the anatomy is never decoded near it anyway; capping its zone at twice the
+        # typical distance between neighbours keeps an absurd click from blanking the true places of those landmarks
+        reach = self.EXCLUSION_REACH * float(np.median(pair.min(axis=1)))
+        radius = self.EXCLUSION * np.minimum(pair[:, idx], reach)  # (K, n)
+        radius[idx] = 0.0  # a clicked landmark is placed, not decoded
+        h, w = grid
+        rows = (np.arange(h) + 0.5) / h * big_h
+        cols = (np.arange(w) + 0.5) / w * big_w
+        out = np.zeros((len(mean), h, w), np.float32)
+        for n_i, (r0, c0) in enumerate(at):
+            near = (rows[:, None] - r0) ** 2 + (cols[None, :] - c0) ** 2  # (h, w)
+            out[near[None] < radius[:, n_i, None, None] ** 2] = -1e4
+        return torch.as_tensor(out, device=device)
 
     def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid, hold: float):
         """``hold``: each unclicked landmark that moved less than ``hold`` map cells from where it was shown

@@ -39,6 +39,9 @@ class _State:
     # point (a person placed it); None when the model has no regions or the state is not a model's answer
     spread: np.ndarray | None = None
     radius: np.ndarray | None = None
+    # (K,) the expected gain of correcting each point (the model's, NaN for a pinned point), what "check next" ranks
+    # by; None when the model gives none (then the ERE ranks)
+    gain: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,46 @@ class LandmarkSession:
         """(scale, translate) in original pixels that place the uncertainty map's cells over the image."""
         return self.predictor.codec.grid_placement(self.image_shape, self._state.umap.shape)
 
-    def suggest_next(self) -> int | None:
-        """The landmark to check next: the highest ERE among unpinned points (None when all are pinned or
-        no ERE is available)."""
+    # a stated ERE above this marks a point as in doubt (its region drawn by default): 2 mm with a pixel spacing, else
+    # 20 px — the errors the click protocol's AUROC and the damage rate count as wrong
+    DOUBT_TOLERANCE_MM = 2.0
+    DOUBT_TOLERANCE_PX = 20.0
+
+    @property
+    def doubt_tolerance_px(self) -> float:
+        """The stated ERE (original pixels) above which a point is in doubt."""
+        if self.spacing is None:
+            return self.DOUBT_TOLERANCE_PX
+        return self.DOUBT_TOLERANCE_MM / float(np.mean(self.spacing))
+
+    def in_doubt(self) -> np.ndarray | None:
+        """(K,) bool: the unpinned points in doubt — the suggested next one and every one whose stated ERE exceeds
+        :attr:`doubt_tolerance_px`; None without ERE."""
         e = self.ere
+        if e is None:
+            return None
+        with np.errstate(invalid="ignore"):
+            out = ~self._state.pinned & ((e > self.doubt_tolerance_px) | ~np.isfinite(e))
+        nxt = self.suggest_next()
+        if nxt is not None:
+            out[nxt] = True
+        return out
+
+    def suggestion_scores(self) -> np.ndarray | None:
+        """(K,) what "check next" ranks the unpinned points by (NaN for pinned ones): the expected gain of correcting
+        each — its own stated ERE plus the others' that its correction would inform under the anatomy (shape
+        model) — or, for a model without a shape model, the stated ERE; None without ERE."""
+        e = self.ere
+        if e is None:
+            return None
+        g = self._state.gain
+        key = (g if g is not None else e).astype(np.float64)
+        return np.where(self._state.pinned, np.nan, key)
+
+    def suggest_next(self) -> int | None:
+        """The landmark to check next: the largest expected gain (:meth:`suggestion_scores`) among unpinned points
+        (None when all are pinned or no ERE is available)."""
+        e = self.suggestion_scores()
         if e is None:
             return None
         e = np.where(self._state.pinned | ~np.isfinite(e), -np.inf, e)
@@ -365,7 +404,7 @@ class LandmarkSession:
         if self._state is None:  # first detection
             free = np.ones(self.num_landmarks, bool)
             st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free),
-                        basis=pred.coords.copy(), **self._regions_of(pred, free))
+                        basis=pred.coords.copy(), gain=self._gain_of(pred, free), **self._regions_of(pred, free))
             self._auto = st
             self._state = st
             self._changed("result")
@@ -377,7 +416,7 @@ class LandmarkSession:
         scores[free] = pred.scores[free]
         scores[~free] = np.nan  # a person's point has no model score
         self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free),
-                             basis=coords.copy(), **self._regions_of(pred, free))
+                             basis=coords.copy(), gain=self._gain_of(pred, free), **self._regions_of(pred, free))
         self._changed("result")
         return True
 
@@ -387,6 +426,11 @@ class LandmarkSession:
             return None, None
         ere = np.where(free, pred.ere, 0.0)
         return ere, pred.uncertainty_map(include=free).astype(np.float16)
+
+    @staticmethod
+    def _gain_of(pred: Prediction, free: np.ndarray):
+        gain = getattr(pred, "gain", None)
+        return None if gain is None else np.where(free, gain, np.nan)
 
     @staticmethod
     def _regions_of(pred: Prediction, free: np.ndarray) -> dict:

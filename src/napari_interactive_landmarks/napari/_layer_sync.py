@@ -23,7 +23,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import QTimer
 
 from ..inference.session import LandmarkSession, SessionError
-from ..label_placement import BrightBackground, place_labels, text_size_in_data
+from ..label_placement import BrightBackground, place_chain_labels, place_labels, text_size_in_data
 from ._layers import META_KEY, PINNED_SIZE_FACTOR, point_size, points_layer_kwargs, skeleton_shapes
 
 LABEL_COLOR = "#ffffff"
@@ -71,9 +71,10 @@ def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0,
     region (none for a pinned point, whose radius is NaN), the vertices of
     :func:`~napari_interactive_landmarks.regions.ellipse_polygon` (computed for all landmarks at once). The
     ``highlight`` landmark's outline is red and doubled (a second ring 0.6 line ``width`` outside the first, along
-    the outline's normal: the two read as one thicker line; the Vectors layer has one line width for all). With ``bounds`` (H, W), the segments wholly off the image are left out:
-    a region larger than the film (an honest one, for a point the model barely knows) is drawn where it crosses
-    the film, and the view still fits the film."""
+    the outline's normal: the two read as one thicker line; the Vectors layer has one line width for all). With
+    ``bounds`` (H, W) every vertex is clipped to the film: a region larger than the film (an honest one, for a point
+    the model barely knows) is drawn as its part on the film, bounded by the film's edges, and the view still fits
+    the film."""
     centres, spread, radius = (np.asarray(a, np.float64) for a in (centres, spread, radius))
     ok = np.isfinite(radius) & np.isfinite(spread).all(axis=(1, 2)) & np.isfinite(centres).all(1)
     ks = np.flatnonzero(ok)
@@ -96,10 +97,11 @@ def region_outlines(centres, spread, radius, highlight=None, width: float = 1.0,
     segs = np.stack([poly, np.roll(poly, -1, axis=1)], axis=2).reshape(-1, 2, 2)
     colors = np.repeat(np.where((ks == highlight)[:, None], transform_color(NEXT_REGION_COLOR),
                                 transform_color(REGION_COLOR)), n, axis=0)
-    if bounds is not None:
+    if bounds is not None:  # clipped to the film: the part of an outline off the film runs along its edge
         lo, hi = -0.5, np.asarray(bounds, np.float64) - 0.5
-        inside = ((segs >= lo) & (segs <= hi)).all(axis=2).any(axis=1)  # either end on the film
-        segs, colors = segs[inside], colors[inside]
+        segs = np.clip(segs, lo, hi)
+        keep = np.abs(segs[:, 0] - segs[:, 1]).sum(axis=1) > 1e-9  # a segment wholly past a corner: a point
+        segs, colors = segs[keep], colors[keep]
     return segs, colors
 
 
@@ -144,6 +146,7 @@ class LandmarkLayers:
         self._show_uncertainty = bool(show_uncertainty)
         self._show_labels = bool(show_labels)
         self._show_regions = bool(show_regions)
+        self._all_regions = False  # every unpinned point's region, not only those in doubt
         self.points: object | None = None
         self.outline = None
         self.measurement_lines = None
@@ -410,10 +413,14 @@ class LandmarkLayers:
         lh, cw = self._text_size()
         # a point is drawn `size` across (corrected ones larger), and never smaller than a few screen pixels
         radius = np.maximum(np.where(s.pinned, PINNED_SIZE_FACTOR, 1.0)[ok] * size / 2 * 1.1, 0.25 * lh)
-        placement = place_labels(anchors, text, coords[ok], text_size=(lh, cw), point_radius=radius,
-                                 preferred=preferred, obstacles=obstacles, background=self._label_background(),
-                                 keep_order=obstacles is not None,  # vertebrae: T1 … L5 from top to bottom
-                                 bounds=(0.0, 0.0, float(s.image_shape[0]), float(s.image_shape[1])))
+        bounds = (0.0, 0.0, float(s.image_shape[0]), float(s.image_shape[1]))
+        if obstacles is not None:  # vertebrae: a column on the left, T1 … L5 from top to bottom, each by its own
+            placement = place_chain_labels(anchors, text, coords[ok], text_size=(lh, cw), point_radius=radius,
+                                           bounds=bounds)
+        else:
+            placement = place_labels(anchors, text, coords[ok], text_size=(lh, cw), point_radius=radius,
+                                     preferred=preferred, obstacles=obstacles, background=self._label_background(),
+                                     bounds=bounds)
         return placement.centers, text, full, placement
 
     def _sync_labels(self):
@@ -522,7 +529,12 @@ class LandmarkLayers:
                 quietly_set(self.regions, data=np.zeros((0, 2, 2)))
             return
         width = max(1.0, max(s.image_shape) / 1000)
-        segs, colors = region_outlines(*geo, highlight=s.suggest_next(), width=width, bounds=s.image_shape)
+        centres, spread, radius = geo
+        doubt = s.in_doubt()
+        if not self._all_regions and doubt is not None:  # by default only the points in doubt (issue 34)
+            radius = np.where(doubt, radius, np.nan)
+        segs, colors = region_outlines(centres, spread, radius, highlight=s.suggest_next(), width=width,
+                                       bounds=s.image_shape)
         vectors = as_vectors(segs)
         if not self._alive(self.regions):
             if not len(vectors):
@@ -542,6 +554,7 @@ class LandmarkLayers:
             self._add_below_points(self.regions)
         else:
             quietly_set(self.regions, data=vectors)
+            self.regions.editable = False  # (napari makes a layer editable again when its data changes)
             if len(vectors) and not np.array_equal(colors, self._region_colors):
                 self.regions.edge_color = colors
             self.region_sync_ms.append((time.perf_counter() - t0) * 1000)
@@ -557,6 +570,12 @@ class LandmarkLayers:
         self._show_regions = bool(on)
         if self._alive(self.regions):
             self.regions.visible = self._show_regions
+
+    def set_all_regions(self, on: bool) -> None:
+        """Draw every unpinned point's region (``on``) or only those of the points in doubt (the default)."""
+        self._all_regions = bool(on)
+        if self.session.detected:
+            self._sync_regions()
 
     def set_labels_visible(self, on: bool) -> None:
         self._show_labels = bool(on)

@@ -273,6 +273,12 @@ class LandmarkWidget(QWidget):
                                      "the stated probability (a conformal region); the suggested next point's in red")
         self.show_regions.toggled.connect(self._toggle_regions)
         el.addWidget(self.show_regions)
+        self.all_regions = QCheckBox("… for every point, not only those in doubt")
+        self.all_regions.setChecked(False)
+        self.all_regions.setToolTip("By default a region is drawn only around the suggested next point and the points "
+                                    "whose expected error exceeds 2 mm (20 px without a pixel size)")
+        self.all_regions.toggled.connect(self._toggle_all_regions)
+        el.addWidget(self.all_regions)
         self.regions_note = QLabel("")
         self.regions_note.setWordWrap(True)
         self.regions_note.setVisible(False)
@@ -570,6 +576,7 @@ class LandmarkWidget(QWidget):
                                      notify=self._notify, show_uncertainty=self.show_uncertainty.isChecked(),
                                      show_labels=self.show_labels.isChecked(),
                                      show_regions=self.show_regions.isChecked())
+        self.layers._all_regions = self.all_regions.isChecked()
         if self.session.detected:
             self.layers.sync()
             self._remove_retired()
@@ -672,6 +679,10 @@ class LandmarkWidget(QWidget):
     def go_to(self, index: int):
         if self.session and self.session.detected and self.layers is not None:
             self.layers.go_to(index)
+
+    def _toggle_all_regions(self, on: bool):
+        if self.layers is not None:
+            self.layers.set_all_regions(on)
 
     def go_to_suggested(self):
         if self.session and self.session.detected:
