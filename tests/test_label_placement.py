@@ -205,11 +205,11 @@ def test_crowded_cephalometric_labels_in_the_viewer_do_not_overlap(make_napari_v
 
 # ------------------------------------------------------------------ vertebra labels on real spine films (issue 34)
 def _aasce_films(n):
-    from pathlib import Path
-
     from napari_interactive_landmarks.data.datasets import load_aasce
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "aasce"
+    from .conftest import DATASETS
+
+    root = DATASETS / "aasce"
     if not root.exists():
         pytest.skip(f"the AASCE films are not at {root} (../shared/datasets/aasce)")
     return load_aasce(root, "training")[:n]
