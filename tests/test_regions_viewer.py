@@ -85,9 +85,14 @@ def test_by_default_only_the_points_in_doubt_have_a_region_and_every_outline_sta
     s = widget.session
     doubt = s.in_doubt()
     assert doubt is not None and doubt[s.suggest_next()]
-    assert (doubt == (~s.pinned & (s.ere > 2.0 / 0.5)) | (np.arange(K) == s.suggest_next())).all()
+    free = ~s.pinned
+    tolerance = max(2.0 / 0.5, 2 * np.median(s.ere[free]))  # 2 mm, or twice the film's median where larger
+    assert s.doubt_tolerance_px == pytest.approx(tolerance)
+    assert (doubt == (free & (s.ere > tolerance)) | (np.arange(K) == s.suggest_next())).all()
     assert 0 < doubt.sum() < K, doubt.sum()  # the phantom film has both (else this test shows nothing)
-    assert sorted(_outlined_landmarks(widget)) == list(np.flatnonzero(doubt))
+    areas = np.array([r["area_px2"] or np.nan for r in s.regions()])
+    drawn = doubt & (areas <= 0.25 * np.prod(s.image_shape))  # a region over a quarter of the film: not drawn
+    assert sorted(_outlined_landmarks(widget)) == list(np.flatnonzero(drawn))
     widget.all_regions.setChecked(True)
     widget.layers.flush()
     assert sorted(_outlined_landmarks(widget)) == list(range(K))

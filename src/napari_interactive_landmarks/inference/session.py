@@ -183,16 +183,23 @@ class LandmarkSession:
         return self.predictor.codec.grid_placement(self.image_shape, self._state.umap.shape)
 
     # a stated ERE above this marks a point as in doubt (its region drawn by default): 2 mm with a pixel spacing, else
-    # 20 px — the errors the click protocol's AUROC and the damage rate count as wrong
+    # 20 px — the errors the click protocol's AUROC and the damage rate count as wrong — or twice the film's median
+    # stated ERE where that is larger (before any correction every spine point states more than 20 px: the points
+    # in doubt are those that stand out)
     DOUBT_TOLERANCE_MM = 2.0
     DOUBT_TOLERANCE_PX = 20.0
+    DOUBT_OVER_MEDIAN = 2.0
 
     @property
     def doubt_tolerance_px(self) -> float:
         """The stated ERE (original pixels) above which a point is in doubt."""
-        if self.spacing is None:
-            return self.DOUBT_TOLERANCE_PX
-        return self.DOUBT_TOLERANCE_MM / float(np.mean(self.spacing))
+        base = (self.DOUBT_TOLERANCE_PX if self.spacing is None
+                else self.DOUBT_TOLERANCE_MM / float(np.mean(self.spacing)))
+        e = self.ere
+        if e is None:
+            return base
+        free = e[~self._state.pinned & np.isfinite(e)]
+        return max(base, self.DOUBT_OVER_MEDIAN * float(np.median(free))) if len(free) else base
 
     def in_doubt(self) -> np.ndarray | None:
         """(K,) bool: the unpinned points in doubt — the suggested next one and every one whose stated ERE exceeds
@@ -206,6 +213,13 @@ class LandmarkSession:
         if nxt is not None:
             out[nxt] = True
         return out
+
+    @property
+    def expected_gain(self) -> np.ndarray | None:
+        """(K,) the model's expected gain of correcting each point (original pixels; NaN for pinned points), or None
+        when it gives none (no shape model, or a state that is not the model's answer)."""
+        self._need_state()
+        return None if self._state.gain is None else self._state.gain.copy()
 
     def suggestion_scores(self) -> np.ndarray | None:
         """(K,) what "check next" ranks the unpinned points by (NaN for pinned ones): the expected gain of correcting

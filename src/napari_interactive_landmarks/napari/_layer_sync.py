@@ -24,6 +24,7 @@ from qtpy.QtCore import QTimer
 
 from ..inference.session import LandmarkSession, SessionError
 from ..label_placement import BrightBackground, place_chain_labels, place_labels, text_size_in_data
+from ..regions import region_area
 from ._layers import META_KEY, PINNED_SIZE_FACTOR, point_size, points_layer_kwargs, skeleton_shapes
 
 LABEL_COLOR = "#ffffff"
@@ -34,7 +35,8 @@ MEASUREMENT_COLOR = "#ff4081"
 CUE_COLOR = (1.0, 0.32, 0.32, 1.0)
 REGION_COLOR = (0.5, 0.87, 0.92, 0.55)  # the predicted points' cyan, lighter and half transparent: many overlap
 
-NEXT_REGION_COLOR = (1.0, 0.32, 0.32, 1.0)  # the suggested next point's region, as its red cue, opaque
+NEXT_REGION_COLOR = (1.0, 0.32, 0.32, 1.0)
+REGION_MAX_FILM_SHARE = 0.25  # a region larger than this share of the film is not drawn  # the suggested next point's region, as its red cue, opaque
 REGION_VERTICES = 32  # vertices of each region's outline
 # the points layer's feature columns that carry each point's region (what File › Save writes); its centre is the point
 REGION_FEATURES = (("region_major_px", "semi_axes_px", 0), ("region_minor_px", "semi_axes_px", 1),
@@ -533,6 +535,11 @@ class LandmarkLayers:
         doubt = s.in_doubt()
         if not self._all_regions and doubt is not None:  # by default only the points in doubt (issue 34)
             radius = np.where(doubt, radius, np.nan)
+        # a region over a quarter of the film says "anywhere around here", not where: not drawn (the check-next list
+        # gives its area)
+        with np.errstate(invalid="ignore"):
+            huge = region_area(spread, radius) > REGION_MAX_FILM_SHARE * float(np.prod(s.image_shape))
+        radius = np.where(huge, np.nan, radius)
         segs, colors = region_outlines(centres, spread, radius, highlight=s.suggest_next(), width=width,
                                        bounds=s.image_shape)
         vectors = as_vectors(segs)

@@ -848,8 +848,13 @@ class LandmarkWidget(QWidget):
         else:
             calibrated = s.predictor.temperatures is not None
             region = f", {self._region_level_text()} region {areas[nxt]}" if areas is not None and areas[nxt] != "–" else ""
+            gain = s.expected_gain
+            why = ""
+            if gain is not None and np.isfinite(gain[nxt]):  # ranked by the expected gain, not the ERE
+                why = (f"<br>its correction is expected to remove {gain[nxt] * factor:.0f} {unit} of error, its own and "
+                       "the other points' it tells the anatomy about: the most of any point")
             text = (f"Suggested next: <b>{s.schema.full_name(nxt)}</b> (ERE {ere[nxt] * factor:.1f} {unit}{region})"
-                    + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated "
+                    + why + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated "
                                              "error</i>"))
         self._show_regions_note()
         problems = self.layers.corner_problems if self.layers is not None else {}
