@@ -185,10 +185,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "ere-from-the-posterior",
         "under the shape prior the ERE is the posterior's own spread again (it ranked real errors worse)",
         f"{PKG}/inference/predictor.py",
-        "            ere, prob = self._ere(logits[0], net_np, shape, prob)\n",
-        "            ere, prob = self._ere(logits[0] if posterior is None else posterior * torch.as_tensor("
-        "self.temperatures if self.temperatures is not None else 1.0, dtype=posterior.dtype).reshape(-1, 1, 1), "
-        "net_np, shape, prob if posterior is None else None)  # MUTANT: the posterior's ERE (undoing the temperatures _ere divides by)\n",
+        "            doubt = self._doubt_maps(logits[0], clicks, shape)\n",
+        "            doubt = self._doubt_maps(logits[0], clicks, shape) if posterior is None else softmax_maps(posterior)"
+        "  # MUTANT: the posterior's ERE\n",
         ("tests/test_shape_model.py::test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown",),
     ),
     Mutant(
@@ -215,6 +214,55 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if self.cfg[\"label_order\"] == \"anatomical\":\n",
         "        if False:  # MUTANT\n",
         ("tests/test_label_order.py::test_the_trainer_reorders_the_training_targets_only",),
+    ),
+    Mutant(
+        "doubt-without-envelope",
+        "the doubt maps are the network's map alone: a chain end's far echo makes its ERE absurd (issue 34)",
+        f"{PKG}/inference/predictor.py",
+        "        self.envelope_weight = ENVELOPE_WEIGHT\n",
+        "        self.envelope_weight = 0.0  # MUTANT: no anatomy in the doubt\n",
+        ("tests/test_ere_calibration.py::test_a_chain_ends_echo_at_the_films_other_end_does_not_make_its_expected_error_absurd",
+         "tests/test_trust.py::test_the_chains_ends_state_an_error_like_their_real_one"),
+    ),
+    Mutant(
+        "ere-cap-ignored",
+        "the stated ERE is never capped at the landmark's real errors (issue 34)",
+        f"{PKG}/ere_calibration.py",
+        "            stated = np.minimum(s * np.power(raw, b), np.maximum(q, raw))\n",
+        "            stated = s * np.power(raw, b)  # MUTANT: no cap\n",
+        ("tests/test_ere_calibration.py::test_the_stated_error_is_scaled_per_landmark_and_click_count_and_capped",),
+    ),
+    Mutant(
+        "no-exclusion-around-clicks",
+        "after a click another corner may be decoded onto the clicked one (issue 34's collapse)",
+        f"{PKG}/inference/predictor.py",
+        "                if keep_out is not None:\n                    fused = fused + keep_out\n",
+        "                pass  # MUTANT: no exclusion zone\n",
+        ("tests/test_trust.py::test_a_correction_does_not_pull_another_corner_onto_itself",),
+    ),
+    Mutant(
+        "regions-last-row-for-every-count",
+        "the regions of 1+ clicks use the 0-click radius (which click count's radius a prediction uses)",
+        f"{PKG}/regions.py",
+        "        return self.radii[min(max(int(num_clicks), 0), len(self.radii) - 1)]\n",
+        "        return self.radii[0]  # MUTANT: one radius for every click count\n",
+        ("tests/test_trust.py::test_the_regions_hold_at_every_click_count",),
+    ),
+    Mutant(
+        "check-next-by-ere-only",
+        "check next ranks by the ERE and ignores the expected gain (issue 34)",
+        f"{PKG}/inference/session.py",
+        "        key = (g if g is not None else e).astype(np.float64)\n",
+        "        key = e.astype(np.float64)  # MUTANT: the gain ignored\n",
+        ("tests/test_session.py::test_check_next_ranks_by_the_expected_gain",),
+    ),
+    Mutant(
+        "chain-labels-out-of-order",
+        "vertebra labels placed without the chain's order (issue 34)",
+        f"{PKG}/label_placement.py",
+        "    z = isotonic_regression(anchors[:, 0] - offsets).x  # consecutive rows ≥ a line apart, in order\n",
+        "    z = anchors[:, 0] - offsets  # MUTANT: no ordered stacking\n",
+        ("tests/test_label_placement.py::test_vertebra_labels_read_in_order_beside_their_own_vertebra_with_short_uncrossed_leaders",),
     ),
 )
 

@@ -241,3 +241,39 @@ def test_undo_history_is_capped_at_max_history():
     for want in (12.0, 13.0, 14.0):
         assert s.redo() and s.coords[0, 0] == want
     assert not s.redo()
+
+
+def test_check_next_ranks_by_the_expected_gain():
+    """Issue 34: "check next" is the point whose correction is expected to remove the most error — its own stated ERE
+    plus the others' stated EREs weighted by the share of their variance the anatomy says it explains — not merely
+    the highest ERE (a block of vertebrae one level off is fixed by a click in its middle)."""
+    from napari_interactive_landmarks.data.phantom import phantom_set
+    from napari_interactive_landmarks.shape_model import fit_from_labels
+
+    p = Predictor.from_name("phantom-spine", device="cpu")
+    _, cs = phantom_set(60, 11, shape=(1024, 512), num_vertebrae=6)
+    p.set_shape_model(fit_from_labels([(str(i), c, (1024, 512)) for i, c in enumerate(cs)], p.schema.name)[0])
+    img, gt = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)
+    s = LandmarkSession(p, img)
+    s.detect()
+    s.correct(int(np.argmax(np.hypot(*(s.coords - gt).T))), (300.0, 200.0))  # one correction: the gain given it
+    ere, pinned = s.ere, s.pinned
+    r = p.shape_model.informativeness(list(np.flatnonzero(pinned)))
+    want = ere + r.T @ np.where(pinned, 0.0, ere)
+    got = s.expected_gain
+    np.testing.assert_allclose(got[~pinned], want[~pinned], rtol=1e-6)
+    assert np.isnan(got[pinned]).all()
+    assert s.suggest_next() == int(np.nanargmax(np.where(pinned, np.nan, want)))
+    # a film where one lone corner states the largest ERE (30 px) and a whole vertebra states 25 px at each corner:
+    # a click that tells the anatomy about that vertebra is expected to fix more than the lone corner's
+    from dataclasses import replace
+
+    made_up = np.full(len(ere), 2.0)
+    made_up[23] = 30.0  # the last vertebra's last corner
+    made_up[8:12] = 25.0  # the third vertebra
+    made_up[pinned] = 0.0
+    gain = p._expected_gain(made_up, {int(i): tuple(s.coords[i]) for i in np.flatnonzero(pinned)})
+    s._state = replace(s._state, ere=made_up, gain=np.where(pinned, np.nan, gain))
+    r = p.shape_model.informativeness(list(np.flatnonzero(pinned)))
+    assert s.suggest_next() == int(np.nanargmax(np.where(pinned, np.nan, made_up + r.T @ made_up)))
+    assert s.suggest_next() != 23  # not the largest ERE
