@@ -520,3 +520,37 @@ def test_shape_prior_checkbox_reruns_with_the_same_corrections(widget):
     # back where they were: "previous" differs a little, and where the CPU computes bf16 natively the viewer runs
     # the network in bf16 (set_precision("auto")), whose logits move a re-run's points by up to ~0.3 px here
     np.testing.assert_allclose(widget.session.coords, with_prior, atol=0.5)
+
+
+def test_unticking_the_anatomy_before_any_correction_reruns_when_it_changes_the_answer(widget):
+    """Issue 35: before any correction, a model that applies its prior at zero clicks (aasce-spine does) gives other
+    points with the box unticked; unticking it re-runs at once, and ticking it back restores the points. A model
+    that applies it only after a correction says so instead (nothing to re-run)."""
+    from napari_interactive_landmarks.data.phantom import phantom_set
+    from napari_interactive_landmarks.shape_model import fit_from_labels
+
+    _, cs = phantom_set(60, 11, shape=(1024, 512), num_vertebrae=6)
+    sm, _ = fit_from_labels([(str(i), c, (1024, 512)) for i, c in enumerate(cs)], widget.predictor.schema.name)
+    widget.predictor.set_shape_model(sm.with_settings(zero_click=True, zero_click_rounds=2, weight=0.9, tau=0.5))
+    widget._show_shape_prior()
+    widget.detect()
+    wait_until_idle(widget, 60)
+    assert not widget.session.pinned.any() and widget.session.last_prediction.shape_prior
+    with_prior = widget.session.coords
+    widget.shape_prior_box.setChecked(False)
+    wait_until_idle(widget, 60)
+    assert not widget.session.last_prediction.shape_prior  # re-run: the box and the screen agree
+    assert np.abs(widget.session.coords - with_prior).max() > 0.5
+    np.testing.assert_allclose(_layer_coords(widget), widget.session.coords)
+    widget.shape_prior_box.setChecked(True)
+    wait_until_idle(widget, 60)
+    assert widget.session.last_prediction.shape_prior
+    np.testing.assert_allclose(widget.session.coords, with_prior, atol=0.5)
+    # a prior that applies only after a correction: nothing to re-run, and the panel says why
+    widget.predictor.set_shape_model(sm.with_settings(zero_click=False))
+    widget._show_shape_prior()
+    before = widget.session.last_prediction
+    widget.shape_prior_box.setChecked(False)
+    wait_until_idle(widget, 60)
+    assert widget.session.last_prediction is before
+    assert "only after a correction" in widget.status.text()

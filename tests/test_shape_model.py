@@ -384,3 +384,38 @@ def test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points
     want[5] = 0.0
     np.testing.assert_allclose(out.ere, want, rtol=2e-3, atol=1e-3)
     pred.set_shape_model(sm)
+
+
+@pytest.mark.parametrize("damage", ["negated", "indefinite", "asymmetric"])
+def test_a_weights_file_whose_shape_model_is_no_covariance_is_refused_naming_the_file(phantom, tmp_path, damage):
+    """Issue 35: a stored covariance that is negated, indefinite or asymmetric loaded and predicted with rc 0 and no
+    word (its eigenvalues silently floored; points 10-28 px off the good model's). Now: refused, in one line naming
+    the file; a good one still loads."""
+    from napari_interactive_landmarks import weights
+    from napari_interactive_landmarks.inference import PredictionError
+    from napari_interactive_landmarks.weights import load_weights, save_weights
+
+    pred, sm, _, _ = phantom
+    good = tmp_path / "good.safetensors"
+    write_into_weights(sm, weights.resolve_weights("phantom-spine"), good)
+    state, meta = load_weights(good)
+    cov = state[TENSOR_PREFIX + "cov"].numpy().astype(np.float64)
+    if damage == "negated":
+        cov = -cov
+    elif damage == "indefinite":
+        vals, vecs = np.linalg.eigh(cov)
+        vals[-1] = -vals[-1]  # the largest direction of variation turned negative
+        cov = (vecs * vals) @ vecs.T
+    else:
+        cov = cov.copy()
+        cov[0, 1] += 10 * np.abs(cov).max()
+    import torch
+
+    state[TENSOR_PREFIX + "cov"] = torch.as_tensor(cov, dtype=state[TENSOR_PREFIX + "cov"].dtype)
+    bad = tmp_path / f"{damage}.safetensors"
+    save_weights(state, bad, metadata=meta)
+    assert Predictor.from_file(good, device="cpu").shape_model is not None
+    with pytest.raises(PredictionError) as exc:
+        Predictor.from_file(bad, device="cpu")
+    msg = str(exc.value)
+    assert f"{damage}.safetensors" in msg and "covariance" in msg and "\n" not in msg

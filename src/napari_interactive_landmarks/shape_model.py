@@ -282,7 +282,9 @@ class ShapeModel:
             raise ShapeModelError("the weights file holds half a shape model (its mean or its covariance is missing)")
         meta = dict(card_field or {})
         settings = ShapePriorSettings(**{k: meta[k] for k in ShapePriorSettings.__dataclass_fields__ if k in meta})
-        sm = cls(np.asarray(mean, np.float64), np.asarray(cov, np.float64), int(meta.get("num_shapes", 0)), settings,
+        cov = np.asarray(cov, np.float64)
+        _check_covariance(cov)
+        sm = cls(np.asarray(mean, np.float64), cov, int(meta.get("num_shapes", 0)), settings,
                  meta.get("schema"), str(meta.get("fitted_on", "")))
         if num_landmarks is not None and sm.num_landmarks != num_landmarks:
             raise ShapeModelError(f"its shape model is for {sm.num_landmarks} landmarks, the model predicts "
@@ -290,6 +292,30 @@ class ShapeModel:
         if schema is not None and sm.schema not in (None, schema):
             raise ShapeModelError(f"its shape model is for the landmark set '{sm.schema}', not '{schema}'")
         return sm
+
+
+class CorruptShapeModelError(ShapeModelError):
+    """A stored shape model whose covariance is no covariance (asymmetric, negative or indefinite): the file is
+    damaged or was written by something else, and is refused rather than used with its eigenvalues floored."""
+
+
+def _check_covariance(cov: np.ndarray) -> None:
+    """A :class:`CorruptShapeModelError` unless ``cov`` is a finite, symmetric, positive semi-definite matrix (up to
+    rounding: an asymmetry or a negative eigenvalue within 1e-6 of its largest eigenvalue's size is rounding)."""
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise CorruptShapeModelError(f"its shape model's covariance has shape {cov.shape}, not square")
+    if not np.isfinite(cov).all():
+        raise CorruptShapeModelError("its shape model's covariance holds NaN or infinite values")
+    size = float(np.abs(cov).max(initial=0.0))
+    if size == 0:
+        raise CorruptShapeModelError("its shape model's covariance is all zero")
+    if float(np.abs(cov - cov.T).max()) > 1e-6 * size:
+        raise CorruptShapeModelError("its shape model's covariance is not symmetric: the file is damaged")
+    vals = np.linalg.eigvalsh(0.5 * (cov + cov.T))
+    if vals.min() < -1e-6 * max(abs(vals.max()), abs(vals.min())):
+        kind = "negative definite" if vals.max() <= 0 else "indefinite"
+        raise CorruptShapeModelError(f"its shape model's covariance is {kind} (smallest eigenvalue {vals.min():.3g}, "
+                                     f"largest {vals.max():.3g}): no covariance, the file is damaged")
 
 
 def _blocks(mat: np.ndarray, k: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from ..models.folding import fold_batchnorm
 from ..models.refiner import EXPECTED_ERROR_BLEND, REFINER_PREFIX, LocalRefiner, fine_image, refine_points
 from ..models.interactive import build_model, check_input_size, resolve_config
 from ..schemas import LandmarkSchema, load_schema
-from ..shape_model import TENSOR_PREFIX, ShapeModel, ShapeModelError, normalise
+from ..shape_model import TENSOR_PREFIX, CorruptShapeModelError, ShapeModel, ShapeModelError, normalise
 from .device import choose_device
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,8 @@ class Predictor:
         try:
             pred.set_shape_model(ShapeModel.from_stored(shape_tensors, card.shape_prior, schema.num_landmarks,
                                                         schema.name))
+        except CorruptShapeModelError as exc:  # a damaged file is refused, not used with its eigenvalues floored
+            raise PredictionError(f"{Path(weights_path).name}: {exc}") from None
         except ShapeModelError as exc:
             pred.shape_prior_problem = f"{Path(weights_path).name}: {exc}; the network alone places the points"
             log.warning(pred.shape_prior_problem)

@@ -706,9 +706,15 @@ class LandmarkWidget(QWidget):
         pred.use_shape_prior = bool(on)
         if on and not pred.shape_model.settings.enabled:  # off in the model's card: the user asks for it anyway
             pred.shape_model.settings.enabled = True
-        if self.session is not None and self.session.detected and self.session.pinned.any():
+        if self.session is None or not self.session.detected:
+            return
+        # before any correction the answer depends on the prior too where the model applies it at zero clicks
+        if self.session.pinned.any() or pred.shape_model.settings.zero_click:
             self.say("Shape prior " + ("on" if on else "off") + ": re-running…")
             self._start_inference()
+        else:
+            self.say("Shape prior " + ("on" if on else "off") + ": this model applies it only after a correction; "
+                     "the points shown are the same either way")
 
     def _show_shape_prior(self):
         """The checkbox follows the current model: enabled when it carries a shape model, ticked when it is in use."""
