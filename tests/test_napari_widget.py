@@ -554,3 +554,54 @@ def test_unticking_the_anatomy_before_any_correction_reruns_when_it_changes_the_
     wait_until_idle(widget, 60)
     assert widget.session.last_prediction is before
     assert "only after a correction" in widget.status.text()
+
+
+def test_closing_the_viewer_while_the_model_runs_keeps_the_corrections_and_raises_nothing(
+        make_napari_viewer_proxy, qtbot, notes, tmp_path, monkeypatch, capsys):
+    """Issue 35: closing the viewer while an update ran raised RuntimeError (a deleted QTimer) from the result's
+    callback and lost the unsaved corrections. Now nothing is raised (pytest-qt fails a test on an exception in a
+    Qt callback), the corrections and the model's answer go to a recovery file, and the next Detect on the same
+    image offers them back."""
+    import time as _time
+
+    monkeypatch.setenv("NAPARI_LANDMARKS_RECOVERY_DIR", str(tmp_path))
+    viewer = make_napari_viewer_proxy()
+    data, kwargs, _ = phantom_spine()[0]
+    viewer.add_image(data, **kwargs)
+    w = LandmarkWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_combo.setCurrentText(MODEL)
+    w.detect()
+    wait_until_idle(w, 120)
+    session = w.session
+    real = session.compute
+
+    def slow(req):  # an update still running when the viewer closes
+        _time.sleep(1.0)
+        return real(req)
+
+    session.compute = slow
+    target = session.coords[0] + np.array([25.0, -10.0])
+    simulate_drag(w.points_layer, w.layers.layer_point(0), target)
+    qtbot.waitUntil(lambda: w._worker is not None and w._worker.is_running, timeout=5000)
+    worker = w._worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=20000)
+    qtbot.wait(200)  # the result's callback, delivered after the viewer has gone
+    kept = list(tmp_path.glob("*.landmarks.json"))
+    assert len(kept) == 1
+    from napari_interactive_landmarks.io.landmarks import read_landmarks_json
+
+    lf = read_landmarks_json(kept[0])
+    assert lf.pinned[0] and np.allclose(lf.coords[0], target, atol=1e-6)
+    assert f"kept in {kept[0]}" in capsys.readouterr().err  # said where (the viewer is gone: on stderr)
+    # the same image in a new viewer: Detect offers the kept corrections back (the dialog answered yes)
+    viewer2 = make_napari_viewer_proxy()
+    viewer2.add_image(data, **kwargs)
+    w2 = LandmarkWidget(viewer2)
+    viewer2.window.add_dock_widget(w2)
+    w2.model_combo.setCurrentText(MODEL)
+    w2.detect()
+    qtbot.waitUntil(lambda: w2.session is not None and w2.session.detected, timeout=30000)
+    assert w2.session.pinned[0] and np.allclose(w2.session.coords[0], target, atol=1e-6)
+    assert w2.session.dirty and not kept[0].exists() and "Restored" in w2.status.text()

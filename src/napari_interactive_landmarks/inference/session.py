@@ -612,6 +612,44 @@ class LandmarkSession:
         self._dirty = False
         return path
 
+    # ------------------------------------------------------------------ recovery (a viewer closed with unsaved work)
+    def recovery_path(self) -> Path | None:
+        """Where :meth:`save_recovery` keeps this image's unsaved corrections: ``<recovery folder>/<image content
+        hash>-<model>.landmarks.json``, the folder ``$NAPARI_LANDMARKS_RECOVERY_DIR`` or the user's cache folder
+        (platformdirs); None without an image."""
+        if self._prepared is None:
+            return None
+        import os
+
+        folder = os.environ.get("NAPARI_LANDMARKS_RECOVERY_DIR")
+        if not folder:
+            from platformdirs import user_cache_dir
+
+            folder = Path(user_cache_dir("napari-interactive-landmarks")) / "recovery"
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(self.predictor.name))
+        return Path(folder) / f"{self._prepared.key}-{safe}.landmarks.json"
+
+    def save_recovery(self) -> Path | None:
+        """Keep unsaved corrections in the recovery file (overwriting an older one) and return its path; None when
+        there is nothing unsaved. The session stays unsaved (``dirty``): a recovery file is not the user's save."""
+        if self._state is None or not self._dirty or not self._state.pinned.any():
+            return None
+        path = self.recovery_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.save(path, overwrite=True)
+        self._dirty = True
+        return path
+
+    def mark_unsaved(self) -> None:
+        """Count the current points as not saved (e.g. restored from a recovery file, which is no save of the
+        user's)."""
+        self._dirty = True
+
+    def recovered(self) -> Path | None:
+        """The recovery file of this image and model, when one was left by a viewer closed with unsaved work."""
+        path = self.recovery_path()
+        return path if path is not None and path.is_file() else None
+
     def load(self, path, *, merge_partial: bool = False) -> np.ndarray:
         """Load a landmark file for this image (one undo step). Its landmark set must match the model's.
 

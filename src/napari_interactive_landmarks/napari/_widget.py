@@ -18,6 +18,7 @@ In napari's console the same methods are reachable as ``landmarks`` (``landmarks
 from __future__ import annotations
 
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,10 @@ class LandmarkWidget(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self._start_inference)
+        # the viewer closed (this widget destroyed) with unsaved corrections: they go to the session's recovery file;
+        # the callback holds this dict, not the widget, whose Qt parts are gone by then
+        self._recovery_holder = {"session": None}
+        self.destroyed.connect(lambda *_a, held=self._recovery_holder: _keep_on_destroy(held))
         self._progress_delay = QTimer(self)
         self._progress_delay.setSingleShot(True)
         self._progress_delay.setInterval(PROGRESS_AFTER_MS)
@@ -539,6 +544,7 @@ class LandmarkWidget(QWidget):
             self._unsubscribe()
         self._drop_layers()
         self.predictor, self.session, self.image_layer = pred, session, layer
+        self._recovery_holder["session"] = session
         self._ensure_layers()
         self._unsubscribe = session.subscribe(self._on_session_changed)  # after the adapter: its state is fresh
         self._fitted = False
@@ -643,6 +649,8 @@ class LandmarkWidget(QWidget):
     # ------------------------------------------------------------------ actions
     def detect(self):
         def go():
+            if self._offer_recovery():
+                return
             self.say("Detecting…")
             self._start_inference()
 
@@ -769,8 +777,14 @@ class LandmarkWidget(QWidget):
         self._run_worker(session.compute, (req,), lambda out: self._on_result(session, out))
 
     def _on_result(self, session, out):
-        self._set_busy(False)
         result, exc = out
+        try:
+            self._set_busy(False)
+        except RuntimeError:  # the viewer was closed while the model ran: its Qt parts are gone
+            if exc is None:
+                session.apply(result)  # the answer, with the user's corrections, into the recovery file
+            self._keep_for_recovery(session)
+            return
         if session is not self.session:
             return  # a result for a session the user has since left
         if exc is not None:  # (non-finite coordinates are the predictor's PredictionError)
@@ -1014,11 +1028,58 @@ class LandmarkWidget(QWidget):
             return
         super().closeEvent(event)
 
-    def hideEvent(self, event):  # noqa: N802 — closing the dock hides the widget first
+    def hideEvent(self, event):  # noqa: N802 — closing the dock (or the viewer) hides the widget first
         if self.session is not None and self.session.dirty and self.isVisible() is False:
-            show_warning("The landmark widget was closed with unsaved corrections; they are kept in the "
-                         "points layer — save it with File › Save Selected Layers.")
+            path = self._keep_for_recovery(self.session)
+            if path is not None:
+                show_warning(f"The landmark widget was closed with unsaved corrections; they are kept in {path}: "
+                             "open this image again and press Detect to have them back.")
         super().hideEvent(event)
+
+    @staticmethod
+    def _keep_for_recovery(session) -> Path | None:
+        """Write ``session``'s unsaved corrections to its recovery file (nothing raised: the viewer may be going)."""
+        try:
+            return session.save_recovery()
+        except Exception as exc:  # a full disk, a read-only cache: said on stderr, nothing else to do while closing
+            print(f"napari-interactive-landmarks: could not keep the unsaved corrections: {exc}", file=sys.stderr)
+            return None
+
+    def _offer_recovery(self) -> bool:
+        """When this image's corrections were kept by a viewer closed with unsaved work, offer them back; True when
+        they were restored (nothing to detect)."""
+        path = self.session.recovered() if self.session is not None else None
+        if path is None:
+            return False
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        if not self._confirm("Unsaved corrections", f"Corrections of this image were kept when the viewer closed "
+                                                     f"({when}). Restore them?"):
+            path.unlink(missing_ok=True)
+            self.say("The kept corrections were discarded.")
+            return False
+        try:
+            self._ensure_layers()
+            self.session.load(path)
+            self.session.mark_unsaved()
+        except (ValueError, SessionError, OSError) as exc:
+            self.say(f"Cannot restore the kept corrections ({path}): {_describe(exc)}", "error")
+            return False
+        path.unlink(missing_ok=True)
+        self.say(f"Restored {int(self.session.pinned.sum())} corrected points kept when the viewer closed.")
+        return True
+
+
+def _keep_on_destroy(held: dict) -> None:
+    """The widget is gone (its viewer closed): keep its session's unsaved corrections in the recovery file."""
+    session = held.get("session")
+    if session is None or not session.dirty:
+        return
+    path = LandmarkWidget._keep_for_recovery(session)
+    if path is not None:
+        print(f"napari-interactive-landmarks: the viewer closed with unsaved corrections; they are kept in {path} "
+              "(open the image again and press Detect to have them back)", file=sys.stderr)
 
 
 class ViewerSession:
