@@ -264,6 +264,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "    z = anchors[:, 0] - offsets  # MUTANT: no ordered stacking\n",
         ("tests/test_label_placement.py::test_vertebra_labels_read_in_order_beside_their_own_vertebra_with_short_uncrossed_leaders",),
     ),
+    Mutant(
+        "hold-axes-swapped",
+        "the hold measures a move with the row and column cell sizes swapped (films whose cells are not square)",
+        f"{PKG}/inference/predictor.py",
+        "        step = np.hypot((coords[:, 0] - previous[:, 0]) / sy, (coords[:, 1] - previous[:, 1]) / sx)\n",
+        "        step = np.hypot((coords[:, 0] - previous[:, 0]) / sx, (coords[:, 1] - previous[:, 1]) / sy)  # MUTANT\n",
+        ("tests/test_predictor.py::test_the_hold_measures_a_move_in_cells_of_each_axis_on_a_film_whose_cells_are_not_square",),
+    ),
+    Mutant(
+        "region-angle-sign-flipped",
+        "a region's angle is stated clockwise instead of counter-clockwise (only tilted ellipses show it)",
+        f"{PKG}/regions.py",
+        "    angle = np.degrees(np.arctan2(-major[..., 0], major[..., 1]))\n",
+        "    angle = np.degrees(np.arctan2(major[..., 0], major[..., 1]))  # MUTANT: clockwise\n",
+        ("tests/test_regions.py::test_a_tilted_region_states_its_angle_counter_clockwise_from_the_column_axis_and_exports_it",),
+    ),
 )
 
 

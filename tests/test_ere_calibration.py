@@ -103,6 +103,12 @@ def test_the_stated_error_is_scaled_per_landmark_and_click_count_and_capped():
     assert stated[2] <= q + 1e-9 and not wide[2]
     stated, wide = cal.apply(np.array([1.0, 1.0, q * 2.0]), 1)
     assert stated[2] == pytest.approx(min(q * 2.0, cal.scales[1, 2] * (q * 2.0) ** cal.exponents[1])) and wide[2]
+    # by hand: scale 2, cap 10 px. 4 px → 8; 8 px → 10 (the cap, not 16); 12 px → 12 (its own map is spread wider
+    # than the landmark's errors ever were: stated unscaled, marked wide)
+    hand = EreCalibration(scales=[[2.0, 2.0, 2.0]], caps=[[10.0, 10.0, 10.0]], exponents=[1.0])
+    stated, wide = hand.apply(np.array([4.0, 8.0, 12.0]), 0)
+    np.testing.assert_allclose(stated, [8.0, 10.0, 12.0])
+    assert wide.tolist() == [False, False, True]
     # a landmark clicked on most films (too few errors of its own) takes the pooled scale and cap
     err2 = err.copy()
     err2[5:, 0, 1] = np.nan

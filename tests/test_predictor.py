@@ -359,3 +359,21 @@ def test_batch_norm_folded_for_inference_is_the_same_function_and_only_in_a_file
 
     Predictor(trained, LandmarkSchema.from_dict(phantom_schema_dict(2)), (64, 32), 2.0, device="cpu")
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
+
+
+def test_the_hold_measures_a_move_in_cells_of_each_axis_on_a_film_whose_cells_are_not_square():
+    """Issue 35: the hold rule was only tested on square cells, so swapping the row and column scales went
+    unnoticed. A 1000 × 300 px film on the phantom model's 64 × 32 map: a cell is 15.6 px high and 9.4 px wide. With
+    a hold of 0.6 cells, a 7 px move along the columns (0.75 of a cell) is a real move, a 7 px move along the rows
+    (0.45 of a cell) is held."""
+    p = Predictor.from_name("phantom-spine", device="cpu")
+    shape, grid = (1000, 300), (64, 32)
+    k = p.num_landmarks
+    previous = np.tile([[500.0, 150.0]], (k, 1))
+    coords = previous.copy()
+    coords[1, 1] += 7.0  # along the columns
+    coords[2, 0] += 7.0  # along the rows
+    moved = coords.copy()
+    p._hold_small_moves(p.codec.to_network(coords, shape), coords, previous, {0: (500.0, 150.0)}, shape, grid, 0.6)
+    np.testing.assert_array_equal(coords[1], moved[1])  # 0.75 cells: it moves
+    np.testing.assert_array_equal(coords[2], previous[2])  # 0.45 cells: held where it was shown

@@ -191,3 +191,33 @@ def test_calibrate_keep_temperatures_fits_regions_with_the_stored_temperatures(t
     assert cal["regions_and_doubt_scales"]["num_images"] == 4
     assert {k: v for k, v in cal.items() if k != "regions_and_doubt_scales"} == json.loads(meta.get("calibration", "{}"))
     assert json.loads(after["regions"])["level"] == 0.95
+
+
+@pytest.mark.parametrize("deg", [30.0, -60.0])
+def test_a_tilted_region_states_its_angle_counter_clockwise_from_the_column_axis_and_exports_it(deg, tmp_path):
+    """Issue 35: every check of a region's angle used axis-aligned ellipses, so a flipped sign went unnoticed. A
+    region whose major axis points up-right on screen (rows decreasing, columns increasing) at 30° from the column
+    axis states +30°; down-right states −60°; and the JSON export writes that angle, read back equal (checked here
+    against the angle built into the covariance, not against the session's own value)."""
+    from napari_interactive_landmarks.io.landmarks import format_landmarks_json, read_landmarks_json
+
+    t = math.radians(deg)
+    major = np.array([-math.sin(t), math.cos(t)])  # (row, col): counter-clockwise on screen = towards smaller rows
+    minor = np.array([math.cos(t), math.sin(t)])
+    cov = 36.0 * np.outer(major, major) + 4.0 * np.outer(minor, minor)
+    axes, angle = ellipses(cov[None], 2.0)
+    np.testing.assert_allclose(axes[0], [12.0, 4.0])
+    assert angle[0] == pytest.approx(deg)
+    # the outline's farthest vertex lies along the stated angle
+    poly = ellipse_polygon((0.0, 0.0), cov, 2.0, n=360)
+    far = poly[np.argmax(np.hypot(*poly.T))]
+    assert abs(abs(math.degrees(math.atan2(-far[0], far[1]))) - abs(deg)) < 1.5 or \
+        abs(math.degrees(math.atan2(-far[0], far[1])) - deg) % 180 < 1.5
+    regions = {"level": 0.95, "centre": np.array([[50.0, 60.0]]), "semi_axes_px": axes,
+               "angle_deg": angle, "area_px2": np.array([region_area(cov, 2.0)])}
+    text = format_landmarks_json(np.array([[50.0, 60.0]]), ["p"], pinned=np.zeros(1, bool), scores=np.ones(1),
+                                 ere=np.ones(1), regions=regions)
+    path = tmp_path / "r.landmarks.json"
+    path.write_text(text)
+    back = read_landmarks_json(path)
+    assert back.regions["angle_deg"][0] == pytest.approx(deg, abs=1e-3)
