@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from napari_interactive_landmarks.codecs.uncertainty import spread_covariance
-from napari_interactive_landmarks.regions import (RegionCalibration, RegionError, contains, ellipse_polygon, ellipses,
+from napari_interactive_landmarks.regions import (RegionCalibration, RegionError, conformal_radius, contains, ellipse_polygon,
+                                                  ellipses,
                                                   fit_regions, gaussian_radius, mahalanobis_radius, min_scores,
                                                   region_area)
 
@@ -47,7 +48,10 @@ def test_pooled_radius_when_a_landmark_has_too_few_scores_and_one_line_when_the_
     s = np.full((30, 2), np.nan)
     s[:30, 0] = np.arange(30.0)
     s[:5, 1] = 1.0  # 5 < 19 scores for landmark 1
-    assert fit_regions(s, 0.95).pooled
+    auto = fit_regions(s, 0.95)  # landmark 0 its own radius, landmark 1 the one pooled over both
+    assert not auto.pooled
+    assert auto.radii[0, 0] == conformal_radius(s[:, 0], 0.95) and auto.radii[0, 1] == conformal_radius(s.ravel(), 0.95)
+    assert fit_regions(s, 0.95, pooled=True).pooled
     with pytest.raises(RegionError, match="landmark 1 has 5 calibration scores"):
         fit_regions(s, 0.95, pooled=False)
     with pytest.raises(RegionError, match="too few for a 95 % region"):

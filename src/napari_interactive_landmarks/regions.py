@@ -134,9 +134,10 @@ def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=
     s = np.asarray(scores, np.float64)
     if s.ndim == 3:
         n_per = np.isfinite(s).sum(axis=0)  # (C, K)
-        if pooled is None:
-            pooled = bool(n_per.size == 0 or n_per.min() < min_scores(level))
+        # pooled None: per landmark where it has enough scores at that click count, pooled for the others
         rows = [fit_regions(s[:, c], level, pooled) for c in range(s.shape[1])]
+        if pooled is None:
+            pooled = bool(all(r.pooled for r in rows))
         return RegionCalibration(float(level), np.stack([r.radii[0] for r in rows]), pooled,
                                  n_per.min(axis=0).tolist(), list(clicks), fitted_on)
     if s.ndim != 2:
@@ -145,6 +146,13 @@ def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=
         raise RegionError(f"level must be in (0, 1), got {level}")
     n_per = np.isfinite(s).sum(axis=0)
     need = min_scores(level)
+    if pooled is None and n_per.size and n_per.sum() >= need and 0 < (n_per < need).sum() < len(n_per):
+        # some landmarks have too few scores (clicked on most films after many clicks): those take the radius
+        # pooled over all, the others their own
+        shared = conformal_radius(s.ravel(), level)
+        radii = np.array([conformal_radius(s[:, k], level) if n_per[k] >= need else shared
+                          for k in range(s.shape[1])])
+        return RegionCalibration(float(level), radii, False, n_per.tolist(), list(clicks), fitted_on)
     if pooled is None:
         pooled = bool(n_per.size == 0 or n_per.min() < need)
     if pooled:
