@@ -24,6 +24,13 @@ def pytest_sessionstart(session):
         pytest.exit(qt_setup_hint(missing), returncode=3)
 
 
+@pytest.fixture(autouse=True)
+def _recovery_folder_of_its_own(tmp_path, monkeypatch):
+    """Each test keeps a closed viewer's unsaved corrections in a folder of its own (never the user's cache: a kept
+    file would be offered back to the next test's Detect)."""
+    monkeypatch.setenv("NAPARI_LANDMARKS_RECOVERY_DIR", str(tmp_path / "recovery"))
+
+
 def phantom_cached(n, seed, shape=(128, 64), num_vertebrae=4):
     from napari_interactive_landmarks.data.cache import CachedSet
     from napari_interactive_landmarks.data.phantom import phantom_set

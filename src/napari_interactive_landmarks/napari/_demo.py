@@ -32,6 +32,11 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
     from ._sample_data import phantom_spine
     from ._widget import LandmarkWidget, simulate_drag
 
+    if not keep_open:  # a scripted run: no kept corrections of an earlier session to offer (a dialog would block it)
+        import os
+        import tempfile
+
+        os.environ["NAPARI_LANDMARKS_RECOVERY_DIR"] = tempfile.mkdtemp(prefix="napari-landmarks-demo-")
     viewer = napari.Viewer(title="napari-interactive-landmarks demo", show=True)
     try:
         viewer.window.resize(1500, 1000)
