@@ -24,6 +24,18 @@ def pytest_sessionstart(session):
         pytest.exit(qt_setup_hint(missing), returncode=3)
 
 
+SLOW_TESTS = {line.split("#")[0].strip() for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
+              if line.split("#")[0].strip()}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The quick tier (``-m "not slow"``, under 2 minutes on 2 cores) leaves out the tests listed in slow_tests.txt and
+    those already marked slow in their module."""
+    for item in items:
+        if item.nodeid in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _recovery_folder_of_its_own(tmp_path, monkeypatch):
     """Each test keeps a closed viewer's unsaved corrections in a folder of its own (never the user's cache: a kept
