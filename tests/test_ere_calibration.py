@@ -131,3 +131,40 @@ def test_a_malformed_ere_calibration_is_refused_naming_the_file():
     card["ere_calibration"] = dict(good, scales=[[float("nan")] * 2])
     with pytest.raises(ModelCardError, match="my.safetensors"):
         ModelCard.from_mapping(card, source="my.safetensors")
+
+
+class _FlatLast(_FarEndEcho):
+    """The real network with the last landmark's map flat (a film cut off where that landmark should be)."""
+
+    def forward(self, x, **kw):
+        out = dict(self.inner(x, **kw))
+        logits = out["logits"].clone()
+        logits[0, -1] = 0.0
+        out["logits"] = logits
+        return out
+
+
+def test_a_flat_map_states_an_honest_finite_error_and_is_marked_unplaceable(phantom):
+    """Issue 34, bad input: a map with no peak (the landmark is not on the film). The doubt map is then the anatomy's
+    envelope alone: a finite, film-bounded expected error, stated unscaled and marked as spread wider than the
+    landmark's real errors ever were; the session and the panel carry the mark; no NaN anywhere."""
+    from napari_interactive_landmarks.inference.session import LandmarkSession
+
+    pred, sm, img, gt = phantom
+    p = Predictor(_FlatLast(pred.model, 1.0), pred.schema, pred.input_size, pred.sigma, "flat-last", "cpu",
+                  temperatures=pred.temperatures)
+    p.set_shape_model(sm)
+    k = p.num_landmarks
+    normal = Predictor(pred.model, pred.schema, pred.input_size, pred.sigma, "normal", "cpu",
+                       temperatures=pred.temperatures)
+    normal.set_shape_model(sm)
+    usual = normal.predict(img).ere_raw  # each landmark's caps: twice what its map states on this film
+    p.ere_calibration = EreCalibration(scales=np.ones((1, k)), caps=2 * usual[None], exponents=[1.0])
+    out = p.predict(img)
+    assert np.isfinite(out.ere).all() and np.isfinite(out.coords).all() and np.isfinite(out.spread).all()
+    assert out.ere_wide[-1] and out.ere[-1] == pytest.approx(out.ere_raw[-1])
+    assert out.ere[-1] < np.hypot(*img.shape)  # bounded by the film, not by a map spread over nothing
+    assert not out.ere_wide[:-1].any()
+    s = LandmarkSession(p, img)
+    s.detect()
+    assert s.spread_wide[-1] and not s.spread_wide[:-1].any()

@@ -42,6 +42,9 @@ class _State:
     # (K,) the expected gain of correcting each point (the model's, NaN for a pinned point), what "check next" ranks
     # by; None when the model gives none (then the ERE ranks)
     gain: np.ndarray | None = None
+    # (K,) bool: the point's doubt map is spread wider than its real errors ever were on the calibration films (a flat
+    # map, two far-apart peaks): its expected error is stated unscaled; None when the model's answer says nothing
+    wide: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -418,7 +421,8 @@ class LandmarkSession:
         if self._state is None:  # first detection
             free = np.ones(self.num_landmarks, bool)
             st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free),
-                        basis=pred.coords.copy(), gain=self._gain_of(pred, free), **self._regions_of(pred, free))
+                        basis=pred.coords.copy(), gain=self._gain_of(pred, free), wide=self._wide_of(pred, free),
+                        **self._regions_of(pred, free))
             self._auto = st
             self._state = st
             self._changed("result")
@@ -430,7 +434,8 @@ class LandmarkSession:
         scores[free] = pred.scores[free]
         scores[~free] = np.nan  # a person's point has no model score
         self._state = _State(coords, self._state.pinned.copy(), scores, *self._uncertainty(pred, free),
-                             basis=coords.copy(), gain=self._gain_of(pred, free), **self._regions_of(pred, free))
+                             basis=coords.copy(), gain=self._gain_of(pred, free), wide=self._wide_of(pred, free),
+                             **self._regions_of(pred, free))
         self._changed("result")
         return True
 
@@ -440,6 +445,19 @@ class LandmarkSession:
             return None, None
         ere = np.where(free, pred.ere, 0.0)
         return ere, pred.uncertainty_map(include=free).astype(np.float16)
+
+    @staticmethod
+    def _wide_of(pred: Prediction, free: np.ndarray):
+        wide = getattr(pred, "ere_wide", None)
+        return None if wide is None else np.asarray(wide, bool) & free
+
+    @property
+    def spread_wide(self) -> np.ndarray | None:
+        """(K,) bool: the points whose doubt map is spread wider than their real errors ever were on the model's
+        calibration films (a flat map, or two far-apart peaks: a film cut off, a second spine-like structure) — the
+        model cannot place them; None when unknown."""
+        self._need_state()
+        return None if self._state.wide is None else self._state.wide.copy()
 
     @staticmethod
     def _gain_of(pred: Prediction, free: np.ndarray):

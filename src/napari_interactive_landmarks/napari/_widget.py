@@ -842,6 +842,7 @@ class LandmarkWidget(QWidget):
         # list: unpinned landmarks by decreasing ERE; rows are reused (text and style set in place)
         order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not pinned[i]]
         self._ere_rows = order
+        wide = s.spread_wide
         t = self.ere_table
         t.setUpdatesEnabled(False)
         try:
@@ -851,7 +852,8 @@ class LandmarkWidget(QWidget):
             bold.setBold(True)
             red, normal = QBrush(QColor("#ff5252")), QBrush()
             for row, i in enumerate(order):
-                texts = (s.schema.full_name(i), "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}",
+                texts = (s.schema.full_name(i) + (" (map spread: unplaceable)" if wide is not None and wide[i] else ""),
+                         "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}",
                          areas[i] if areas is not None else "")
                 for col, text in enumerate(texts):
                     it = t.item(row, col)
