@@ -280,6 +280,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "    angle = np.degrees(np.arctan2(major[..., 0], major[..., 1]))  # MUTANT: clockwise\n",
         ("tests/test_regions.py::test_a_tilted_region_states_its_angle_counter_clockwise_from_the_column_axis_and_exports_it",),
     ),
+    Mutant(
+        "cobb-doubt-ends-not-mapped",
+        "with vertebrae left out, a Cobb doubt's plausible end vertebrae stay indices among the kept ones (names shift)",
+        f"{PKG}/measurements/core.py",
+        "                b = replace(b, ends=np.asarray(kept)[b.ends])  # end vertebrae as indices in the whole spine\n",
+        "                pass  # MUTANT: ends not mapped back\n",
+        ("tests/test_cobb_plausible.py::test_the_doubt_of_an_angle_names_the_same_vertebrae_when_an_inner_vertebra_is_left_out",),
+    ),
 )
 
 
