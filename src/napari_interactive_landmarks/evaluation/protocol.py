@@ -603,21 +603,27 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _protocol_traces(predictor, samples, max_clicks: int, progress: bool, desc: str):
+    """The click protocol's :class:`ImageTrace` of each sample (worst-first clicks at the ground truth,
+    0…max_clicks), images that cannot be read left out — what `calibrate` fits on."""
+    iterator = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc=desc, unit="img", file=sys.stderr)
+    for sample in iterator:
+        try:
+            yield run_click_protocol(predictor, sample, max_clicks=max_clicks, order="worst")
+        except ImageError:
+            continue
+
+
 def collect_region_scores(predictor, samples, max_clicks: int = 3, progress: bool = True) -> np.ndarray:
     """(N, max_clicks + 1, K) region scores of ``samples`` on the click protocol (worst-first clicks at the
     ground truth, 0…max_clicks; NaN for clicked and unannotated landmarks): what `calibrate` fits the conformal
     radii on, so that the regions hold after corrections too. Images that cannot be read are left out."""
     rows = []
-    iterator = samples
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(samples, desc="region scores", unit="img", file=sys.stderr)
-    for sample in iterator:
-        try:
-            tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order="worst")
-        except ImageError:
-            continue
+    for tr in _protocol_traces(predictor, samples, max_clicks, progress, "region scores"):
         rs = region_scores(tr)
         if rs is None:
             raise ValueError("the predictor gives no map spread (an ERE-less model): it cannot have regions")
@@ -631,23 +637,13 @@ def collect_ere_and_errors(predictor, samples, max_clicks: int = 3, progress: bo
     unannotated landmarks) — what `calibrate` fits the expected error's scales and caps on (with the predictor's own
     calibration switched off, the doubt maps' raw ERE). Images that cannot be read are left out."""
     eres, errs = [], []
-    iterator = samples
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(samples, desc="expected error", unit="img", file=sys.stderr)
-    for sample in iterator:
-        try:
-            tr = run_click_protocol(predictor, sample, max_clicks=max_clicks, order="worst")
-        except ImageError:
-            continue
+    for tr in _protocol_traces(predictor, samples, max_clicks, progress, "expected error"):
         if tr.ere is None:
             raise ValueError("the predictor gives no ERE: there is no expected error to calibrate")
         e, r = tr.ere.astype(np.float64).copy(), tr.errors.astype(np.float64).copy()
         for step in range(e.shape[0]):
-            done = tr.clicked[:step]
-            e[step, done] = np.nan
-            r[step, done] = np.nan
+            e[step, tr.clicked[:step]] = np.nan
+            r[step, tr.clicked[:step]] = np.nan
         eres.append(e)
         errs.append(r)
     k = int(predictor.num_landmarks)

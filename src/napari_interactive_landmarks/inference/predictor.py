@@ -28,7 +28,7 @@ from ..codecs.heatmaps import decode_strided_logits
 from ..codecs.uncertainty import expected_radial_error, softmax_maps, spread_covariance, tempered_logits
 from ..codecs.geometry import resize_image
 from ..data.cache import preprocess
-from ..ere_calibration import ENVELOPE_WEIGHT, EreCalibration, EreCalibrationError
+from ..ere_calibration import ENVELOPE_WEIGHT, EreCalibration
 from ..io.images import ImageError, as_greyscale_2d, normalise_intensity
 from ..models.folding import fold_batchnorm
 from ..models.refiner import EXPECTED_ERROR_BLEND, REFINER_PREFIX, LocalRefiner, fine_image, refine_points
@@ -633,8 +633,8 @@ class Predictor:
             return None
         return cur, fused
 
-    # how far from a clicked point another landmark may not be decoded, as a fraction of the distance the anatomy
-    # expects between them (the shape model's mean given the clicks)
+    # how far from a clicked point another landmark may not be decoded, as a fraction of their distance in the
+    # anatomy's mean shape
     EXCLUSION = 0.35
     EXCLUSION_REACH = 4.0  # … of at most this many times the median distance between nearest landmarks
 
@@ -654,8 +654,8 @@ class Predictor:
         at = normalise(np.array([clicks[i] for i in idx], np.float64), shape) * [big_h, big_w]  # (n, 2)
         pair = np.hypot(*(mean[:, None, :] - mean[None, :, :]).transpose(2, 0, 1))  # (K, K)
         np.fill_diagonal(pair, np.inf)
-        # a landmark far from the click in the anatomy is never decoded near it anyway; capping its zone at twice the
-        # typical distance between neighbours keeps an absurd click from blanking the true places of those landmarks
+        # a landmark far from the click in the anatomy is never decoded near it anyway; capping the distance the zone
+        # is a fraction of keeps an absurd click from blanking the true places of those landmarks
         reach = self.EXCLUSION_REACH * float(np.median(pair.min(axis=1)))
         radius = self.EXCLUSION * np.minimum(pair[:, idx], reach)  # (K, n)
         radius[idx] = 0.0  # a clicked landmark is placed, not decoded

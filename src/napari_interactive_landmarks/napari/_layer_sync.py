@@ -135,11 +135,12 @@ class LandmarkLayers:
         notify: ``notify(kind, message)`` with kind ``"warning"``/``"info"``, for refused edits.
         show_uncertainty, show_labels, show_regions: initial visibility of the uncertainty map, of the labels and of
             the conformal regions.
+        all_regions: draw every unpinned point's region, not only those of the points in doubt.
     """
 
     def __init__(self, viewer, session: LandmarkSession, image_layer, *, on_edit: Callable[[dict], None],
                  notify: Callable[[str, str], None], show_uncertainty: bool = True, show_labels: bool = True,
-                 show_regions: bool = True):
+                 show_regions: bool = True, all_regions: bool = False):
         self.viewer = viewer
         self.session = session
         self.image_layer = image_layer
@@ -148,7 +149,7 @@ class LandmarkLayers:
         self._show_uncertainty = bool(show_uncertainty)
         self._show_labels = bool(show_labels)
         self._show_regions = bool(show_regions)
-        self._all_regions = False  # every unpinned point's region, not only those in doubt
+        self._all_regions = bool(all_regions)  # every unpinned point's region, not only those in doubt
         self.points: object | None = None
         self.outline = None
         self.measurement_lines = None

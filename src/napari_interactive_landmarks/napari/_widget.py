@@ -581,8 +581,8 @@ class LandmarkWidget(QWidget):
         self.layers = LandmarkLayers(self.viewer, self.session, self.image_layer, on_edit=self._on_edit,
                                      notify=self._notify, show_uncertainty=self.show_uncertainty.isChecked(),
                                      show_labels=self.show_labels.isChecked(),
-                                     show_regions=self.show_regions.isChecked())
-        self.layers._all_regions = self.all_regions.isChecked()
+                                     show_regions=self.show_regions.isChecked(),
+                                     all_regions=self.all_regions.isChecked())
         if self.session.detected:
             self.layers.sync()
             self._remove_retired()
