@@ -1,0 +1,134 @@
+"""The diagnostics behind docs/results.md's "Trust on every film" (issue 34), on aasce-spine's validation films.
+
+- ``ends``: how much of each chain end's calibrated network map lies at the film's other end (the top 8 of the
+  map's rows for the L5 corners, the bottom 8 for the T1 corners), per film of --split; and the ERE the chain ends'
+  corners within 20 px of their truth state, before issue 34 (the network's map, uncalibrated) and now;
+- ``collapse``: after the first worst-first click of every film of --split, does another corner move onto the click
+  (metrics.collapsed_onto_click), with the exclusion zone off (``EXCLUSION = 0``, the previous decoding) and on;
+- ``damage``: every damage event of the worst-first protocol (--clicks clicks): a landmark within 10 px of its truth
+  before a click that ends more than 20 px from it — how many vertebrae it lies from the click, and whether the
+  network alone (the same update without the shape prior) would also have sent it there.
+
+    python benchmarks/trust_diagnostics.py ends --split eval
+    python benchmarks/trust_diagnostics.py collapse --split val
+    python benchmarks/trust_diagnostics.py damage --split eval --clicks 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT = REPO / "src/napari_interactive_landmarks/data/splits/aasce_seed0.json"
+
+
+def _films(root, part):
+    from napari_interactive_landmarks.data.datasets import load_aasce
+
+    by_name = {s.name: s for s in load_aasce(root, "training")}
+    split = json.loads(SPLIT.read_text())
+    names = split["calib"] + split["eval"] if part == "val" else split[part]
+    return [by_name[n] for n in names]
+
+
+def ends(pred, films):
+    top, bottom, stated = [], [], []
+    cal = pred.ere_calibration
+    for s in films:
+        prepared = pred.prepare(s.load_image())
+        pred.envelope_weight, pred.ere_calibration = 0.0, None  # the network's calibrated maps, as before issue 34
+        before = pred.predict(prepared)
+        pred.envelope_weight, pred.ere_calibration = cal.envelope_weight, cal
+        now = pred.predict(prepared)
+        rows = before.prob.sum(-1)  # (K, h)
+        top.append(rows[64:68, :8].sum(-1))
+        bottom.append(rows[0:4, -8:].sum(-1))
+        chain_ends = [0, 1, 2, 3, 64, 65, 66, 67]
+        err = np.hypot(*(now.coords - s.coords).T)
+        stated += [(before.ere[j], now.ere[j]) for j in chain_ends if err[j] < 20]
+    top, bottom, stated = np.array(top), np.array(bottom), np.array(stated)
+    print(f"L5 corners' mass in the top 8 map rows: median {np.median(top):.3f}, per film max "
+          f"{np.percentile(top.max(1), [50, 90, 100]).round(3).tolist()} (50/90/100th percentile over films)")
+    print(f"T1 corners' mass in the bottom 8 map rows: median {np.median(bottom):.3f}, per film max "
+          f"{np.percentile(bottom.max(1), [50, 90, 100]).round(3).tolist()}")
+    print(f"{len(stated)} T1/L5 corners within 20 px of their truth state before / now: median "
+          f"{np.median(stated[:, 0]):.0f} / {np.median(stated[:, 1]):.0f} px, largest {stated[:, 0].max():.0f} / "
+          f"{stated[:, 1].max():.0f} px")
+
+
+def collapse(pred, films):
+    from napari_interactive_landmarks.evaluation.metrics import collapsed_onto_click
+
+    counts = {0.0: 0, pred.EXCLUSION: 0}
+    for s in films:
+        prepared, gt = pred.prepare(s.load_image()), s.coords
+        auto = pred.predict(prepared)
+        k = int(np.nanargmax(np.hypot(*(auto.coords - gt).T)))
+        for zone in counts:
+            pred.EXCLUSION = zone
+            after = pred.predict(prepared, clicks={k: tuple(gt[k])}, previous=auto.coords)
+            counts[zone] += bool(collapsed_onto_click(np.stack([auto.coords, after.coords]), gt, [k])[0])
+    for zone, n in counts.items():
+        print(f"exclusion zone {zone:g}: a corner moved onto the first click on {n} of {len(films)} films")
+
+
+def damage(pred, films, clicks):
+    from napari_interactive_landmarks.inference.session import LandmarkSession
+
+    events = []
+    for s in films:
+        gt = s.coords
+        session = LandmarkSession(pred, s.load_image())
+        session.detect()
+        done = []
+        for _ in range(clicks):
+            before = session.coords.copy()
+            e0 = np.hypot(*(before - gt).T)
+            pick = np.where(np.isin(np.arange(len(e0)), done), -1.0, np.nan_to_num(e0, nan=-1.0))
+            k = int(np.argmax(pick))
+            done.append(k)
+            session.correct(k, tuple(gt[k]))
+            e1 = np.hypot(*(session.coords - gt).T)
+            hit = [j for j in range(len(gt)) if j not in done and e0[j] <= 10 and e1[j] > 20]
+            if hit:
+                alone = pred.predict(s.load_image(), clicks={i: tuple(gt[i]) for i in done}, previous=before,
+                                     shape_prior=False)
+                ea = np.hypot(*(alone.coords - gt).T)
+                events += [(abs(j // 4 - k // 4), bool(ea[j] > 20)) for j in hit]
+    if not events:
+        print("no damage events")
+        return
+    dist = np.array([d for d, _ in events])
+    print(f"{len(events)} damage events on {len(films)} films ({clicks} clicks each): {int((dist >= 3).sum())} of them "
+          f"3 or more vertebrae from the click; the network alone would also have damaged "
+          f"{100 * np.mean([a for _, a in events]):.0f} %")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=["ends", "collapse", "damage"])
+    ap.add_argument("--root", default=str(REPO.parent / "shared/datasets/aasce"))
+    ap.add_argument("--split", default="eval", choices=["calib", "eval", "val"])
+    ap.add_argument("--clicks", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    from napari_interactive_landmarks.inference import Predictor
+
+    torch.set_num_threads(args.threads)
+    pred = Predictor.from_name("aasce-spine", device="cpu")
+    pred.set_precision("fp32")
+    films = _films(args.root, args.split)
+    if args.what == "ends":
+        ends(pred, films)
+    elif args.what == "collapse":
+        collapse(pred, films)
+    else:
+        damage(pred, films, args.clicks)
+
+
+if __name__ == "__main__":
+    main()
