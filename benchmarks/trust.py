@@ -55,6 +55,12 @@ def _args():
     ap.add_argument("--no-ere-calibration", action="store_true", help="state the doubt maps' raw ERE")
     ap.add_argument("--exclusion", type=float, default=None,
                     help="override the zone around a click no other landmark is decoded in (fraction; 0: off)")
+    ap.add_argument("--no-familiarity", action="store_true",
+                    help="no familiarity check: every film's regions at the stated level")
+    ap.add_argument("--shift-scale", type=float, default=None,
+                    help="a synthetic shift: every film resized by this factor (its points and pixel spacing with it)")
+    ap.add_argument("--shift-gamma", type=float, default=None,
+                    help="a synthetic shift: grey levels raised to this power (on [0, 1])")
     ap.add_argument("--gain-propagation", type=float, default=None,
                     help="override how much of the others' expected error a correction is credited with removing")
     return ap.parse_args()
@@ -80,7 +86,35 @@ def _load(args):
         p.EXCLUSION = args.exclusion
     if args.gain_propagation is not None:
         p.GAIN_PROPAGATION = args.gain_propagation
-    return p, _dataset_samples(args, p)
+    if args.no_familiarity:
+        p.familiarity = None
+    samples = _dataset_samples(args, p)
+    if args.shift_scale or args.shift_gamma:
+        samples = [ShiftedSample(s, args.shift_scale or 1.0, args.shift_gamma or 1.0) for s in samples]
+    return p, samples
+
+
+class ShiftedSample:
+    """A sample whose film is resized by ``scale`` and whose grey levels are raised to ``gamma`` (a film of
+    another scanner, as far as a transform can make one); its points and spacing follow the resize."""
+
+    def __init__(self, sample, scale: float, gamma: float):
+        self.sample, self.scale, self.gamma = sample, float(scale), float(gamma)
+        self.name = f"{sample.name} (×{scale:g}, γ {gamma:g})"
+        self.coords = np.asarray(sample.coords, np.float64) * self.scale
+        self.image_shape = tuple(int(round(v * self.scale)) for v in sample.image_shape)
+        self.spacing = None if sample.spacing is None else float(sample.spacing) / self.scale
+
+    def load_image(self):
+        from skimage.transform import resize
+
+        img = np.asarray(self.sample.load_image(), np.float64)
+        if img.ndim == 3:
+            img = img[..., :3].mean(-1)
+        lo, hi = float(img.min()), float(img.max())
+        unit = (img - lo) / max(hi - lo, 1e-9)
+        unit = resize(unit, self.image_shape, order=1, anti_aliasing=self.scale < 1, preserve_range=True)
+        return (np.clip(unit, 0, 1) ** self.gamma * 255).astype(np.uint8)
 
 
 def _traces(pred, samples, clicks, order):
@@ -135,7 +169,7 @@ def summarise(pred, traces, threshold, big):
             inside, area = [], []
             for tr, sc, _ in traces:
                 c = tr.coords[st]
-                rad = regions.for_clicks(st)
+                rad = tr.radius[st] if tr.radius is not None else regions.for_clicks(st)
                 inside.append(np.where(unc[len(inside), st], contains(tr.gt, c, tr.spread[st], rad), np.nan))
                 area.append(np.where(unc[len(area), st], region_area(tr.spread[st], rad) * sc * sc, np.nan))
             inside, area = np.array(inside, float), np.array(area, float)
@@ -144,6 +178,9 @@ def summarise(pred, traces, threshold, big):
                        coverage_worst_landmark_index=int(np.nanargmin(per_lm)),
                        coverage_per_landmark=[None if not np.isfinite(v) else round(100 * float(v), 2) for v in per_lm],
                        median_area=float(np.nanmedian(area)))
+        flags = [tr.extra.get("film_check") for tr, _, _ in traces]
+        if any(f is not None for f in flags):
+            row["films_unfamiliar"] = float(100 * np.mean([bool(f and f["unfamiliar"]) for f in flags]))
         per_click.append(row)
     # interaction: harm, damage, collapse per click
     good, bad = (1.0, 2.0) if threshold < 10 else (10.0, 20.0)
@@ -222,6 +259,8 @@ def main():
               f"{r['landmark_ratio_median']:6.2f} ({r['landmark_ratio_min']:.2f}–{r['landmark_ratio_max']:.2f})"
               f" {r['films_with_stated_above_big']:7.1f} {r['max_stated']:7.0f} {cov} {r.get('median_area', float('nan')):9.0f}"
               f" {r.get('harm', float('nan')):6.1f} {r.get('damage', float('nan')):7.1f} {r.get('collapse', float('nan')):8.1f}")
+    if "films_unfamiliar" in rows[0]:
+        print(f"films flagged as unlike the calibration films: {rows[0]['films_unfamiliar']:.1f} %")
     print(f"NoC@{target:g} {unit}: oracle (worst first) {res['noc_oracle']:.2f}"
           + (f", guided ({args.guided_order}) {res['noc_guided']:.2f} "
              f"({100 * (res['noc_guided'] / res['noc_oracle'] - 1):+.0f} %)" if args.guided else ""))

@@ -7,11 +7,17 @@
   (metrics.collapsed_onto_click), with the exclusion zone off (``EXCLUSION = 0``, the previous decoding) and on;
 - ``damage``: every damage event of the worst-first protocol (--clicks clicks): a landmark within 10 px of its truth
   before a click that ends more than 20 px from it — how many vertebrae it lies from the click, and whether the
-  network alone (the same update without the shape prior) would also have sent it there.
+  network alone (the same update without the shape prior) would also have sent it there;
+- ``gate``: every move of 10 px or more that a worst-first click makes to an unclicked landmark, as *damage* (from
+  ≤ 10 px to > 20 px off), *help* (from > 20 px to ≤ 10 px) or other, with what could tell them apart at the time:
+  how many vertebrae from the click, how far, and how much more the point's doubt map (after the click) favours the
+  new place than the old one (log-probability, nats); then what reverting the moves a gate would flag does to the
+  error — whether damage can be refused without refusing the moves that fix a shifted block.
 
     python benchmarks/trust_diagnostics.py ends --split eval
     python benchmarks/trust_diagnostics.py collapse --split val
     python benchmarks/trust_diagnostics.py damage --split eval --clicks 5
+    python benchmarks/trust_diagnostics.py gate --split calib --clicks 5
 """
 from __future__ import annotations
 
@@ -108,9 +114,73 @@ def damage(pred, films, clicks):
           f"{100 * np.mean([a for _, a in events]):.0f} %")
 
 
+def _auroc(score, positive) -> float:
+    from napari_interactive_landmarks.evaluation.calibration_stats import auroc
+
+    return float(auroc(np.asarray(score, float), np.asarray(positive, bool)))
+
+
+def gate(pred, films, clicks):
+    from napari_interactive_landmarks.inference.session import LandmarkSession
+
+    moves, clicks_made = [], 0
+    for s in films:
+        gt = s.coords
+        session = LandmarkSession(pred, s.load_image())
+        session.detect()
+        done = []
+        for c in range(clicks):
+            before = session.coords.copy()
+            e0 = np.hypot(*(before - gt).T)
+            pick = np.where(np.isin(np.arange(len(e0)), done), -1.0, np.nan_to_num(e0, nan=-1.0))
+            k = int(np.argmax(pick))
+            done.append(k)
+            session.correct(k, tuple(gt[k]))
+            clicks_made += 1
+            out = session.last_prediction
+            e1 = np.hypot(*(session.coords - gt).T)
+            prob, (big_h, big_w) = out.prob, out.original_shape
+            h, w = prob.shape[-2:]
+
+            def log_p(j, at):
+                r = int(np.clip(at[0] / big_h * h, 0, h - 1))
+                q = int(np.clip(at[1] / big_w * w, 0, w - 1))
+                return float(np.log(prob[j, r, q] + 1e-12))
+
+            for j in range(len(gt)):
+                step = float(np.hypot(*(session.coords[j] - before[j])))
+                if j in done or not np.isfinite(e0[j]) or step < 10:
+                    continue
+                kind = "damage" if e0[j] <= 10 and e1[j] > 20 else "help" if e0[j] > 20 and e1[j] <= 10 else "other"
+                moves.append(dict(film=s.name, click=c, kind=kind, vertebrae=abs(j // 4 - k // 4), step=step,
+                                  favour=log_p(j, session.coords[j]) - log_p(j, before[j]), e0=float(e0[j]),
+                                  e1=float(e1[j])))
+    kinds = np.array([m["kind"] for m in moves])
+    dh = np.isin(kinds, ["damage", "help"])
+    is_damage = kinds[dh] == "damage"
+    print(f"{len(films)} films, {clicks_made} clicks: {len(moves)} moves of 10 px or more — {int((kinds == 'damage').sum())} "
+          f"damage, {int((kinds == 'help').sum())} help, {int((kinds == 'other').sum())} other")
+    for key, label in (("vertebrae", "vertebrae from the click"), ("step", "length of the move (px)"),
+                       ("favour", "doubt map's log-probability, new place minus old (nats)")):
+        v = np.array([m[key] for m in moves])[dh]
+        print(f"  {label}: median {np.median(v[is_damage]):.2f} (damage) vs {np.median(v[~is_damage]):.2f} (help); "
+              f"AUROC for damage {_auroc(v, is_damage):.3f}")
+    damaged = {(m["film"], m["click"]) for m in moves if m["kind"] == "damage"}
+    print("a gate reverting the moves at least V vertebrae from the click that the map favours by less than T nats:")
+    print("   V    T  reverted  damage  help  error change if reverted (px, summed)  clicks with damage")
+    for v_min in (0, 3, 5):
+        for t in (0.5, 1.0, 2.0):
+            flag = [m["vertebrae"] >= v_min and m["favour"] < t for m in moves]
+            rev = [m for m, f in zip(moves, flag) if f]
+            left = {(m["film"], m["click"]) for m, f in zip(moves, flag) if m["kind"] == "damage" and not f}
+            print(f"  {v_min:>2} {t:>4.1f} {len(rev):>9} {sum(m['kind'] == 'damage' for m in rev):>7} "
+                  f"{sum(m['kind'] == 'help' for m in rev):>5} {sum(m['e0'] - m['e1'] for m in rev):>+38.0f}  "
+                  f"{100 * len(damaged) / clicks_made:.1f} % → {100 * len(left) / clicks_made:.1f} %")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["ends", "collapse", "damage"])
+    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate"])
     ap.add_argument("--root", default=str(REPO.parent / "shared/datasets/aasce"))
     ap.add_argument("--split", default="eval", choices=["calib", "eval", "val"])
     ap.add_argument("--clicks", type=int, default=5)
@@ -126,6 +196,8 @@ def main():
         ends(pred, films)
     elif args.what == "collapse":
         collapse(pred, films)
+    elif args.what == "gate":
+        gate(pred, films, args.clicks)
     else:
         damage(pred, films, args.clicks)
 

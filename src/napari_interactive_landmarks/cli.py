@@ -49,10 +49,21 @@ def _cmd_train(args):
         trainer.load_data()
         result = trainer.fit(resume=args.resume, progress=not args.no_progress)
         if info.is_main:
-            print(json.dumps(result))
+            clicks = " and ".join(str(c) for c in cfg["val_clicks"])
+            print(f"best: mean validation MRE over {clicks} clicks {result['best']:.2f} px at epoch "
+                  f"{result['best_epoch']} of {result['epochs']} → {Path(cfg['out_dir']) / 'best.safetensors'}",
+                  file=sys.stderr)
+            print(json.dumps({**result, "best_is": f"mean validation MRE (original px) over {clicks} clicks"}))
     finally:
         distributed.shutdown()
     return 0
+
+
+def _cmd_build(args):
+    """Every stage the config asks for, into one weights file (build.py)."""
+    from .build import run_build
+
+    return run_build(args, main)
 
 
 def _cmd_train_refiner(args):
@@ -433,21 +444,26 @@ def _cmd_calibrate(args):
     doubt = None
     if not args.no_measurement_scales:
         doubt = _fit_doubt_scales(args, predictor, samples, temps)
+    familiarity = None
+    if not args.no_familiarity:
+        familiarity = _fit_familiarity(args, predictor, samples, temps)
     if args.dry_run:
         return 0
     what = f"{len(temps)} {'kept ' if args.keep_temperatures else ''}temperatures"
     what += ", the expected error's scales and caps" if ere_cal else ""
     what += f" and {regions['level']:.0%} regions" if regions else ""
     what += f" and {doubt['level']:.0%} measurement doubt scales" if doubt else ""
+    what += " and the familiarity check" if familiarity else ""
     if args.weights:
         from .training.export import store_temperatures_in_file
 
-        store_temperatures_in_file(args.weights, temps, info, regions, doubt, ere_cal)
+        store_temperatures_in_file(args.weights, temps, info, regions, doubt, ere_cal, familiarity)
         print(f"stored {what} in {args.weights}")
         return 0
     from .training.export import store_temperatures
 
-    store_temperatures(predictor.name, temps, info, regions=regions, doubt_scales=doubt, ere_calibration=ere_cal)
+    store_temperatures(predictor.name, temps, info, regions=regions, doubt_scales=doubt, ere_calibration=ere_cal,
+                       familiarity=familiarity)
     print(f"stored {what} for '{predictor.name}' in the manifest")
     return 0
 
@@ -501,11 +517,55 @@ def _fit_regions(args, predictor, samples, temps) -> dict:
                                     "worst-first clicks)")
     except RegionError as exc:
         raise CLIError(f"no regions fitted: {exc}") from None
+    if args.wide_level is not None and args.wide_level > args.level:
+        # the same scores at a wider level: the regions drawn on a film unlike these (familiarity.py)
+        try:
+            wide = fit_regions(scores, args.wide_level, pooled=None)
+            cal.wide_level, cal.wide_radii = wide.level, wide.radii
+            print(f"{wide.level:.0%} regions for unfamiliar films: median radius "
+                  + ", ".join(f"{c} clicks {np.median(row):.2f}" for c, row in enumerate(wide.radii)))
+        except RegionError as exc:
+            print(f"no {args.wide_level:.0%} regions for unfamiliar films: {exc}", file=sys.stderr)
     r = cal.radii
     per_click = ", ".join(f"{c} clicks {np.median(row):.2f}" for c, row in enumerate(r))
     print(f"{cal.level:.0%} regions: Mahalanobis radius {'pooled' if cal.pooled else 'per landmark'}, median at "
           f"{per_click} (range {r.min():.2f}–{r.max():.2f}) from {int(np.isfinite(scores).sum())} scores")
     return cal.to_card()
+
+
+def _fit_familiarity(args, predictor, samples, temps) -> dict | None:
+    """The familiarity check (familiarity.py) on the calibration images' 0-click predictions with the temperatures
+    just fitted: the card's ``familiarity`` field. Too few images or a model without ERE: a note, no check."""
+    import numpy as np
+
+    from .familiarity import FamiliarityError, fit_familiarity
+    from .io.images import ImageError
+
+    predictor.temperatures = np.asarray(temps, np.float64)
+    iterator = samples
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="familiarity", unit="img", file=sys.stderr)
+    features = []
+    for sample in iterator:
+        try:
+            image = sample.load_image()
+        except ImageError:
+            continue
+        f = predictor.film_features(image, predictor.predict(image))
+        if f is None:
+            print("no familiarity check: the model gives no expected error", file=sys.stderr)
+            return None
+        features.append(f)
+    try:
+        check = fit_familiarity(features, fitted_on=f"{args.dataset} {args.split} ({len(features)} images, 0 clicks)")
+    except FamiliarityError as exc:
+        print(f"no familiarity check: {exc}", file=sys.stderr)
+        return None
+    print(f"familiarity check: contrast distance limit {check.contrast_limit:.2f}, map breadth limit "
+          f"{np.exp(check.breadth_limit):.2f}× the calibration median ({check.level:.0%}, {len(features)} films)")
+    return check.to_card()
 
 
 def _fit_doubt_scales(args, predictor, samples, temps) -> dict | None:
@@ -771,7 +831,7 @@ def _cmd_demo(args):
     corrections = [_parse_click(c, None) for c in (args.correct or [])]
     return run_demo(image=args.image, model=args.model, corrections=corrections, screenshot=args.screenshot,
                     json_out=args.json, keep_open=not (args.screenshot or args.json) or args.keep_open,
-                    timeout=args.timeout, shape_prior=not args.no_shape_prior)
+                    timeout=args.timeout, shape_prior=not args.no_shape_prior, weights=args.weights)
 
 
 def _add_dataset_args(p, split_help):
@@ -809,6 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "final points as JSON. Needs a display (on a headless machine: xvfb-run).")
     d.add_argument("image", nargs="?", help="a radiograph (PNG/JPEG/TIFF/BMP/DICOM); default: synthetic phantom")
     d.add_argument("--model", help="manifest name (default: phantom-spine without IMAGE; with one, the shipped model that fits it)")
+    d.add_argument("--weights", help="a model's weights file instead (e.g. what napari-landmarks build wrote)")
     d.add_argument("--correct", nargs="*", action="extend", metavar="INDEX:ROW,COL",
                    help="corrections, applied one after another")
     d.add_argument("--screenshot", help="write a PNG of the viewer window")
@@ -839,6 +900,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-weights", dest="init_weights", help="start from these weights (same architecture)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    bu = sub.add_parser("build", help="build a complete model from a YAML config: network, shape prior, refiner, "
+                                      "hold, calibration — one weights file",
+                        description="Train the network, then every stage the config's 'build' section asks for "
+                                    "(shape_prior, refiner, hold, calibrate), into one weights file "
+                                    "<out-dir>/<name>.safetensors that the viewer opens ('Weights file…' or demo "
+                                    "--weights). A stage the data cannot support (too few films) says so with its "
+                                    "minimum and is left out. See docs/data-format.md, 'Training on it'.")
+    bu.add_argument("--config", required=True, help="training config YAML with an optional 'build' section")
+    bu.add_argument("--root", help="dataset root (overrides the config)")
+    bu.add_argument("--out-dir", dest="out_dir", help="run folder (default runs/<name>)")
+    bu.add_argument("--out", help="the model file to write (default <out-dir>/<name>.safetensors)")
+    bu.add_argument("--epochs", type=int, help="override the config's epochs")
+    bu.add_argument("--device", help="auto (cuda → mps → cpu), cuda, mps or cpu")
+    bu.add_argument("--num-threads", dest="num_threads", type=int, help="torch CPU threads")
+    bu.add_argument("--resume", action="store_true", help="continue an interrupted build's training from its checkpoint")
+    bu.add_argument("--no-progress", action="store_true")
+    bu.set_defaults(func=_cmd_build)
 
     tr = sub.add_parser("train-refiner", help="train the local second stage that re-finds each landmark in a crop",
                         description="Train a refiner (a compact U-Net on high-resolution crops around each landmark) "
@@ -939,6 +1018,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-ere-calibration", dest="no_ere_calibration", action="store_true",
                    help="no per-landmark scales and caps of the expected error (a model's stored ones are then "
                         "dropped: the ERE is the doubt maps' own)")
+    c.add_argument("--wide-level", dest="wide_level", type=float, default=0.99,
+                   help="also fit the regions at this wider level, drawn on a film unlike the calibration films "
+                        "(default 0.99)")
+    c.add_argument("--no-familiarity", dest="no_familiarity", action="store_true",
+                   help="no familiarity check (a model's stored one is then dropped: no film is flagged as unlike the "
+                        "calibration films)")
     c.add_argument("--pooled", choices=("auto", "yes", "no"), default="auto",
                    help="one radius for all landmarks, or one each (auto: each when every landmark has enough scores)")
     c.set_defaults(func=_cmd_calibrate)

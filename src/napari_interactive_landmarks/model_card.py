@@ -111,6 +111,9 @@ class ModelCard:
     # the stated ERE's per-landmark, per-click-count scales and caps and the doubt maps' envelope weight
     # (ere_calibration.py), fitted by `calibrate`; without it the ERE is the doubt maps' own, uncalibrated
     ere_calibration: dict | None = None
+    # the calibration films' size, contrast and map breadth and the limits a film is checked against
+    # (familiarity.py), fitted by `calibrate`; a film beyond them has its regions drawn at the wider level
+    familiarity: dict | None = None
 
     def __post_init__(self):
         src = self.name or "model card"
@@ -142,6 +145,16 @@ class ModelCard:
             self.interaction = check_interaction(self.interaction, src)
         if self.ere_calibration is not None:  # refused here, naming the file, not at the first prediction
             check_ere_calibration(self.ere_calibration, self.config.get("num_landmarks"), src)
+        if self.familiarity is not None:  # refused here, naming the file, not at the first film
+            from .familiarity import FamiliarityCheck, FamiliarityError
+
+            try:
+                k = self.config.get("num_landmarks") or len(self.familiarity.get("ere_median", []))
+                FamiliarityCheck.from_card(self.familiarity, int(k), src)
+            except FamiliarityError as exc:
+                raise ModelCardError(str(exc)) from None
+            except (TypeError, AttributeError):
+                raise ModelCardError(f"{src}: its 'familiarity' field is malformed") from None
         if self.doubt_scales is not None:  # refused here, naming the file, not at the first measurement
             from .measurements.doubt import DoubtScaleError, as_doubt_scales
 
@@ -214,7 +227,7 @@ class ModelCard:
         d = self.to_dict()
         d.pop("name")
         for key in ("calibration", "shape_prior", "regions", "doubt_scales", "refiner", "interaction",
-                    "ere_calibration"):
+                    "ere_calibration", "familiarity"):
             if d.get(key) is None:
                 d.pop(key)
         return d

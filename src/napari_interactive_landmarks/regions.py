@@ -92,18 +92,33 @@ class RegionCalibration:
     clicks: list = field(default_factory=list)  # the click counts the scores were collected at
     fitted_on: str = ""
     kind: str = "ellipse-mahalanobis"
+    # the same regions at a wider level (e.g. 0.99), fitted on the same scores: drawn on a film unlike the calibration
+    # films (familiarity.py), where the stated level cannot be promised; None when not fitted
+    wide_level: float | None = None
+    wide_radii: np.ndarray | None = None
 
     def __post_init__(self):
         self.radii = np.atleast_2d(np.asarray(self.radii, np.float64))  # a (K,) calibration: one row for all counts
+        if self.wide_radii is not None:
+            self.wide_radii = np.atleast_2d(np.asarray(self.wide_radii, np.float64))
 
-    def for_clicks(self, num_clicks: int) -> np.ndarray:
-        """(K,) the radii of a prediction made with ``num_clicks`` clicks."""
-        return self.radii[min(max(int(num_clicks), 0), len(self.radii) - 1)]
+    def for_clicks(self, num_clicks: int, wide: bool = False) -> np.ndarray:
+        """(K,) the radii of a prediction made with ``num_clicks`` clicks (``wide``: at :attr:`wide_level`, when
+        fitted)."""
+        radii = self.wide_radii if wide and self.wide_radii is not None else self.radii
+        return radii[min(max(int(num_clicks), 0), len(radii) - 1)]
+
+    def level_used(self, wide: bool = False) -> float:
+        """The level of the radii :meth:`for_clicks` gives."""
+        return float(self.wide_level) if wide and self.wide_radii is not None else float(self.level)
 
     def to_card(self) -> dict:
-        return {"kind": self.kind, "level": self.level, "radii": np.round(self.radii, 5).tolist(),
-                "pooled": self.pooled, "num_scores": [int(n) for n in self.num_scores], "clicks": list(self.clicks),
-                "fitted_on": self.fitted_on}
+        out = {"kind": self.kind, "level": self.level, "radii": np.round(self.radii, 5).tolist(),
+               "pooled": self.pooled, "num_scores": [int(n) for n in self.num_scores], "clicks": list(self.clicks),
+               "fitted_on": self.fitted_on}
+        if self.wide_radii is not None:
+            out.update(wide_level=self.wide_level, wide_radii=np.round(self.wide_radii, 5).tolist())
+        return out
 
     @classmethod
     def from_card(cls, data, num_landmarks: int, source: str = "model card") -> "RegionCalibration":
@@ -120,8 +135,20 @@ class RegionCalibration:
             raise RegionError(f"{source}: region radii of shape {radii.shape} for {num_landmarks} landmarks")
         if not (np.isfinite(radii).all() and (radii > 0).all()):
             raise RegionError(f"{source}: region radii must be positive and finite")
+        wide_level = wide_radii = None
+        if data.get("wide_radii") is not None:
+            try:
+                wide_level = float(data["wide_level"])
+                wide_radii = np.asarray(data["wide_radii"], np.float64)
+            except (KeyError, TypeError, ValueError):
+                raise RegionError(f"{source}: its wide regions are malformed (need wide_level and wide_radii)") from None
+            if (not level < wide_level < 1 or wide_radii.ndim not in (1, 2) or wide_radii.shape[-1] != num_landmarks
+                    or not (np.isfinite(wide_radii).all() and (wide_radii > 0).all())):
+                raise RegionError(f"{source}: wide regions need a level in ({level}, 1) and positive finite radii "
+                                  f"for {num_landmarks} landmarks")
         return cls(level, radii, bool(data.get("pooled", False)), list(data.get("num_scores", [])),
-                   list(data.get("clicks", [])), str(data.get("fitted_on", "")))
+                   list(data.get("clicks", [])), str(data.get("fitted_on", "")), wide_level=wide_level,
+                   wide_radii=wide_radii)
 
 
 def fit_regions(scores, level: float = 0.95, pooled: bool | None = None, clicks=(), fitted_on: str = "") \

@@ -77,6 +77,8 @@ class ImageTrace:
     ere: np.ndarray | None = None  # (S, K) predicted ERE per step (pixels), when available
     scores: np.ndarray | None = None  # (S, K)
     spread: np.ndarray | None = None  # (S, K, 2, 2) each point's map spread (the conformal regions' shape), px²
+    # (S, K) each point's region radius as the session drew it (NaN where none; the wider level on an unfamiliar film)
+    radius: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -222,6 +224,7 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         )
     errs = radial_errors(cur, gt)
     spread_steps = [_spread_of(session, k)]
+    radius_steps = [_radius_of(session)]
 
     coords_steps, err_steps = [cur], [errs]
     ere_steps = [cur_ere] if cur_ere is not None else None
@@ -242,6 +245,7 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
             cur, cur_ere, cur_scores = _session_state(session, k)
             errs = radial_errors(cur, gt)
         spread_steps.append(_spread_of(session, k))
+        radius_steps.append(_radius_of(session))
         coords_steps.append(cur)
         err_steps.append(errs)
         if ere_steps is not None:
@@ -249,7 +253,6 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         if score_steps is not None:
             score_steps.append(cur_scores if cur_scores is not None else np.full(k, np.nan))
 
-    ere0 = ere_steps[0] if ere_steps is not None else None
     m_coords, m_errs, m_clicked = manual_revision(
         coords_steps[0],
         gt,
@@ -274,7 +277,15 @@ def run_click_protocol(predictor, sample, max_clicks: int = 10, order: str = "wo
         ere=np.stack(ere_steps) if ere_steps is not None else None,
         scores=np.stack(score_steps) if score_steps is not None else None,
         spread=None if any(v is None for v in spread_steps) else np.stack(spread_steps),
+        radius=None if any(v is None for v in radius_steps) else np.stack(radius_steps),
+        extra={} if session.film_shift is None else {"film_check": session.film_check()},
     )
+
+
+def _radius_of(session) -> np.ndarray | None:
+    """(K,) the region radius of each point as the session draws it (NaN where none), or None without regions."""
+    geo = session.region_geometry() if getattr(session.predictor, "regions", None) is not None else None
+    return None if geo is None else np.asarray(geo[2], np.float64)
 
 
 def _spread_of(session, k: int) -> np.ndarray | None:

@@ -164,6 +164,8 @@ class Predictor:
         # the stated ERE's per-landmark, per-click-count scales and caps (the card's ``ere_calibration``), and the
         # anatomy's envelope weight in the doubt maps (0: the network's map alone)
         self.ere_calibration: EreCalibration | None = None
+        # whether a film is like the calibration films (familiarity.py), when the card has the check
+        self.familiarity = None
         self.envelope_weight = ENVELOPE_WEIGHT
         self._envelope: tuple | None = None  # (shape model, weight, its envelope model), cached
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
@@ -249,6 +251,10 @@ class Predictor:
         if card.ere_calibration is not None:  # checked when the card was read
             pred.ere_calibration = EreCalibration.from_card(card.ere_calibration, schema.num_landmarks, name)
             pred.envelope_weight = pred.ere_calibration.envelope_weight
+        if card.familiarity is not None:  # checked when the card was read
+            from ..familiarity import FamiliarityCheck
+
+            pred.familiarity = FamiliarityCheck.from_card(card.familiarity, schema.num_landmarks, name)
         if card.refiner is not None or refiner_tensors:
             pred._set_refiner_from_card(card.refiner, refiner_tensors, Path(weights_path).name)
         try:
@@ -536,6 +542,25 @@ class Predictor:
                           shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,
                           region_level=None if self.regions is None else self.regions.level, ere_raw=ere_raw,
                           ere_wide=wide, gain=gain)
+
+    def film_features(self, image, prediction: Prediction):
+        """What :mod:`familiarity` reads of a film: its size, its network input's grey levels and ``prediction``'s
+        uncalibrated ERE (a prediction before any correction); None for a prediction without ERE."""
+        from ..familiarity import film_features
+
+        if prediction.ere_raw is None:
+            return None
+        prepared = self.prepare(image)
+        return film_features(prepared.tensor.float().cpu().numpy(), prepared.original_shape, prediction.ere_raw)
+
+    def check_film(self, image, prediction: Prediction):
+        """Whether ``image`` is like the films this model's doubt was calibrated on
+        (:class:`familiarity.FilmShift`), from ``prediction`` made before any correction; None when the card has no
+        familiarity check or the prediction no ERE."""
+        if self.familiarity is None or prediction.clicked.any():
+            return None
+        features = self.film_features(image, prediction)
+        return None if features is None else self.familiarity.check(features)
 
     # how much of the other landmarks' expected error a correction is credited with removing (the share of their
     # variance the anatomy says it removes, times this)

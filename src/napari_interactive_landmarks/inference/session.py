@@ -113,6 +113,9 @@ class LandmarkSession:
         self.generation = 0
         self._dirty = False
         self.last_prediction: Prediction | None = None
+        # whether this film is like the films the model's doubt was calibrated on (familiarity.FilmShift), checked at
+        # the first detection and kept for the film; None when the model has no check
+        self.film_shift = None
         self._listeners: list = []
         self._running = False  # an inference handed out by begin() has not come back through finish()
         self._rerun = False  # something asked for an inference while one was running
@@ -249,7 +252,7 @@ class LandmarkSession:
     def region_level(self) -> float | None:
         """The coverage level of the model's conformal regions (e.g. 0.95), or None when its card has none."""
         cal = getattr(self.predictor, "regions", None)
-        return None if cal is None else float(cal.level)
+        return None if cal is None else cal.level_used(self.unfamiliar)
 
     def region_geometry(self):
         """``(centres (K, 2), spread (K, 2, 2), radius (K,))`` of the shown points' regions in original pixels — the
@@ -344,6 +347,7 @@ class LandmarkSession:
         self._prepared = self.predictor.prepare(image)
         self.spacing, self.image_path = spacing, image_path
         self._state = self._auto = None
+        self.film_shift = None
         self._undo.clear()
         self._redo.clear()
         self.generation += 1
@@ -419,6 +423,8 @@ class LandmarkSession:
             return False
         self.last_prediction = pred
         if self._state is None:  # first detection
+            if self.film_shift is None and hasattr(self.predictor, "check_film"):
+                self.film_shift = self.predictor.check_film(self._prepared, pred)
             free = np.ones(self.num_landmarks, bool)
             st = _State(pred.coords.copy(), ~free, pred.scores.copy(), *self._uncertainty(pred, free),
                         basis=pred.coords.copy(), gain=self._gain_of(pred, free), wide=self._wide_of(pred, free),
@@ -464,11 +470,26 @@ class LandmarkSession:
         gain = getattr(pred, "gain", None)
         return None if gain is None else np.where(free, gain, np.nan)
 
-    @staticmethod
-    def _regions_of(pred: Prediction, free: np.ndarray) -> dict:
+    @property
+    def unfamiliar(self) -> bool:
+        """True when the film was found unlike the films the model's doubt was calibrated on (:attr:`film_shift`):
+        its regions are drawn at the wider level and its stated errors are not validated."""
+        return bool(self.film_shift is not None and self.film_shift.unfamiliar)
+
+    def film_check(self) -> dict | None:
+        """What the files and the panel say of the film's familiarity: ``{"unfamiliar", "reasons", "region_level"}``;
+        None when the model has no check."""
+        if self.film_shift is None:
+            return None
+        return {**self.film_shift.to_dict(), "region_level": self.region_level}
+
+    def _regions_of(self, pred: Prediction, free: np.ndarray) -> dict:
         radius, spread = getattr(pred, "region_radius", None), getattr(pred, "spread", None)
         if radius is None or spread is None:
             return {}
+        cal = getattr(self.predictor, "regions", None)
+        if self.unfamiliar and cal is not None and cal.wide_radii is not None:  # the wider level on such a film
+            radius = np.where(np.isfinite(radius), cal.for_clicks(int(np.sum(pred.clicked)), wide=True), np.nan)
         keep = free & np.isfinite(radius)
         return dict(spread=np.where(keep[:, None, None], spread, np.nan), radius=np.where(keep, radius, np.nan))
 
@@ -616,6 +637,7 @@ class LandmarkSession:
         spacing = None if self.spacing is None else (list(self.spacing) if np.ndim(self.spacing) else [self.spacing] * 2)
         # each point's ERE and region as the viewer shows them (regions null throughout for a model without them)
         common = dict(pinned=st.pinned, scores=st.scores, ere=st.ere, regions=self.region_arrays() or {"level": None})
+        film_check = self.film_check()
         measurements = {k: m.to_dict() for k, m in self.measurements().items()}
         if path.suffix.lower() == ".csv":
             texts = {path: format_landmarks_csv(st.coords, list(self.schema.landmarks), spacing=spacing, **common)}
@@ -625,7 +647,8 @@ class LandmarkSession:
             texts = {path: format_landmarks_json(
                 st.coords, list(self.schema.landmarks), landmark_set=self.schema.name, model=self.predictor.name,
                 image_path=None if self.image_path is None else str(self.image_path),
-                image_shape=list(self.image_shape), spacing=spacing, measurements=measurements, **common)}
+                image_shape=list(self.image_shape), spacing=spacing, measurements=measurements, film_check=film_check,
+                **common)}
         write_texts(texts, overwrite=overwrite)
         self._dirty = False
         return path

@@ -113,6 +113,9 @@ class LandmarkFile:
     measurements: dict = field(default_factory=dict)
     ere: np.ndarray | None = None
     regions: dict | None = None
+    # whether the film is like the films the model's doubt was calibrated on: {"unfamiliar": bool, "reasons": [str],
+    # "region_level": the level the regions were drawn at}; None when not checked (not written)
+    film_check: dict | None = None
 
     def __post_init__(self):
         self.labels = [str(x) for x in self.labels]
@@ -252,6 +255,7 @@ class LandmarkFile:
             },
             "points": points,
             "measurements": self.measurements,
+            **({"film_check": self.film_check} if self.film_check is not None else {}),
         }
 
 
@@ -337,12 +341,13 @@ def format_landmarks_json(
     measurements: dict | None = None,
     ere=None,
     regions: dict | None = None,
+    film_check: dict | None = None,
 ) -> str:
     """The text :func:`write_landmarks_json` writes (same arguments, without ``path`` and ``overwrite``)."""
     lf = _as_file(coords, labels, dict(
         landmark_set=landmark_set, model=model, image_path=image_path, image_shape=image_shape,
         spacing=spacing, pinned=pinned, status=status, scores=scores, measurements=measurements, ere=ere,
-        regions=regions,
+        regions=regions, film_check=film_check,
     ))
     d = _nan_to_none(json.loads(json.dumps(lf.to_dict(), default=_json_default)))
     return json.dumps(d, indent=2, allow_nan=False) + "\n"
@@ -566,7 +571,13 @@ def read_landmarks_json(path, landmark_names: Sequence[str] | None = None) -> La
     if not isinstance(measurements, dict):
         raise LandmarkFileError(f"{p}: 'measurements' must be an object")
     img_path = image.get("path")
+    film_check = d.get("film_check")
+    if film_check is not None and not (isinstance(film_check, dict) and isinstance(film_check.get("unfamiliar"), bool)
+                                       and isinstance(film_check.get("reasons", []), list)):
+        raise LandmarkFileError(f"{p}: 'film_check' must be an object with 'unfamiliar' (true/false) and 'reasons' "
+                                "(a list)")
     return LandmarkFile(
+        film_check=film_check,
         landmark_set=None if d.get("landmark_set") is None else str(d["landmark_set"]),
         model=None if d.get("model") is None else str(d["model"]),
         image_path=None if img_path is None else str(img_path),

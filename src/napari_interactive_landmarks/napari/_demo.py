@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ def wait_until_idle(widget, timeout: float = 300.0) -> None:
 
 
 def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=None, keep_open=True,
-             timeout=300.0, shape_prior=True) -> int:
+             timeout=300.0, shape_prior=True, weights=None) -> int:
     import napari
 
     from ._reader import get_reader
@@ -55,7 +54,13 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
     widget = LandmarkWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Landmark detection", area="right")
     widget.shape_prior_box.setChecked(bool(shape_prior))
-    if model is None and not image:
+    if weights is not None:  # a model file of one's own (napari-landmarks build)
+        if not Path(weights).is_file():
+            print(f"demo: no weights file at {weights}", file=sys.stderr)
+            return 2
+        widget.use_weights_file(weights)
+        model = None
+    elif model is None and not image:
         model = DEFAULT_PHANTOM_MODEL
     if model is not None:  # otherwise the widget has picked the shipped model that fits the image
         if widget.model_combo.findText(model) < 0:
@@ -82,9 +87,9 @@ def run_demo(image=None, model=None, corrections=(), screenshot=None, json_out=N
         viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
         print(f"wrote {screenshot}", file=sys.stderr)
     if json_out:
-        pts = [{"label": p["label"], "row": p["row"], "col": p["col"], "pinned": p["pinned"]} for p in widget.session.points()]
+        # what the viewer's Save writes: each point with its expected error and region, the measurements
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps({"model": widget.predictor.name, "points": pts}, indent=1))
+        widget.session.save(Path(json_out).with_suffix(".json"), overwrite=True)
         print(f"wrote {json_out}", file=sys.stderr)
     if keep_open:
         napari.run()

@@ -434,6 +434,15 @@ class LandmarkWidget(QWidget):
                 self._weights_file = path
                 self.model_combo.setItemText(index, f"{Path(path).name} (file)")
 
+    def use_weights_file(self, path) -> None:
+        """Choose a model by its weights file (what 'Weights file…' does after its dialog), e.g. one that
+        ``napari-landmarks build`` wrote."""
+        path = str(path)
+        self._weights_file = path
+        index = self.model_combo.count() - 1  # the 'Weights file…' item, last
+        self.model_combo.setItemText(index, f"{Path(path).name} (file)")
+        self.model_combo.setCurrentIndex(index)
+
     def _on_image_chosen(self, name: str):
         """Pick the model that fits the image, unless the user chose one: the phantom model only for the
         synthetic sample, otherwise the shipped model whose input shape is closest to the image's."""
@@ -878,6 +887,10 @@ class LandmarkWidget(QWidget):
             text = (f"Suggested next: <b>{s.schema.full_name(nxt)}</b> (ERE {ere[nxt] * factor:.1f} {unit}{region})"
                     + why + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated "
                                              "error</i>"))
+        if s.unfamiliar:  # the doubt's calibration does not cover such a film: said, and the regions wider
+            text += ("<br><span style='color:#ffab40'>This film is unlike the films the doubt was calibrated on ("
+                     + "; ".join(s.film_shift.reasons) + f"): regions drawn at {self._region_level_text()}, expected "
+                     "errors not validated on such films.</span>")
         self._show_regions_note()
         problems = self.layers.corner_problems if self.layers is not None else {}
         if problems:  # a vertebra drawn red: its corners came out in the wrong order

@@ -50,7 +50,8 @@ def register_run(name: str, run_dir: Path, description: str = "", extra_metrics:
 
 
 def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, regions: dict | None = None,
-                       doubt_scales: dict | None = None, ere_calibration: dict | None = None) -> dict:
+                       doubt_scales: dict | None = None, ere_calibration: dict | None = None,
+                       familiarity: dict | None = None) -> dict:
     """Put fitted temperatures into a shipped model's manifest entry and its weights file's metadata (the
     file is rewritten, so its sha256 in the manifest is updated too)."""
     from ..weights import get_entry, load_manifest, resolve_weights
@@ -61,13 +62,16 @@ def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, 
     entry = dict(get_entry(name, manifest))
     path = resolve_weights(name, manifest=manifest)
     card = _with_temperatures(ModelCard.from_mapping(entry, name=name), temperatures, info, regions, doubt_scales,
-                              ere_calibration)
+                              ere_calibration, familiarity)
     entry.update(temperatures=card.temperatures, calibration=info)
     entry.pop("ere_calibration", None)  # (fitted with these temperatures: stale ones go)
     if ere_calibration is not None:
         entry["ere_calibration"] = ere_calibration
     if regions is not None:
         entry["regions"] = regions
+    entry.pop("familiarity", None)  # (read from these temperatures' maps: stale ones go)
+    if familiarity is not None:
+        entry["familiarity"] = familiarity
     entry.pop("doubt_scales", None)  # (fitted with these temperatures: stale ones go)
     if card.doubt_scales is not None:
         entry["doubt_scales"] = card.doubt_scales
@@ -78,21 +82,24 @@ def store_temperatures(name: str, temperatures, info: dict, manifest_path=None, 
 
 
 def store_temperatures_in_file(path, temperatures, info: dict, regions: dict | None = None,
-                               doubt_scales: dict | None = None, ere_calibration: dict | None = None) -> Path:
+                               doubt_scales: dict | None = None, ere_calibration: dict | None = None,
+                               familiarity: dict | None = None) -> Path:
     """Put fitted temperatures into a self-describing weights file's model card (rewritten atomically; the
     tensors are unchanged). For a file that is not in the manifest (``calibrate --weights FILE``)."""
     from ..model_card import ModelCard
 
     path = Path(path)
     card = ModelCard.from_metadata(load_weights(path)[1], source=path.name)
-    _rewrite_card(path, _with_temperatures(card, temperatures, info, regions, doubt_scales, ere_calibration))
+    _rewrite_card(path, _with_temperatures(card, temperatures, info, regions, doubt_scales, ere_calibration,
+                                           familiarity))
     return path
 
 
 def _with_temperatures(card, temperatures, info: dict, regions: dict | None = None, doubt_scales: dict | None = None,
-                       ere_calibration: dict | None = None):
+                       ere_calibration: dict | None = None, familiarity: dict | None = None):
     card.temperatures = [round(float(t), 5) for t in temperatures]
     card.ere_calibration = ere_calibration  # (fitted with these temperatures, like the regions)
+    card.familiarity = familiarity  # (read from these temperatures' maps)
     card.calibration = info
     if regions is not None:  # (fitted with these temperatures: a re-calibration without regions drops stale ones)
         card.regions = regions

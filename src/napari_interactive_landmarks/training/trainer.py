@@ -91,6 +91,9 @@ DEFAULT_CONFIG = {
                                   # then continues from the next batch
     "out_dir": "runs/model",
     "phantom": None,              # dataset: phantom → {num_train, num_val, original_shape}
+    # what `napari-landmarks build` does after training (build.py): shape_prior, refiner, hold, calibrate; the
+    # trainer itself ignores it
+    "build": None,
 }
 
 
@@ -607,7 +610,13 @@ class Trainer:
                 row.update(seconds=round(time.time() - t0, 1), best=self.best)
                 with csv_path.open("a", newline="") as f:
                     csv.writer(f).writerow([row.get(k, "") for k in fields])
-                msg = f"epoch {self.epoch}: loss {row.get('loss', 0):.4f} " + " ".join(f"val@{c} {v:.2f}" for c, v in val.items()) + f" ({row['seconds']} s)"
+                msg = f"epoch {self.epoch}/{cfg['epochs']}: training loss {row.get('loss', 0):.4f}"
+                if val:  # the validation MRE per click count, in original pixels, and what model selection uses
+                    msg += ("; validation MRE " + ", ".join(f"{v:.2f} px after {c} click{'s' if c != 1 else ''}"
+                                                           for c, v in val.items())
+                            + f" (mean {row['val_metric']:.2f} px" + (": the best so far, kept)" if self.best_epoch == self.epoch
+                                                                  else f"; best {self.best:.2f} px at epoch {self.best_epoch})"))
+                msg += f" ({row['seconds']} s)"
                 (tqdm.write if progress else log.info)(msg)
                 self.save_checkpoint()
                 t_saved = time.time()
