@@ -48,7 +48,7 @@ fi
 if [[ $what == heatmap-loss ]]; then
   RUNS=${RUNS:-runs}
   for arm in bce nll; do
-    napari-landmarks train --config configs/experiments/isbi-ceph-ft-$arm.yaml --root "$DATA/isbi2015" \
+    napari-landmarks train --config experiments/configs/experiments/isbi-ceph-ft-$arm.yaml --root "$DATA/isbi2015" \
         --out-dir "$RUNS/isbi-ft-$arm" --no-progress
     napari-landmarks weights register isbi-ceph-ft-$arm --run-dir "$RUNS/isbi-ft-$arm" --description "experiment ($arm)"
     napari-landmarks calibrate --model isbi-ceph-ft-$arm --dataset isbi2015 --root "$DATA/isbi2015" --split val $T
@@ -77,9 +77,9 @@ if [[ $what == architectures ]]; then
       napari-landmarks evaluate --weights "$w" --dataset isbi2015 --root "$DATA/isbi2015" --split Test1Data --clicks 5 \
           --order worst --json $OUT/$name-test1-worst.json $T
       napari-landmarks bench --weights "$w" --image "$FILM" --runs 40 --threads 2 --json $OUT/bench-$name-151.json
-      python benchmarks/architecture_table.py --facts-out "$w" $OUT/weights-$name.json
+      python experiments/benchmarks/architecture_table.py --facts-out "$w" $OUT/weights-$name.json
     fi
     rows+=(--model "$name" $OUT/$name-test1-worst.json $OUT/bench-$name-151.json $OUT/weights-$name.json)
   done
-  python benchmarks/architecture_table.py "${rows[@]}" | tee $OUT/architectures-test1.md
+  python experiments/benchmarks/architecture_table.py "${rows[@]}" | tee $OUT/architectures-test1.md
 fi

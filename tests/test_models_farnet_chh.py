@@ -164,7 +164,7 @@ def test_shipped_configs_for_the_published_systems_resolve():
     for name, arch, loss, size, k in [("farnet-isbi", "farnet", "ewc", [800, 640], 19),
                                       ("chh-isbi", "chh-unet", "softmax_nll", [800, 640], 19),
                                       ("farnet-aasce", "farnet", "ewc", [1024, 512], 68)]:
-        paths = [REPO / "configs" / f"{name}.yaml", *sorted((REPO / "configs" / "gpu").glob(f"{name}*.yaml"))]
+        paths = [REPO / "configs" / f"{name}.yaml", *sorted((REPO / "experiments" / "configs" / "gpu").glob(f"{name}*.yaml"))]
         assert len(paths) >= 2, f"no GPU variant of {name}"
         for path in paths:
             cfg = load_config(path)
@@ -179,9 +179,9 @@ def test_cpu_experiment_differs_from_the_shipped_recipe_only_in_the_network_and_
     epochs (24 + 8); only the network and its loss (the CHH paper's softmax NLL) differ."""
     from napari_interactive_landmarks.training.trainer import load_config
 
-    ours = load_config(REPO / "configs" / "experiments" / "chh-half-isbi-cpu.yaml")
+    ours = load_config(REPO / "experiments" / "configs" / "experiments" / "chh-half-isbi-cpu.yaml")
     shipped = load_config(REPO / "configs" / "isbi-ceph.yaml")
-    stage2 = load_config(REPO / "configs" / "experiments" / "isbi-ceph-ft-nll.yaml")
+    stage2 = load_config(REPO / "experiments" / "configs" / "experiments" / "isbi-ceph-ft-nll.yaml")
     differ = {key for key in ours if ours[key] != shipped[key]}
     assert differ == {"name", "model", "heatmap_loss", "epochs"}, differ
     assert ours["epochs"] == shipped["epochs"] + stage2["epochs"]
@@ -195,8 +195,8 @@ def test_hrnet_softmax_nll_arm_differs_from_the_unet_arm_only_in_the_network():
     network differs, so the two isolate the architecture at an equal budget and loss."""
     from napari_interactive_landmarks.training.trainer import load_config
 
-    hrnet = load_config(REPO / "configs" / "experiments" / "isbi-ceph-nll-scratch.yaml")
-    unet = load_config(REPO / "configs" / "experiments" / "chh-half-isbi-cpu.yaml")
+    hrnet = load_config(REPO / "models" / "isbi-ceph" / "1-member-512.yaml")
+    unet = load_config(REPO / "experiments" / "configs" / "experiments" / "chh-half-isbi-cpu.yaml")
     shipped = load_config(REPO / "configs" / "isbi-ceph.yaml")
     assert set(hrnet) == set(unet)
     assert {key for key in hrnet if hrnet[key] != unet[key]} == {"name", "model"}

@@ -127,7 +127,7 @@ def test_ere_is_returned_with_every_update_and_zero_for_clicks(predictor, phanto
 
 def test_maps_are_handed_on_contiguous_although_the_network_runs_channels_last(predictor, phantom):
     """Every full-map step after the network reads one map at a time: from channels-last memory the argmax, softmax
-    and ERE of a stride-1 model took 3-7 x longer (docs/results.md, issue 12)."""
+    and ERE of a stride-1 model took 3-7 x longer (docs/history.md, issue 12)."""
     pred = predictor.predict(phantom[0])
     assert pred.logits.is_contiguous() and pred.logits.ndim == 3
 

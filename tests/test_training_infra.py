@@ -282,7 +282,7 @@ def test_a_pack_holds_the_same_data_as_the_raw_folder(generic_training_data, tmp
             assert np.isnan(b.spacing[i])
             fresh = np.clip(np.round(preprocess(film, (h, w)) * 255), 0, 255).astype(int)
             diff = np.abs(b.images[i].astype(int) - fresh)
-            # JPEG q95 on the noisy phantoms (worst case; smooth radiographs lose less, see docs/results.md)
+            # JPEG q95 on the noisy phantoms (worst case; smooth radiographs lose less, see docs/history.md)
             assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 6, (name, diff.mean(), diff.max())
 
 

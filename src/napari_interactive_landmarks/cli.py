@@ -924,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "from a YAML config; validates on the first stage's points of the held-out films "
                                     "and writes metrics.csv, last.safetensors, best.safetensors and last.ckpt (every "
                                     "epoch: --resume continues from it).")
-    tr.add_argument("--config", required=True, help="refiner config YAML (see configs/cpu/*refiner*.yaml)")
+    tr.add_argument("--config", required=True, help="refiner config YAML (see experiments/configs/cpu/*refiner*.yaml)")
     tr.add_argument("--root", required=True, help="dataset root")
     tr.add_argument("--out-dir", dest="out_dir", help="output folder (default runs/<name>)")
     tr.add_argument("--first-stage", dest="first_stage", help="the first stage's weights file (overrides the config)")

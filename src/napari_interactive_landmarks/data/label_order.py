@@ -2,7 +2,7 @@
 
 The public AASCE labels list some vertebrae out of order: of the 481 training films, 23 list vertebrae out of order
 along the spine (mostly the top vertebra listed last), 3 have a vertebra upside down, one L5's left and right
-corners swapped (``benchmarks/label_order_report.py`` lists them). A network trained on them is taught, on those films,
+corners swapped (``experiments/benchmarks/label_order_report.py`` lists them). A network trained on them is taught, on those films,
 that L4 sits below L5 — exactly the whole-level confusion that dominates the spine model's errors. The published
 labels stay what evaluation, validation and the Cobb reference use; this module re-assigns the *training*
 targets only:

@@ -157,7 +157,7 @@ class Predictor:
         self.compute_ere = True
         self.regions = None  # RegionCalibration, when the card has conformal regions
         # the regions' ellipse: the map's second moment above this fraction of its maximum (the ERE's cut; other cuts
-        # made larger regions at the same coverage: benchmarks/regions_shape.py, which varies it)
+        # made larger regions at the same coverage: experiments/benchmarks/regions_shape.py, which varies it)
         self.spread_cut = 0.05
         self.regions_problem: str | None = None  # why the card's regions are not used
         self.shape_model: ShapeModel | None = None
@@ -235,7 +235,7 @@ class Predictor:
         pred = cls(model, schema, card.input_size, card.sigma, name, device, card.to_dict(),
                    temperatures=card.temperatures)
         # this model is the file's own, only ever run: its batch norms folded into their convolutions (the same
-        # function; 7.5 % of an isbi-ceph update in bf16, 2 % in fp32, on 2 CPU threads: docs/results.md)
+        # function; 7.5 % of an isbi-ceph update in bf16, 2 % in fp32, on 2 CPU threads: docs/history.md)
         fold_batchnorm(pred.model)
         pred.card = card
         if card.regions is not None:
@@ -516,7 +516,7 @@ class Predictor:
             # calibrated map times the anatomy's envelope given the corrections only — how far the network, kept to
             # where this landmark can lie, believes each shown point is from the truth. Not the posterior: it is
             # sharp where the anatomy agrees with itself, right or wrong (AUROC for > 20 px at 0 clicks 0.645
-            # against the network map's 0.725 on aasce-spine's eval films: benchmarks/posterior_doubt.py); not the
+            # against the network map's 0.725 on aasce-spine's eval films: experiments/benchmarks/posterior_doubt.py); not the
             # network's map alone: a chain's end keeps mass at the film's other end (ere_calibration.py)
             doubt = self._doubt_maps(logits[0], clicks, shape)
             grid = tuple(doubt.shape[-2:])

@@ -540,7 +540,7 @@ class LandmarkWidget(QWidget):
         if need_model:
             pred = Predictor.from_file(path) if path else Predictor.from_name(name)
             # bf16 where this CPU computes it natively: 1.3-1.7x faster updates, the same points to noise
-            # (docs/results.md, "bf16 inference")
+            # (docs/history.md, "bf16 inference")
             pred.set_precision("auto")
         meta = (layer.metadata or {}).get(META_KEY, {}) or {}
         session = LandmarkSession(pred, image, spacing=self._spacing(layer),
