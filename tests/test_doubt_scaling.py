@@ -122,7 +122,7 @@ def test_calibrate_stores_the_scales_in_the_weights_file_and_the_session_applies
     shutil.copy(resolve_weights("phantom-spine"), w)
     before = w.read_bytes()
     common = ["calibrate", "--weights", str(w), "--dataset", "phantom", "--split", "calib", "--no-regions",
-              "--no-progress", "--device", "cpu"]
+              "--no-familiarity", "--no-progress", "--device", "cpu"]
     assert main(common + ["--limit", "1", "--region-clicks", "0", "--measurement-level", "0.99"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no measurement doubt scales fitted:" in err[0] and "too few for a 99 % ±" in err[0]

@@ -156,7 +156,7 @@ class ModelCard:
             except (TypeError, AttributeError):
                 raise ModelCardError(f"{src}: its 'familiarity' field is malformed") from None
         if self.doubt_scales is not None:  # refused here, naming the file, not at the first measurement
-            from .measurements.doubt import DoubtScaleError, as_doubt_scales
+            from .measurements.scales import DoubtScaleError, as_doubt_scales
 
             try:
                 self.doubt_scales = as_doubt_scales(self.doubt_scales, src).to_card()

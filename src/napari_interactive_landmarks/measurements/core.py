@@ -408,7 +408,7 @@ def compute_measurements(schema, coords, spacing=None, *, image_shape=None, ere=
             raise ValueError(f"expected ere of shape ({schema.num_landmarks},) for '{schema.name}', got {ere.shape}")
         if np.any(ere < 0):
             raise ValueError("expected radial errors must be ≥ 0")
-    from .doubt import as_doubt_scales
+    from .scales import as_doubt_scales
 
     ctx = _Context(schema, pix, phys, sp, image_shape, {d.name: d for d in defs}, {}, ere=ere,
                    doubt_scales=as_doubt_scales(doubt_scales))

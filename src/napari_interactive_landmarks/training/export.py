@@ -107,7 +107,7 @@ def _with_temperatures(card, temperatures, info: dict, regions: dict | None = No
         card.regions = None
     card.doubt_scales = doubt_scales  # (fitted with these temperatures, like the regions)
     if doubt_scales is not None:
-        from ..measurements.doubt import as_doubt_scales
+        from ..measurements.scales import as_doubt_scales
 
         card.doubt_scales = as_doubt_scales(doubt_scales, card.name).to_card()
     return card

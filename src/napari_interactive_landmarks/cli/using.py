@@ -1,0 +1,184 @@
+"""The commands a user runs on films: ``predict`` (headless) and ``demo`` (the viewer)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .common import CLIError, _add_model_args, _load_predictor, _parse_click, _set_threads
+
+
+def _output_folder(out) -> Path | None:
+    """--out as a folder that exists (made now when missing), or one line saying why it cannot be one."""
+    if not out:
+        return None
+    d = Path(out)
+    blocked = next((q for q in (d, *d.parents) if q.exists() and not q.is_dir()), None)
+    if blocked is not None:
+        raise CLIError(f"--out {d}: {blocked} is a file, not a folder; give a folder for the landmark files")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"--out {d}: cannot create this folder ({exc.strerror or exc})") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {d}: this folder is not writable")
+    return d
+
+
+def _image_files(paths) -> tuple[list[Path], list[str]]:
+    """The files to predict on: each file as given, and each folder's images (by extension, or a DICOM by its
+    content; not its subfolders). Returns them with one line for each folder that holds no image."""
+    from ..io.images import IMAGE_EXTENSIONS, is_dicom_file
+
+    files, problems = [], []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            files.append(p)
+            continue
+        found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                       and (f.suffix.lower() in IMAGE_EXTENSIONS or is_dicom_file(f)))
+        if not found:
+            problems.append(f"{p}: skipped: this folder holds no image (PNG/JPEG/TIFF/BMP/DICOM)")
+        files.extend(found)
+    return files, problems
+
+
+class _ModelForImage:
+    """predict's model for each image. --weights / --model: that model, refusing an image it does not fit (the
+    input aspect ratio, as the widget warns) unless --no-fit-check; neither: the shipped model that fits the
+    image (:func:`~.model_choice.choose_model_for_image`, the widget's choice), each loaded once."""
+
+    def __init__(self, args):
+        self.args = args
+        self.fixed = _load_predictor(args) if (args.weights or args.model) else None
+        self.manifest = None
+        self.loaded = {}
+        if self.fixed is None:
+            from ..weights import load_manifest
+
+            self.manifest = load_manifest()
+
+    def __call__(self, path: Path, shape):
+        from ..model_choice import choose_model_for_image, misfit_reason
+
+        if self.fixed is not None:
+            why = None if self.args.no_fit_check else misfit_reason(self.fixed.name, self.fixed.info, shape,
+                                                                    image_name=path.name, synthetic=None)
+            if why:
+                raise CLIError(f"{why} Not run: choose the model that fits it, or --no-fit-check runs this one anyway")
+            return self.fixed
+        name = choose_model_for_image(self.manifest, shape, synthetic=False)
+        if name is None:
+            raise CLIError("the weights manifest lists no model")
+        why = misfit_reason(name, self.manifest[name], shape, image_name=path.name, synthetic=False)
+        if why:
+            raise CLIError(f"no shipped model fits it: {why} Not run (--model NAME --no-fit-check runs one anyway)")
+        if name not in self.loaded:
+            self.loaded[name] = _load_predictor(self.args, name)
+        return self.loaded[name]
+
+
+def _cmd_predict(args):
+    from ..inference import LandmarkSession
+    from ..io.images import read_image
+
+    _set_threads(args)
+    out_dir = _output_folder(args.out)
+    clicks = dict(_parse_click(c, None) for c in (args.correct or []))
+    model_for = _ModelForImage(args)
+    if model_for.fixed is not None:  # a wrong index is one line before any image is read
+        for key in clicks:
+            try:
+                model_for.fixed.schema.index(key)
+            except (IndexError, KeyError) as exc:
+                raise CLIError(f"--correct: {exc.args[0]}") from None
+    images, problems = _image_files(args.images)
+    for line in problems:
+        print(line, file=sys.stderr)
+    failures = len(problems)
+    for path in images:
+        try:
+            img = read_image(path)
+            predictor = model_for(path, img.array.shape[:2])
+            if model_for.fixed is None:
+                print(f"{path}: model '{predictor.name}' (the shipped model that fits its "
+                      f"{img.array.shape[0]} × {img.array.shape[1]} shape)", file=sys.stderr)
+            session = LandmarkSession(predictor, img.array, spacing=img.spacing, image_path=str(path))
+            session.detect()
+            if clicks:
+                session.correct_many(clicks)
+            # the files the viewer saves: each point's expected error, each measurement with its doubt
+            dest = session.save((out_dir or path.parent) / f"{path.stem}.landmarks.{args.format}",
+                                overwrite=args.overwrite)
+        except FileExistsError as exc:
+            target = getattr(exc, "target", None) or exc.filename or exc
+            print(f"{path}: not written: {target} already exists (use --overwrite to replace it)", file=sys.stderr)
+            failures += 1
+            continue
+        except (CLIError, ValueError, RuntimeError, OSError) as exc:
+            text = str(exc)  # most messages name the file already
+            print(f"{path}: skipped: {text.removeprefix(f'{path}: ')}", file=sys.stderr)
+            failures += 1
+            continue
+        for m in session.measurements().values():  # as the viewer's table shows them, with the reason for doubt
+            why = m.reason if not m.available else (m.doubt if m.uncertain else None)
+            print(f"  {m.name}: {m.shown()}" + (f" ({why})" if why else ""), file=sys.stderr)
+        print(dest)
+    return 1 if failures else 0
+
+
+def _cmd_demo(args):
+    from .._system import missing_qt_packages, qt_setup_hint
+
+    missing = missing_qt_packages()
+    if missing:  # Qt would abort the process with a message naming the wrong library
+        raise CLIError(qt_setup_hint(missing))
+    from ..napari._demo import run_demo
+
+    corrections = [_parse_click(c, None) for c in (args.correct or [])]
+    return run_demo(image=args.image, model=args.model, corrections=corrections, screenshot=args.screenshot,
+                    json_out=args.json, keep_open=not (args.screenshot or args.json) or args.keep_open,
+                    timeout=args.timeout, shape_prior=not args.no_shape_prior, weights=args.weights)
+
+
+def add_parsers(sub) -> None:
+    """This group's commands on the ``napari-landmarks`` parser."""
+    d = sub.add_parser("demo", help="open the viewer with the landmark widget, detect, apply corrections",
+                       description="Open napari with the dock widget on IMAGE (default: the generated spine phantom "
+                                   "with its tiny model), detect, apply each --correct through the Points layer "
+                                   "exactly as a drag does, wait for the model, then write a screenshot and/or the "
+                                   "final points as JSON. Needs a display (on a headless machine: xvfb-run).")
+    d.add_argument("image", nargs="?", help="a radiograph (PNG/JPEG/TIFF/BMP/DICOM); default: synthetic phantom")
+    d.add_argument("--model", help="manifest name (default: phantom-spine without IMAGE; with one, the shipped model that fits it)")
+    d.add_argument("--weights", help="a model's weights file instead (e.g. what napari-landmarks build wrote)")
+    d.add_argument("--correct", nargs="*", action="extend", metavar="INDEX:ROW,COL",
+                   help="corrections, applied one after another")
+    d.add_argument("--screenshot", help="write a PNG of the viewer window")
+    d.add_argument("--json", help="write the final points as JSON")
+    d.add_argument("--keep-open", action="store_true", help="keep the viewer open after writing the outputs")
+    d.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each model update")
+    d.add_argument("--no-shape-prior", dest="no_shape_prior", action="store_true",
+                   help="start with the anatomy's shape prior off (the widget's checkbox)")
+    d.set_defaults(func=_cmd_demo)
+
+    pr = sub.add_parser("predict", help="detect landmarks in images and write them as JSON or CSV",
+                        description="Detect landmarks in each IMAGE (PNG/JPEG/TIFF/BMP/DICOM, or a folder of them) "
+                                    "with the shipped model that fits it (as the viewer chooses) or the one given; "
+                                    "optional corrections re-run the model with them as clicks. Writes what the "
+                                    "viewer saves: each point with its expected error (ERE), each measurement "
+                                    "with its expected error and doubt (CSV: plus <stem>.measurements.csv). An "
+                                    "image that fails is reported in one line, the others still processed; the "
+                                    "exit status is 1 when any failed.")
+    _add_model_args(pr, model_help="model name from weights_manifest.yaml (default: for each image, the shipped "
+                                   "model that fits it)", default_model=None)
+    pr.add_argument("images", nargs="+", help="image files and/or folders of images (not their subfolders)")
+    pr.add_argument("--out", help="output folder (default: next to each image)")
+    pr.add_argument("--format", choices=["json", "csv"], default="json")
+    pr.add_argument("--correct", nargs="*", action="extend", metavar="INDEX:ROW,COL",
+                    help="corrections applied as clicks (INDEX 0..K-1 or a landmark name)")
+    pr.add_argument("--no-fit-check", dest="no_fit_check", action="store_true",
+                    help="run --model / --weights even on an image whose shape does not fit it (by default such an "
+                         "image is refused: it is probably another kind of film)")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing landmark files")
+    pr.set_defaults(func=_cmd_predict)
