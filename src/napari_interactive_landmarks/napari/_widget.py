@@ -26,7 +26,6 @@ from napari.layers import Image, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,15 +33,12 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGridLayout,
     QGroupBox,
-    QHeaderView,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -51,6 +47,7 @@ from ..inference.session import LandmarkSession, PartialFileError, SessionError
 from ..model_choice import choose_model_for_image, misfit_reason
 from ._layer_sync import LandmarkLayers
 from ._layers import META_KEY
+from ._panels import CheckNextPanel, MeasurementsPanel
 
 WEIGHTS_FILE_ITEM = "Weights file…"
 # unpinning several points re-runs once, from the event loop's next pass; a drag re-runs at once (edits made
@@ -245,51 +242,13 @@ class LandmarkWidget(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.status)
-        self.ere_box = QGroupBox("Check next (expected radial error)")
-        el = QVBoxLayout(self.ere_box)
-        self.suggest_label = QLabel("")
-        self.suggest_label.setWordWrap(True)
-        el.addWidget(self.suggest_label)
-        self.ere_table = QTableWidget(0, 3)
-        self.ere_table.setHorizontalHeaderLabels(["landmark", "ERE", "region"])
-        self.ere_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.ere_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        self.ere_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeToContents)
-        self.ere_table.horizontalHeaderItem(2).setToolTip(
-            "Area of the point's conformal region: the ellipse drawn around it holds the true point with the stated "
-            "probability (calibrated on the click protocol)")
-        self.ere_table.verticalHeader().setVisible(False)
-        self.ere_table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.ere_table.setSelectionBehavior(QTableWidget.SelectRows)
-        self.ere_table.cellDoubleClicked.connect(lambda row, col: self.go_to(self._ere_rows[row]))
-        self.ere_table.setMaximumHeight(180)
-        el.addWidget(self.ere_table)
-        goto = QPushButton("Go to suggested point")
-        goto.setToolTip("Centre the view on the unpinned landmark with the highest ERE and select it (Alt-N)")
-        goto.clicked.connect(self.go_to_suggested)
-        el.addWidget(goto)
-        self.show_uncertainty = QCheckBox("Show uncertainty map")
-        self.show_uncertainty.setChecked(True)
-        self.show_uncertainty.toggled.connect(self._toggle_uncertainty)
-        el.addWidget(self.show_uncertainty)
-        self.show_regions = QCheckBox("Show 95 % regions")
-        self.show_regions.setChecked(True)
-        self.show_regions.setToolTip("Around every point the model placed, the ellipse that holds the true point with "
-                                     "the stated probability (a conformal region); the suggested next point's in red")
-        self.show_regions.toggled.connect(self._toggle_regions)
-        el.addWidget(self.show_regions)
-        self.all_regions = QCheckBox("… for every point, not only those in doubt")
-        self.all_regions.setChecked(False)
-        self.all_regions.setToolTip("By default a region is drawn only around the suggested next point and the points "
-                                    "whose expected error exceeds 2 mm (20 px without a pixel size)")
-        self.all_regions.toggled.connect(self._toggle_all_regions)
-        el.addWidget(self.all_regions)
-        self.regions_note = QLabel("")
-        self.regions_note.setWordWrap(True)
-        self.regions_note.setVisible(False)
-        el.addWidget(self.regions_note)
+        self.ere_box = CheckNextPanel(self.go_to, self.go_to_suggested, self._toggle_uncertainty, self._toggle_regions,
+                                      self._toggle_all_regions)
+        # the panel's parts under the names the adapter, the demo and the tests use
+        self.suggest_label, self.ere_table = self.ere_box.suggest_label, self.ere_box.table
+        self.show_uncertainty, self.show_regions = self.ere_box.show_uncertainty, self.ere_box.show_regions
+        self.all_regions, self.regions_note = self.ere_box.all_regions, self.ere_box.regions_note
         lay.addWidget(self.ere_box)
-        self._ere_rows: list[int] = []
         self.show_labels = QCheckBox("Show labels")
         self.show_labels.setChecked(True)
         self.show_labels.setToolTip("One label per vertebra (T1…L5) or each landmark's abbreviation (S, N, Go…); "
@@ -303,20 +262,8 @@ class LandmarkWidget(QWidget):
             "the anatomy (learned from the training labels) expect them; untick to see the network alone")
         self.shape_prior_box.toggled.connect(self._toggle_shape_prior)
         lay.addWidget(self.shape_prior_box)
-        self.meas_box = QGroupBox("Measurements")
-        ml = QVBoxLayout(self.meas_box)
-        self.meas_table = QTableWidget(0, 2)
-        self.meas_table.setHorizontalHeaderLabels(["measurement", "value"])
-        self.meas_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        self.meas_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
-        self.meas_table.verticalHeader().setVisible(False)
-        self.meas_table.setEditTriggers(QTableWidget.NoEditTriggers)
-        ml.addWidget(self.meas_table)
-        # every doubt in whole sentences under the table (the table keeps one line per measurement)
-        self.meas_doubts = QLabel("")
-        self.meas_doubts.setWordWrap(True)
-        self.meas_doubts.setStyleSheet("color: #ffb74d;")
-        ml.addWidget(self.meas_doubts)
+        self.meas_box = MeasurementsPanel()
+        self.meas_table, self.meas_doubts = self.meas_box.table, self.meas_box.doubts
         lay.addWidget(self.meas_box)
         box = QGroupBox("How to correct")
         bl = QVBoxLayout(box)
@@ -838,138 +785,18 @@ class LandmarkWidget(QWidget):
             self._fill_measurements()
 
     def _fill_ere_panel(self):
-        """The ERE-sorted list and the suggested next correction (the cue on the points is the adapter's)."""
-        s = self.session
-        ere = s.ere
-        self.ere_box.setVisible(ere is not None)
-        if ere is None:
-            return
-        unit, factor = ("mm", float(np.mean(s.spacing))) if s.spacing is not None else ("px", 1.0)
-        nxt = s.suggest_next()
-        pinned = s.pinned
-        areas = self._region_areas()
-        # list: unpinned landmarks by decreasing ERE; rows are reused (text and style set in place)
-        order = [int(i) for i in np.argsort(-np.nan_to_num(ere, nan=-1.0)) if not pinned[i]]
-        self._ere_rows = order
-        wide = s.spread_wide
-        t = self.ere_table
-        t.setUpdatesEnabled(False)
-        try:
-            if t.rowCount() != len(order):
-                t.setRowCount(len(order))
-            plain, bold = QFont(), QFont()
-            bold.setBold(True)
-            red, normal = QBrush(QColor("#ff5252")), QBrush()
-            for row, i in enumerate(order):
-                texts = (s.schema.full_name(i) + (" (map spread: unplaceable)" if wide is not None and wide[i] else ""),
-                         "–" if not np.isfinite(ere[i]) else f"{ere[i] * factor:.1f} {unit}",
-                         areas[i] if areas is not None else "")
-                for col, text in enumerate(texts):
-                    it = t.item(row, col)
-                    if it is None:
-                        it = QTableWidgetItem()
-                        t.setItem(row, col, it)
-                    it.setText(text)
-                    it.setFont(bold if i == nxt else plain)
-                    it.setForeground(red if i == nxt else normal)
-        finally:
-            t.setUpdatesEnabled(True)
-        if nxt is None:
-            text = "All landmarks are corrected by hand."
-        else:
-            calibrated = s.predictor.temperatures is not None
-            region = f", {self._region_level_text()} region {areas[nxt]}" if areas is not None and areas[nxt] != "–" else ""
-            gain = s.expected_gain
-            why = ""
-            if gain is not None and np.isfinite(gain[nxt]):  # ranked by the expected gain, not the ERE
-                why = (f"<br>its correction is expected to remove {gain[nxt] * factor:.0f} {unit} of error, its own and "
-                       "the other points' it tells the anatomy about: the most of any point")
-            text = (f"Suggested next: <b>{s.schema.full_name(nxt)}</b> (ERE {ere[nxt] * factor:.1f} {unit}{region})"
-                    + why + ("" if calibrated else "<br><i>uncalibrated model: ERE ranks points but is not a calibrated "
-                                             "error</i>"))
-        if s.unfamiliar:  # the doubt's calibration does not cover such a film: said, and the regions wider
-            text += ("<br><span style='color:#ffab40'>This film is unlike the films the doubt was calibrated on ("
-                     + "; ".join(s.film_shift.reasons) + f"): regions drawn at {self._region_level_text()}, expected "
-                     "errors not validated on such films.</span>")
-        self._show_regions_note()
-        problems = self.layers.corner_problems if self.layers is not None else {}
-        if problems:  # a vertebra drawn red: its corners came out in the wrong order
-            text += "<br><span style='color:#ff5252'>Corners out of order: " + "; ".join(
-                f"<b>{v}</b> ({why})" for v, why in problems.items()) + "</span>"
-        self.suggest_label.setText(text)
-
-    def _region_level_text(self) -> str:
-        level = None if self.session is None else self.session.region_level
-        return "95 %" if level is None else f"{level * 100:g} %"
-
-    def _region_areas(self):
-        """Each landmark's region area as the list shows it ("123 mm²" with a pixel spacing, else px²; "–" where it
-        has none), or None when the model has no regions."""
-        arr = self.session.region_arrays()
-        if arr is None:
-            return None
-        mm = self.session.spacing is not None
-        values, unit = (arr["area_mm2"], "mm²") if mm else (arr["area_px2"], "px²")
-        return ["–" if not np.isfinite(v) else f"{v:,.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}" for v in values]
-
-    def _show_regions_note(self):
-        """The regions checkbox follows the model: its level in the text, or, for a model without regions, disabled
-        and a line saying so (nothing is drawn or exported)."""
-        has = self.session is not None and self.session.region_level is not None
-        self.show_regions.setText(f"Show {self._region_level_text()} regions")
-        self.show_regions.setEnabled(has)
-        self.ere_table.setColumnHidden(2, not has)
-        if has:
-            self.regions_note.setVisible(False)
-        else:
-            name = self.predictor.name if self.predictor is not None else "this model"
-            self.regions_note.setText(f"<i>The model '{name}' has no calibrated regions (its card has none): none are "
-                                      "drawn or saved. <code>napari-landmarks calibrate</code> fits them.</i>")
-            self.regions_note.setVisible(True)
+        self.ere_box.fill(self.session, self.layers.corner_problems if self.layers is not None else {},
+                          self.predictor.name if self.predictor is not None else None)
 
     def _fill_measurements(self):
-        """The measurements table (value ± expected error, one line each, ⚠ where in doubt) and, under it, the
-        whole reason for every measurement that is unavailable or uncertain: doubt is shown, never hidden."""
-        ms = self.measurements
-        t = self.meas_table
-        doubts = []
-        t.setUpdatesEnabled(False)
-        try:
-            t.setRowCount(len(ms))
-            warn = QBrush(QColor("#ffb74d"))
-            for row, m in enumerate(ms.values()):
-                name = QTableWidgetItem(m.name)
-                name.setToolTip(m.definition)
-                text = m.shown()  # value ± expected error, ⚠ where in doubt (the CLI prints the same)
-                if not m.available:
-                    tip = f"unavailable: {m.reason}"
-                    doubts.append((m.name, f"unavailable: {m.reason}"))
-                else:
-                    tip = m.definition
-                    if getattr(m, "uncertain", False):
-                        doubt = getattr(m, "doubt", None) or "uncertain"
-                        tip = f"{doubt}\n\n{m.definition}"
-                        doubts.append((m.name, doubt))
-                    if getattr(m, "note", None):  # e.g. the vertebrae a Cobb angle was computed without
-                        tip = f"{m.note}\n\n{tip}"
-                        doubts.append((m.name, m.note))
-                val = QTableWidgetItem(text)
-                val.setToolTip(tip)
-                if not m.available or getattr(m, "uncertain", False):
-                    val.setForeground(warn)
-                t.setItem(row, 0, name)
-                t.setItem(row, 1, val)
-            self.meas_box.setVisible(bool(ms))
-            height = sum(t.rowHeight(r) for r in range(t.rowCount())) + t.horizontalHeader().height() + 4
-            t.setMinimumHeight(height)  # every row shown: the panel scrolls, the table does not
-            t.setMaximumHeight(height)
-        finally:
-            t.setUpdatesEnabled(True)
-        by_reason: dict[str, list[str]] = {}  # one line per reason: "cobb_main, cobb_pt unavailable: …"
-        for name, why in doubts:
-            by_reason.setdefault(why, []).append(name)
-        self.meas_doubts.setText("<br>".join(f"<b>{', '.join(names)}</b> {why}" for why, names in by_reason.items()))
-        self.meas_doubts.setVisible(bool(doubts))
+        self.meas_box.fill(self.measurements)
+
+    @property
+    def _ere_rows(self) -> list[int]:
+        return self.ere_box.rows
+
+    def _region_level_text(self) -> str:
+        return CheckNextPanel.level_text(self.session)
 
     # ------------------------------------------------------------------ layers
     def _drop_layers(self):
