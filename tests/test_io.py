@@ -16,12 +16,12 @@ from napari_interactive_landmarks.io.images import (
     read_image,
     read_spacing,
 )
+from napari_interactive_landmarks.io.annotations import load_generic_annotations
 from napari_interactive_landmarks.io.landmarks import (
     SCHEMA_ID,
     LandmarkFile,
     LandmarkFileError,
     MissingLandmarksWarning,
-    load_generic_annotations,
     read_landmarks_csv,
     read_landmarks_json,
     write_landmarks_csv,

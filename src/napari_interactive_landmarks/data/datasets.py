@@ -187,7 +187,7 @@ def load_isbi2015(root, split: str = "TrainingData") -> list[LandmarkSample]:
 
 def load_generic(root, landmark_names) -> list[LandmarkSample]:
     """A user's own folder of images with ``landmarks.csv`` or per-image JSON (see docs/data-format.md)."""
-    from ..io.landmarks import load_generic_annotations
+    from ..io.annotations import load_generic_annotations
 
     out = []
     for image_path, coords, spacing in load_generic_annotations(root, landmark_names):
