@@ -113,10 +113,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "ere-without-temperatures-predictor",
-        "the Predictor's ERE is computed from the untempered maps (the model's temperatures ignored)",
+        "the Predictor's ERE is read from untempered doubt maps (the model's temperatures ignored)",
         f"{PKG}/inference/predictor.py",
-        "        prob = softmax_maps(logits.float(), self.temperatures)\n",
-        "        prob = softmax_maps(logits.float(), None)  # MUTANT: temperatures ignored\n",
+        "        tempered = tempered_logits(logits.float(), self.temperatures)\n        if env is not None:\n",
+        "        tempered = tempered_logits(logits.float(), None)  # MUTANT: temperatures ignored\n        if env is not None:\n",
         ("tests/test_predictor.py::test_model_without_temperatures_uses_t_equal_one",
          "tests/test_predictor.py::test_the_ere_is_the_closed_form_on_the_softmax_of_logits_over_temperature"),
     ),
