@@ -46,12 +46,79 @@ def _timed(fn, runs: int) -> tuple[float, float]:
     return float(np.median(t)), float(np.percentile(t, 95))
 
 
+def _int8(args, pred, parts, refs, tmp: Path, ort) -> dict:
+    """Each exported member quantized to int8 (static, QDQ, per-channel weights; activations calibrated on real films'
+    network inputs), its latency and its logits' difference from eager fp32 on the benchmark's input, and the
+    difference of the decoded points on the calibration films themselves (argmax of the logits, network pixels)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from napari_interactive_landmarks.cli import _dataset_samples
+    import types
+
+    ns = types.SimpleNamespace(dataset=args.dataset, root=args.root, split=args.calib_split, split_file=None,
+                               limit=args.calib_films)
+    films = [pred.prepare(s.load_image()).tensor.float() for s in _dataset_samples(ns, pred)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, feeds):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    out, sessions, feeds, peak_moves = {}, [], [], []
+    h, w = pred.input_size
+    for i, (net, x, hh) in enumerate(parts):
+        size = tuple(x.shape[-2:])
+
+        def member_input(t):
+            if size == (h, w):
+                return t
+            return torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False,
+                                                   antialias=size[0] < h)
+        zero = torch.zeros_like(hh).numpy()
+        cal = [{"image": member_input(t).contiguous().numpy(), "hints": zero} for t in films]
+        src, dst = tmp / f"{args.model}-{i}.onnx", tmp / f"{args.model}-{i}.int8.onnx"
+        quantize_static(str(src), str(dst), Reader(cal), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
+        feed = {"image": x.contiguous().numpy(), "hints": hh.numpy()}
+        out.setdefault("int8_vs_eager_max_abs", 0.0)
+        out["int8_vs_eager_max_abs"] = max(out["int8_vs_eager_max_abs"], float(np.abs(sess.run(None, feed)[0] - refs[i]).max()))
+        with torch.no_grad():
+            for c in cal:
+                a = net(torch.from_numpy(c["image"]).contiguous(memory_format=torch.channels_last),
+                        torch.from_numpy(zero)).float().numpy()[0]
+                b = sess.run(None, c)[0][0]
+                pa = np.array(np.unravel_index(a.reshape(a.shape[0], -1).argmax(1), a.shape[1:])).T
+                pb = np.array(np.unravel_index(b.reshape(b.shape[0], -1).argmax(1), b.shape[1:])).T
+                peak_moves.append(np.hypot(*(pa - pb).T))
+        sessions.append(sess)
+        feeds.append(feed)
+    moves = np.concatenate(peak_moves)
+    out["int8_peak_move_cells_median_p95_max"] = [float(np.median(moves)), float(np.percentile(moves, 95)),
+                                                  float(moves.max())]
+    out["ort_int8_ms"] = _timed(lambda: [s.run(None, f) for s, f in zip(sessions, feeds)], args.runs)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="isbi-ceph")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clicks", type=int, default=3, help="clicks drawn into the hint maps (the update's case)")
+    ap.add_argument("--int8", action="store_true",
+                    help="also ONNX Runtime with int8 static quantization (QDQ, per-channel weights), calibrated on "
+                         "--calib-films real films of --dataset (their 0-click hints: none)")
+    ap.add_argument("--dataset", default=None, help="int8 calibration films: aasce or isbi2015")
+    ap.add_argument("--root", default=None)
+    ap.add_argument("--calib-split", dest="calib_split", default="val",
+                    help="int8 calibration films' split (default val: the model's held-out films; isbi-ceph: TrainingData)")
+    ap.add_argument("--calib-films", dest="calib_films", type=int, default=8)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,6 +187,8 @@ def main():
             out["onnx_mb"] = round(size / 2**20, 1)
             out["ort_vs_eager_max_abs"] = diff
             out["ort_fp32_ms"] = _timed(lambda: [s.run(None, f) for s, f in zip(sessions, feeds)], args.runs)
+            if args.int8:
+                out.update(_int8(args, pred, parts, refs, Path(tmp), ort))
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
