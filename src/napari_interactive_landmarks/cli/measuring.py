@@ -342,6 +342,8 @@ def _cmd_bench(args):
 
     _set_threads(args)
     predictor = _load_predictor(args)
+    if args.after_click_members is not None:
+        predictor.after_click_members = args.after_click_members
     if args.image:
         from ..io.images import read_image
 
@@ -431,5 +433,7 @@ def add_parsers(sub) -> None:
                    help="synthetic image size (default: the AASCE median, 2375 × 890)")
     b.add_argument("--runs", type=int, default=30)
     b.add_argument("--num-clicks", dest="num_clicks", type=int, default=3)
+    b.add_argument("--after-click-members", dest="after_click_members", type=int, nargs="+",
+                   help="an ensemble's members that run after a click (default: all; issue 39 item 2)")
     b.add_argument("--json", help="write the figures as JSON")
     b.set_defaults(func=_cmd_bench)

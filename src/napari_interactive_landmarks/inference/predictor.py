@@ -166,6 +166,9 @@ class Predictor:
         self.ere_calibration: EreCalibration | None = None
         # whether a film is like the calibration films (familiarity.py), when the card has the check
         self.familiarity = None
+        # an ensemble's members that run after a click (None: all): spends the compute of the full ensemble on the
+        # fully automatic answer only (issue 39 item 2; measured with benchmarks/trust.py --after-click-members)
+        self.after_click_members: list[int] | None = None
         self.envelope_weight = ENVELOPE_WEIGHT
         self._envelope: tuple | None = None  # (shape model, weight, its envelope model), cached
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
@@ -461,6 +464,8 @@ class Predictor:
                 raise PredictionError(
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
+        if hasattr(self.model, "active"):  # an ensemble: every member before a click, the chosen ones after
+            self.model.active = self.after_click_members if clicks else None
         with self.autocast():
             out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
         # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one

@@ -84,6 +84,8 @@ class LogitEnsemble(nn.Module):
         total = sum(m["weight"] for m in config["members"])
         self.member_weights = [m["weight"] / total for m in config["members"]]
         self.classifier_weight = "members.0." + self.members[0].classifier_weight
+        # the members that run (None: all), their weights renormalised: e.g. one member after a click (issue 39)
+        self.active: list[int] | None = None
 
     @staticmethod
     def _rescale(coords, scale):
@@ -94,7 +96,10 @@ class LogitEnsemble(nn.Module):
         h, w = image.shape[-2:]
         grid = (-(-h // self.output_stride), -(-w // self.output_stride))
         total = None
-        for member, size, weight in zip(self.members, self.member_sizes, self.member_weights):
+        use = range(len(self.members)) if self.active is None else self.active
+        norm = sum(self.member_weights[i] for i in use)
+        for i in use:
+            member, size, weight = self.members[i], self.member_sizes[i], self.member_weights[i] / norm
             if size == (h, w):
                 x, c, p, hh = image, clicks, previous, hints
             else:
