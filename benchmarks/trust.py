@@ -57,6 +57,8 @@ def _args():
                     help="override the zone around a click no other landmark is decoded in (fraction; 0: off)")
     ap.add_argument("--after-click-members", dest="after_click_members", type=int, nargs="+", default=None,
                     help="an ensemble's members that run after a click (default: all; issue 39 item 2)")
+    ap.add_argument("--hold", type=float, default=None,
+                    help="override the card's network-alone hold (map cells) after a click")
     ap.add_argument("--no-familiarity", action="store_true",
                     help="no familiarity check: every film's regions at the stated level")
     ap.add_argument("--shift-scale", type=float, default=None,
@@ -92,6 +94,8 @@ def _load(args):
         p.familiarity = None
     if args.after_click_members is not None:
         p.after_click_members = args.after_click_members
+    if args.hold is not None:
+        p.hold = args.hold
     samples = _dataset_samples(args, p)
     if args.shift_scale or args.shift_gamma:
         samples = [ShiftedSample(s, args.shift_scale or 1.0, args.shift_gamma or 1.0) for s in samples]
