@@ -257,6 +257,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_familiarity.py::test_a_film_of_another_hospital_is_flagged_its_regions_widened_and_the_file_says_so",),
     ),
     Mutant(
+        "after-click-member-answer-taken-as-is",
+        "after a click the one ensemble member's answer replaces the ensemble's instead of moving it (issue 39)",
+        f"{PKG}/inference/predictor.py",
+        "            coords = full0 + (coords - member0)\n",
+        "            coords = coords  # MUTANT: the member's answer as it is\n",
+        ("tests/test_familiarity.py::test_after_a_click_one_member_runs_and_the_points_it_does_not_concern_keep_the_full_models_answer",),
+    ),
+    Mutant(
         "check-next-by-ere-only",
         "check next ranks by the ERE and ignores the expected gain (issue 34)",
         f"{PKG}/inference/session.py",

@@ -159,3 +159,12 @@ def test_the_cli_writes_an_ensemble_and_never_over_a_member(tmp_path):
     assert "ensemble 'phantom-pair' of 2 models" in r.stdout and "calibrate" in r.stdout
     p = Predictor.from_file(out)
     assert p.name == "phantom-pair" and len(p.model.members) == 2
+
+
+def test_a_card_naming_after_click_members_is_checked():
+    from napari_interactive_landmarks.model_card import ModelCardError, check_interaction
+
+    assert check_interaction({"hold": 2, "after_click_members": [0]}, "m")["after_click_members"] == [0]
+    for bad in ([], [-1], ["0"], 0, [True]):
+        with pytest.raises(ModelCardError, match="after_click_members"):
+            check_interaction({"hold": 2, "after_click_members": bad}, "m")

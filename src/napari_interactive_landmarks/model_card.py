@@ -50,7 +50,8 @@ def check_temperatures(temperatures, source: str) -> list[float]:
 
 def check_interaction(section, source: str) -> dict:
     """The card's ``interaction`` section, or a :class:`ModelCardError` naming ``source``: a mapping whose ``hold``
-    (map cells) is a finite number ≥ 0."""
+    (map cells) is a finite number ≥ 0 and whose optional ``after_click_members`` (an ensemble's members that run
+    after a click) is a non-empty list of member indices."""
     if not isinstance(section, Mapping):
         raise ModelCardError(f"{source}: 'interaction' must be a mapping such as {{hold: 0.5}}, got {section!r}")
     section = dict(section)
@@ -62,6 +63,13 @@ def check_interaction(section, source: str) -> dict:
     if not (math.isfinite(hold) and hold >= 0):
         raise ModelCardError(f"{source}: 'interaction.hold' must be a finite number of map cells ≥ 0, got {hold:g}")
     section["hold"] = hold
+    members = section.get("after_click_members")
+    if members is not None:
+        if (not isinstance(members, (list, tuple)) or not members
+                or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in members)):
+            raise ModelCardError(f"{source}: 'interaction.after_click_members' must be a non-empty list of ensemble "
+                                 f"member indices, got {members!r}")
+        section["after_click_members"] = [int(m) for m in members]
     return section
 
 

@@ -130,8 +130,9 @@ def _cmd_hold(args):
         with safe_open(str(source), framework="np") as f:
             meta = dict(f.metadata() or {})
         ModelCard.from_metadata(meta, source=source.name)  # a file without a usable card is refused here
-        section = check_interaction({"hold": args.cells, **({"chosen_on": args.chosen_on} if args.chosen_on else {})},
-                                    out.name)
+        section = check_interaction({"hold": args.cells, **({"chosen_on": args.chosen_on} if args.chosen_on else {}),
+                                     **({"after_click_members": args.after_click_members}
+                                        if args.after_click_members else {})}, out.name)
     except ModelCardError as exc:
         raise CLIError(str(exc)) from None
     meta["interaction"] = json.dumps(section)
@@ -141,6 +142,9 @@ def _cmd_hold(args):
     print(f"wrote {out}: after a click, the network alone leaves unclicked landmarks that move less than "
           f"{section['hold']:g} map cells where they were shown" if section["hold"] else
           f"wrote {out}: every landmark moves after a click (no hold)")
+    if section.get("after_click_members"):
+        print(f"after a click only the ensemble's member(s) {section['after_click_members']} run; each unclicked point "
+              "is the full model's fully automatic answer moved by what the clicks changed in theirs")
     if args.register:
         _register_rewritten(args.register, out, "interaction", section)
     return 0
@@ -392,6 +396,9 @@ def add_parsers(sub) -> None:
     ho.add_argument("cells", type=float, help="map cells (0: every landmark moves)")
     ho.add_argument("--out", required=True, help="the weights file to write (may be the --weights file itself)")
     ho.add_argument("--chosen-on", dest="chosen_on", help="where the value was chosen (stored in the card)")
+    ho.add_argument("--after-click-members", dest="after_click_members", type=int, nargs="+",
+                    help="an ensemble's members that run after a click (default: all): each unclicked point is then the "
+                         "full model's fully automatic answer moved by what the clicks changed in theirs")
     ho.add_argument("--overwrite", action="store_true")
     ho.add_argument("--register", metavar="NAME", help="also register --out as manifest model NAME")
     ho.set_defaults(func=_cmd_hold)

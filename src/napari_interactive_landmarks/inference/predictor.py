@@ -166,8 +166,8 @@ class Predictor:
         self.ere_calibration: EreCalibration | None = None
         # whether a film is like the calibration films (familiarity.py), when the card has the check
         self.familiarity = None
-        # an ensemble's members that run after a click (None: all): spends the compute of the full ensemble on the
-        # fully automatic answer only (issue 39 item 2; measured with benchmarks/trust.py --after-click-members)
+        # an ensemble's members that run after a click in fp32 on the CPU (None: all): spends the compute of the full
+        # ensemble on the fully automatic answer only (issue 39 item 2; benchmarks/trust.py --after-click-members)
         self.after_click_members: list[int] | None = None
         self.envelope_weight = ENVELOPE_WEIGHT
         self._envelope: tuple | None = None  # (shape model, weight, its envelope model), cached
@@ -251,6 +251,13 @@ class Predictor:
                 log.warning(pred.regions_problem)
         if card.interaction is not None:  # checked when the card was read
             pred.hold = card.interaction["hold"]
+            members = card.interaction.get("after_click_members")
+            if members is not None:
+                count = len(getattr(pred.model, "members", []))
+                if not count or max(members) >= count:
+                    raise PredictionError(f"{Path(weights_path).name}: 'interaction.after_click_members' {members} "
+                                          f"names members of an ensemble, but the model has {count or 'no'} members")
+                pred.after_click_members = list(members)
         if card.ere_calibration is not None:  # checked when the card was read
             pred.ere_calibration = EreCalibration.from_card(card.ere_calibration, schema.num_landmarks, name)
             pred.envelope_weight = pred.ere_calibration.envelope_weight
@@ -464,8 +471,9 @@ class Predictor:
                 raise PredictionError(
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
+        fast = self._fast_after_click()
         if hasattr(self.model, "active"):  # an ensemble: every member before a click, the chosen ones after
-            self.model.active = self.after_click_members if clicks else None
+            self.model.active = self.after_click_members if clicks and fast else None
         with self.autocast():
             out = self.model(prepared.tensor, clicks=click_net, clicked=clicked_t, previous=prev_net)
         # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one
@@ -478,6 +486,13 @@ class Predictor:
         if not (prior_on and clicks and self.heatmap == "softmax"):
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
+            if clicks and not prior_on and self.heatmap == "softmax":
+                # the network alone after a click: no other landmark decoded onto a clicked one either (the
+                # exclusion zone of the prior's decoding; e.g. ANS sliding onto a corrected A point)
+                keep_out = self._exclusion(clicks, shape, tuple(logits.shape[-2:]), logits.device)
+                if keep_out is not None:
+                    net, _ = self.codec.decode(logits + keep_out[None])
+                    net_np = net[0].cpu().numpy().astype(np.float64)
         if prior_on:
             fused = self._decode_under_prior(logits[0], net_np, clicks, shape)
             if fused is not None:
@@ -486,7 +501,14 @@ class Predictor:
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
         coords = self.codec.to_original(net_np, shape)
-        refined = self.refiner_active and prepared.fine is not None
+        # one ensemble member after a click, made invisible: each unclicked point is the full model's fully automatic
+        # answer moved by what the clicks changed in that member's answer (issue 39 item 2)
+        shifted = bool(clicks) and fast
+        if shifted:
+            full0, member0 = self._zero_click_base(prepared)
+            coords = full0 + (coords - member0)
+            net_np = self.codec.to_network(coords, shape)
+        refined = self.refiner_active and prepared.fine is not None and not shifted
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
             free = [i for i in range(self.num_landmarks) if i not in clicks]
             first = coords
@@ -542,6 +564,8 @@ class Predictor:
         if self.heatmap == "softmax":  # the network's calibrated maps' maxima (reused when the refiner needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
+        if not clicks and fast:
+            self._remember_zero_click(prepared, coords)
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, None if doubt is None else doubt.cpu().numpy(),
                           shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,
@@ -566,6 +590,38 @@ class Predictor:
             return None
         features = self.film_features(image, prediction)
         return None if features is None else self.familiarity.check(features)
+
+    def _fast_after_click(self) -> bool:
+        """Whether an update after a click runs only :attr:`after_click_members`: where the card names them and the
+        networks run in fp32 on the CPU (a CPU without native bf16 under ``auto``, or fp32 asked for) — there the full
+        ensemble and refiner take 280–830 ms an update; with bf16 they take under 200 ms and run in full."""
+        return (self.after_click_members is not None and hasattr(self.model, "active") and self.device.type == "cpu"
+                and self.precision == "fp32")
+
+    def _remember_zero_click(self, prepared: PreparedImage, coords: np.ndarray) -> None:
+        """Keep, for this image, the full model's fully automatic points and the after-click members' own (one more
+        forward of those members, no clicks): the base an update after a click moves (:attr:`after_click_members`)."""
+        k = self.num_landmarks
+        self.model.active = self.after_click_members
+        try:
+            with self.autocast():
+                logits = self.model(prepared.tensor, clicks=torch.full((1, k, 2), float("nan"), device=self.device),
+                                    clicked=torch.zeros((1, k), dtype=torch.bool, device=self.device))["logits"]
+        finally:
+            self.model.active = None
+        net, _ = self.codec.decode(logits.float().contiguous())
+        member = self.codec.to_original(net[0].cpu().numpy().astype(np.float64), prepared.original_shape)
+        cache = self.__dict__.setdefault("_zero_click_cache", {})
+        cache[prepared.key] = (np.array(coords, np.float64), member)
+        while len(cache) > 4:  # the last few images
+            cache.pop(next(iter(cache)))
+
+    def _zero_click_base(self, prepared: PreparedImage):
+        """(full model's points, after-click members' points) of ``prepared`` with no click, computed once per image."""
+        cache = self.__dict__.setdefault("_zero_click_cache", {})
+        if prepared.key not in cache:
+            self.predict(prepared)  # remembers them
+        return cache[prepared.key]
 
     # how much of the other landmarks' expected error a correction is credited with removing (the share of their
     # variance the anatomy says it removes, times this)
