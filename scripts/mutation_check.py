@@ -265,6 +265,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_familiarity.py::test_after_a_click_one_member_runs_and_the_points_it_does_not_concern_keep_the_full_models_answer",),
     ),
     Mutant(
+        "network-alone-decodes-onto-the-click",
+        "without the shape prior, another landmark may be decoded onto a clicked one (issue 34's collapse, isbi-ceph)",
+        f"{PKG}/inference/predictor.py",
+        "            if clicks and not prior_on and self.heatmap == \"softmax\":\n",
+        "            if False:  # MUTANT: no exclusion zone for the network alone\n",
+        ("tests/test_familiarity.py::test_the_network_alone_decodes_no_landmark_onto_a_clicked_one",),
+    ),
+    Mutant(
         "check-next-by-ere-only",
         "check next ranks by the ERE and ignores the expected gain (issue 34)",
         f"{PKG}/inference/session.py",

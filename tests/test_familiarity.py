@@ -168,3 +168,28 @@ def test_after_a_click_one_member_runs_and_the_points_it_does_not_concern_keep_t
     finally:
         hook.remove()
         ceph.hold = hold
+
+
+def test_the_network_alone_decodes_no_landmark_onto_a_clicked_one(ceph):
+    """Without the shape prior (isbi-ceph's), a click placed where another landmark sits must not leave that landmark
+    on the click: the exclusion zone of the prior's decoding applies to the network's own decoding too (on Test1's eval
+    half a corrected A point pulled ANS onto it, 1 px → 82 px off)."""
+    from napari_interactive_landmarks.io.images import read_image
+
+    film = ISBI / "RawImage" / "Test1Data" / "151.jpg"
+    if not film.exists():
+        pytest.skip(f"the ISBI 2015 films are not at {ISBI}")
+    a, ans = ceph.schema.index("subspinale"), ceph.schema.index("anterior_nasal_spine")
+    members = ceph.after_click_members
+    image = ceph.prepare(read_image(film).array)
+    auto = ceph.predict(image)
+    at = tuple(auto.coords[ans])  # the user puts A exactly where ANS was found
+    mean = ceph.shape_model.mean.reshape(-1, 2) * np.array(auto.original_shape, float)
+    zone = ceph.EXCLUSION * np.hypot(*(mean[ans] - mean[a]))
+    try:
+        for fast in (None, [0]):  # the full model (bf16 CPUs) and one member (fp32), with the card's hold
+            ceph.after_click_members = fast
+            out = ceph.predict(image, clicks={a: at}, previous=auto.coords)
+            assert np.hypot(*(out.coords[ans] - np.array(at))) >= 0.9 * zone, fast
+    finally:
+        ceph.after_click_members = members

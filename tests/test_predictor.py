@@ -225,6 +225,7 @@ def test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps(name
     p = Predictor.from_name(name, device="cpu")
     p.use_shape_prior = False  # the reference is the network's (the shape prior has its own tests)
     p.hold = 0.0  # and so is every move after the click (the card's hold has its own tests)
+    p.EXCLUSION = 0.0  # and every place a landmark may be decoded (the exclusion zone has its own tests)
     p.envelope_weight = 0.0  # and its ERE is the network's map's, uncalibrated (the envelope has its own tests)
     p.ere_calibration = None
     img, _ = make_phantom(np.random.default_rng(5), shape=(1024, 512), num_vertebrae=6)

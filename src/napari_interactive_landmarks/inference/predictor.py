@@ -506,7 +506,13 @@ class Predictor:
         shifted = bool(clicks) and fast
         if shifted:
             full0, member0 = self._zero_click_base(prepared)
+            own = coords
             coords = full0 + (coords - member0)
+            zones = self._exclusion_zones(clicks, shape)
+            if zones is not None:  # moved into a click's zone: the member's own place, decoded outside it
+                at, radius = zones
+                near = (np.hypot(*(coords[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
+                coords[near] = own[near]
             net_np = self.codec.to_network(coords, shape)
         refined = self.refiner_active and prepared.fine is not None and not shifted
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
@@ -527,6 +533,11 @@ class Predictor:
                 coords = w * coords + (1.0 - w) * first
             elif self.refiner_blend < 1.0:
                 coords = self.refiner_blend * coords + (1.0 - self.refiner_blend) * first
+            zones = self._exclusion_zones(clicks, shape)
+            if zones is not None:  # the refiner's crop may hold the clicked point: not decoded onto it either
+                at, radius = zones
+                near = (np.hypot(*(coords[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
+                coords[near] = first[near]
             net_np = self.codec.to_network(coords, shape)
         if clicks and previous is not None:  # points the correction does not concern stay where they were shown
             hold = self.shape_model.settings.hold if posterior is not None else self.hold
@@ -724,13 +735,10 @@ class Predictor:
     EXCLUSION = 0.35
     EXCLUSION_REACH = 4.0  # … of at most this many times the median distance between nearest landmarks
 
-    def _exclusion(self, clicks: dict, shape, grid, device) -> torch.Tensor | None:
-        """(K, h, w) float32 to add to the logits after a click: −1e4 in the cells of every unclicked landmark j that
-        lie closer to a clicked point y_i than ``EXCLUSION`` × the distance between j and i in the anatomy's mean
-        shape (in this film's pixels), 0 elsewhere — a corner cannot sit on another landmark the user placed, which
-        is how a neighbour's corner collapsed onto the corrected one (issue 34). The mean shape, not the shape given
-        the click: an absurd click must not widen the zone over the other landmarks' true places. None without
-        clicks or a shape model."""
+    def _exclusion_zones(self, clicks: dict, shape):
+        """``(at (n, 2), radius (K, n))``: the clicked points (original pixels, in ``sorted(clicks)`` order) and how
+        close to each an unclicked landmark may not be decoded (0 for the clicked ones); None without clicks or a shape
+        model. See :meth:`_exclusion`."""
         sm = self.shape_model
         if not clicks or sm is None:
             return None
@@ -745,10 +753,24 @@ class Predictor:
         reach = self.EXCLUSION_REACH * float(np.median(pair.min(axis=1)))
         radius = self.EXCLUSION * np.minimum(pair[:, idx], reach)  # (K, n)
         radius[idx] = 0.0  # a clicked landmark is placed, not decoded
+        return at, radius
+
+    def _exclusion(self, clicks: dict, shape, grid, device) -> torch.Tensor | None:
+        """(K, h, w) float32 to add to the logits after a click: −1e4 in the cells of every unclicked landmark j that
+        lie closer to a clicked point y_i than ``EXCLUSION`` × the distance between j and i in the anatomy's mean
+        shape (in this film's pixels), 0 elsewhere — a corner cannot sit on another landmark the user placed, which
+        is how a neighbour's corner collapsed onto the corrected one (issue 34). The mean shape, not the shape given
+        the click: an absurd click must not widen the zone over the other landmarks' true places. None without
+        clicks or a shape model."""
+        zones = self._exclusion_zones(clicks, shape)
+        if zones is None:
+            return None
+        at, radius = zones
+        big_h, big_w = float(shape[0]), float(shape[1])
         h, w = grid
         rows = (np.arange(h) + 0.5) / h * big_h
         cols = (np.arange(w) + 0.5) / w * big_w
-        out = np.zeros((len(mean), h, w), np.float32)
+        out = np.zeros((len(radius), h, w), np.float32)
         for n_i, (r0, c0) in enumerate(at):
             near = (rows[:, None] - r0) ** 2 + (cols[None, :] - c0) ** 2  # (h, w)
             out[near[None] < radius[:, n_i, None, None] ** 2] = -1e4
@@ -764,6 +786,10 @@ class Predictor:
         step = np.hypot((coords[:, 0] - previous[:, 0]) / sy, (coords[:, 1] - previous[:, 1]) / sx)
         back = np.isfinite(step) & (step < hold)
         back[list(clicks)] = False
+        zones = self._exclusion_zones(clicks, shape)
+        if zones is not None:  # never held back onto a clicked point (the user put it where this one was)
+            at, radius = zones
+            back &= ~(np.hypot(*(previous[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
         if not back.any():
             return net_np
         coords[back] = previous[back]
