@@ -82,23 +82,29 @@ def collapse(pred, films):
         print(f"exclusion zone {zone:g}: a corner moved onto the first click on {n} of {len(films)} films")
 
 
-def damage(pred, films, clicks):
+def _worst_first(pred, s, clicks):
+    """The session of film ``s`` after each of ``clicks`` worst-first corrections at the ground truth: yields
+    ``(click number, session, clicked index, clicked so far, points before, errors before, errors after)``."""
     from napari_interactive_landmarks.inference.session import LandmarkSession
 
+    gt = s.coords
+    session = LandmarkSession(pred, s.load_image())
+    session.detect()
+    done = []
+    for c in range(clicks):
+        before = session.coords.copy()
+        e0 = np.hypot(*(before - gt).T)
+        k = int(np.argmax(np.where(np.isin(np.arange(len(e0)), done), -1.0, np.nan_to_num(e0, nan=-1.0))))
+        done.append(k)
+        session.correct(k, tuple(gt[k]))
+        yield c, session, k, list(done), before, e0, np.hypot(*(session.coords - gt).T)
+
+
+def damage(pred, films, clicks):
     events = []
     for s in films:
         gt = s.coords
-        session = LandmarkSession(pred, s.load_image())
-        session.detect()
-        done = []
-        for _ in range(clicks):
-            before = session.coords.copy()
-            e0 = np.hypot(*(before - gt).T)
-            pick = np.where(np.isin(np.arange(len(e0)), done), -1.0, np.nan_to_num(e0, nan=-1.0))
-            k = int(np.argmax(pick))
-            done.append(k)
-            session.correct(k, tuple(gt[k]))
-            e1 = np.hypot(*(session.coords - gt).T)
+        for _, _, k, done, before, e0, e1 in _worst_first(pred, s, clicks):
             hit = [j for j in range(len(gt)) if j not in done and e0[j] <= 10 and e1[j] > 20]
             if hit:
                 alone = pred.predict(s.load_image(), clicks={i: tuple(gt[i]) for i in done}, previous=before,
@@ -121,24 +127,12 @@ def _auroc(score, positive) -> float:
 
 
 def gate(pred, films, clicks):
-    from napari_interactive_landmarks.inference.session import LandmarkSession
-
     moves, clicks_made = [], 0
     for s in films:
         gt = s.coords
-        session = LandmarkSession(pred, s.load_image())
-        session.detect()
-        done = []
-        for c in range(clicks):
-            before = session.coords.copy()
-            e0 = np.hypot(*(before - gt).T)
-            pick = np.where(np.isin(np.arange(len(e0)), done), -1.0, np.nan_to_num(e0, nan=-1.0))
-            k = int(np.argmax(pick))
-            done.append(k)
-            session.correct(k, tuple(gt[k]))
+        for c, session, k, done, before, e0, e1 in _worst_first(pred, s, clicks):
             clicks_made += 1
             out = session.last_prediction
-            e1 = np.hypot(*(session.coords - gt).T)
             prob, (big_h, big_w) = out.prob, out.original_shape
             h, w = prob.shape[-2:]
 

@@ -268,7 +268,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "network-alone-decodes-onto-the-click",
         "without the shape prior, another landmark may be decoded onto a clicked one (issue 34's collapse, isbi-ceph)",
         f"{PKG}/inference/predictor.py",
-        "            if clicks and not prior_on and self.heatmap == \"softmax\":\n",
+        "            if zones is not None and not prior_on and self.heatmap == \"softmax\":\n",
         "            if False:  # MUTANT: no exclusion zone for the network alone\n",
         ("tests/test_familiarity.py::test_the_network_alone_decodes_no_landmark_onto_a_clicked_one",),
     ),

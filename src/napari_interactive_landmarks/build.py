@@ -29,8 +29,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 BUILD_KEYS = {"shape_prior", "refiner", "hold", "calibrate"}
 SHAPE_KEYS = {"enabled", "tau", "weight", "shrinkage", "zero_click", "click_rounds", "hold"}
 CALIBRATE_KEYS = {"split", "region_clicks", "level"}
@@ -178,9 +176,3 @@ def _prior_off(path) -> None:
     if card.shape_prior and card.shape_prior.get("enabled", True):
         card.shape_prior = {**card.shape_prior, "enabled": False}
         _rewrite_card(path, card)
-
-
-def example_section() -> str:
-    """The build section of the docs' example config (for the README and the help)."""
-    return yaml.safe_dump({"build": {"shape_prior": {"enabled": True, "click_rounds": 2},
-                                     "calibrate": {"split": "val", "region_clicks": 3}}}, sort_keys=False)

@@ -269,7 +269,8 @@ def _fit_familiarity(args, predictor, samples, temps) -> dict | None:
             image = sample.load_image()
         except ImageError:
             continue
-        f = predictor.film_features(image, predictor.predict(image))
+        prepared = predictor.prepare(image)  # once, for the prediction and the features
+        f = predictor.film_features(prepared, predictor.predict(prepared))
         if f is None:
             print("no familiarity check: the model gives no expected error", file=sys.stderr)
             return None

@@ -480,21 +480,23 @@ class Predictor:
         # map at a time, 2-7 x faster from a contiguous copy (benchmarks/uncertainty_cost.py --weights --image)
         logits = out["logits"].float().contiguous()
         prior_on = self.shape_prior_active if shape_prior is None else bool(shape_prior and self.shape_model is not None)
+        # where no unclicked landmark may end: around each click (None without clicks or a shape model)
+        zones = self._exclusion_zones(clicks, shape)
         # the network's own decoding: skipped when the prior decodes every landmark after a click (softmax models,
         # whose reported peak comes from the calibrated maps below); needed before any click to start from
         net_np = peak = posterior = prob = None
         if not (prior_on and clicks and self.heatmap == "softmax"):
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
-            if clicks and not prior_on and self.heatmap == "softmax":
+            if zones is not None and not prior_on and self.heatmap == "softmax":
                 # the network alone after a click: no other landmark decoded onto a clicked one either (the
                 # exclusion zone of the prior's decoding; e.g. ANS sliding onto a corrected A point)
-                keep_out = self._exclusion(clicks, shape, tuple(logits.shape[-2:]), logits.device)
+                keep_out = self._exclusion(zones, shape, tuple(logits.shape[-2:]), logits.device)
                 if keep_out is not None:
                     net, _ = self.codec.decode(logits + keep_out[None])
                     net_np = net[0].cpu().numpy().astype(np.float64)
         if prior_on:
-            fused = self._decode_under_prior(logits[0], net_np, clicks, shape)
+            fused = self._decode_under_prior(logits[0], net_np, clicks, shape, zones)
             if fused is not None:
                 net_np, posterior = fused
         if net_np is None:  # the prior failed (said once): the network alone
@@ -508,11 +510,8 @@ class Predictor:
             full0, member0 = self._zero_click_base(prepared)
             own = coords
             coords = full0 + (coords - member0)
-            zones = self._exclusion_zones(clicks, shape)
-            if zones is not None:  # moved into a click's zone: the member's own place, decoded outside it
-                at, radius = zones
-                near = (np.hypot(*(coords[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
-                coords[near] = own[near]
+            near = self._inside_zones(coords, zones)  # moved into a click's zone: the member's own place, outside it
+            coords[near] = own[near]
             net_np = self.codec.to_network(coords, shape)
         refined = self.refiner_active and prepared.fine is not None and not shifted
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
@@ -533,15 +532,13 @@ class Predictor:
                 coords = w * coords + (1.0 - w) * first
             elif self.refiner_blend < 1.0:
                 coords = self.refiner_blend * coords + (1.0 - self.refiner_blend) * first
-            zones = self._exclusion_zones(clicks, shape)
-            if zones is not None:  # the refiner's crop may hold the clicked point: not decoded onto it either
-                at, radius = zones
-                near = (np.hypot(*(coords[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
-                coords[near] = first[near]
+            near = self._inside_zones(coords, zones)  # the refiner's crop may hold a clicked point: not onto it
+            coords[near] = first[near]
             net_np = self.codec.to_network(coords, shape)
         if clicks and previous is not None:  # points the correction does not concern stay where they were shown
             hold = self.shape_model.settings.hold if posterior is not None else self.hold
-            net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]), hold)
+            net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]), hold,
+                                            zones)
         clicked = np.zeros(self.num_landmarks, bool)
         for i, pos in clicks.items():
             coords[i] = pos  # a user's point is never moved
@@ -687,7 +684,7 @@ class Predictor:
                     log.warning(self.shape_prior_problem)
         return softmax_maps(tempered)
 
-    def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape):
+    def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape, zones=None):
         """The unclicked landmarks decoded from their calibrated maps times their click-conditioned shape prior:
         (network-pixel coordinates (K, 2), posterior log-maps (K, h, w)), or None when the prior does not apply
         (no click and no zero-click use) or fails (said once; the network alone then places the points)."""
@@ -706,7 +703,8 @@ class Predictor:
             else:
                 rounds = max(1, sm.settings.zero_click_rounds)
             cur = net_np  # (None after a click: the prior's own decoding is the first)
-            keep_out = self._exclusion(clicks, shape, grid, logits.device)
+            keep_out = self._exclusion(zones if zones is not None else self._exclusion_zones(clicks, shape), shape,
+                                       grid, logits.device)
             for r in range(rounds):
                 if not clicks or r > 0:  # each landmark given all the others where they are now (iterated
                     # conditional modes), the clicked ones at the user's points
@@ -755,14 +753,22 @@ class Predictor:
         radius[idx] = 0.0  # a clicked landmark is placed, not decoded
         return at, radius
 
-    def _exclusion(self, clicks: dict, shape, grid, device) -> torch.Tensor | None:
+    @staticmethod
+    def _inside_zones(points: np.ndarray, zones) -> np.ndarray:
+        """(K,) bool: each point lies inside some click's exclusion zone (:meth:`_exclusion_zones`); all False
+        without zones."""
+        if zones is None:
+            return np.zeros(len(points), bool)
+        at, radius = zones
+        return (np.hypot(*(points[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
+
+    def _exclusion(self, zones, shape, grid, device) -> torch.Tensor | None:
         """(K, h, w) float32 to add to the logits after a click: −1e4 in the cells of every unclicked landmark j that
         lie closer to a clicked point y_i than ``EXCLUSION`` × the distance between j and i in the anatomy's mean
         shape (in this film's pixels), 0 elsewhere — a corner cannot sit on another landmark the user placed, which
         is how a neighbour's corner collapsed onto the corrected one (issue 34). The mean shape, not the shape given
         the click: an absurd click must not widen the zone over the other landmarks' true places. None without
-        clicks or a shape model."""
-        zones = self._exclusion_zones(clicks, shape)
+        clicks or a shape model (``zones`` None: :meth:`_exclusion_zones`)."""
         if zones is None:
             return None
         at, radius = zones
@@ -776,20 +782,18 @@ class Predictor:
             out[near[None] < radius[:, n_i, None, None] ** 2] = -1e4
         return torch.as_tensor(out, device=device)
 
-    def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid, hold: float):
+    def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid, hold: float, zones=None):
         """``hold``: each unclicked landmark that moved less than ``hold`` map cells from where it was shown
         (``previous``) is put back there (``coords`` edited in place; returns the network-pixel coordinates to match,
-        about which the ERE is read). The shape prior's setting under the prior, :attr:`hold` without it."""
+        about which the ERE is read) — unless that place lies in a click's exclusion ``zones``. The shape prior's
+        setting under the prior, :attr:`hold` without it."""
         if hold <= 0:
             return net_np
         sy, sx = self.codec.grid_scale(shape, grid)
         step = np.hypot((coords[:, 0] - previous[:, 0]) / sy, (coords[:, 1] - previous[:, 1]) / sx)
         back = np.isfinite(step) & (step < hold)
         back[list(clicks)] = False
-        zones = self._exclusion_zones(clicks, shape)
-        if zones is not None:  # never held back onto a clicked point (the user put it where this one was)
-            at, radius = zones
-            back &= ~(np.hypot(*(previous[:, None, :] - at[None]).transpose(2, 0, 1)) < radius).any(axis=1)
+        back &= ~self._inside_zones(previous, zones)  # never held back onto a clicked point (the user put it there)
         if not back.any():
             return net_np
         coords[back] = previous[back]
