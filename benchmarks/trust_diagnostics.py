@@ -12,12 +12,16 @@
   ≤ 10 px to > 20 px off), *help* (from > 20 px to ≤ 10 px) or other, with what could tell them apart at the time:
   how many vertebrae from the click, how far, and how much more the point's doubt map (after the click) favours the
   new place than the old one (log-probability, nats); then what reverting the moves a gate would flag does to the
-  error — whether damage can be refused without refusing the moves that fix a shifted block.
+  error — whether damage can be refused without refusing the moves that fix a shifted block;
+- ``tta``: a level cue by test-time augmentation — the 0-click answer on the film flipped left-right (corners
+  relabelled) and with 10 % / 20 % cut from its top or bottom, mapped back: does how far a corner moves between the
+  variants tell the corners more than 20 px off (AUROC, alone and added to the stated error)?
 
     python benchmarks/trust_diagnostics.py ends --split eval
     python benchmarks/trust_diagnostics.py collapse --split val
     python benchmarks/trust_diagnostics.py damage --split eval --clicks 5
     python benchmarks/trust_diagnostics.py gate --split calib --clicks 5
+    python benchmarks/trust_diagnostics.py tta --split calib
 """
 from __future__ import annotations
 
@@ -172,9 +176,39 @@ def gate(pred, films, clicks):
                   f"{100 * len(damaged) / clicks_made:.1f} % → {100 * len(left) / clicks_made:.1f} %")
 
 
+def tta(pred, films):
+    swap = np.array([1, 0, 3, 2])  # each vertebra's corners: top-left, top-right, bottom-left, bottom-right
+    cuts = {"top 10 %": (0.10, 1.0), "bottom 10 %": (0.0, 0.90), "top 20 %": (0.20, 1.0), "bottom 20 %": (0.0, 0.80)}
+    err, stated, moved, mre = [], [], {k: [] for k in ["flipped", *cuts]}, {k: [] for k in ["flipped", *cuts]}
+    for s in films:
+        img, gt = np.asarray(s.load_image()), s.coords
+        h, w = img.shape[:2]
+        base = pred.predict(img)
+        variants = {}
+        flipped = pred.predict(np.ascontiguousarray(img[:, ::-1])).coords.copy()
+        flipped[:, 1] = w - 1 - flipped[:, 1]
+        variants["flipped"] = flipped.reshape(-1, 4, 2)[:, swap].reshape(-1, 2)
+        for name, (a, b) in cuts.items():
+            top = int(a * h)
+            variants[name] = pred.predict(np.ascontiguousarray(img[top:int(b * h)])).coords + [top, 0]
+        err += np.hypot(*(base.coords - gt).T).tolist()
+        stated += base.ere.tolist()
+        for name, c in variants.items():
+            moved[name] += np.hypot(*(c - base.coords).T).tolist()
+            mre[name].append(np.nanmean(np.hypot(*(c - gt).T)))
+    err, stated = np.array(err), np.array(stated)
+    bad = err > 20
+    print(f"{len(films)} films, {100 * bad.mean():.1f} % of corners > 20 px off before any click (MRE "
+          f"{np.nanmean(err):.2f} px); AUROC of the stated error {_auroc(stated, bad):.3f}")
+    for name in moved:
+        m = np.array(moved[name])
+        print(f"  {name:>12}: MRE of the variant {np.mean(mre[name]):.2f} px; AUROC of the move {_auroc(m, bad):.3f}; "
+              f"stated error + move {_auroc(stated + m, bad):.3f}, + move / 2 {_auroc(stated + m / 2, bad):.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate"])
+    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate", "tta"])
     ap.add_argument("--root", default=str(REPO.parent / "shared/datasets/aasce"))
     ap.add_argument("--split", default="eval", choices=["calib", "eval", "val"])
     ap.add_argument("--clicks", type=int, default=5)
@@ -192,6 +226,8 @@ def main():
         collapse(pred, films)
     elif args.what == "gate":
         gate(pred, films, args.clicks)
+    elif args.what == "tta":
+        tta(pred, films)
     else:
         damage(pred, films, args.clicks)
 
