@@ -109,6 +109,26 @@ def test_bench_prints_the_figures(tiny_weights, tmp_path, capsys):
     for key in ("median_ms", "p95_ms", "forward_ms", "peak_mb"):
         assert res[key] > 0
     assert res["p95_ms"] >= res["median_ms"]
+    # where the time goes (issue 39 item 4): the stages of one update, each run's stages summing to the update
+    assert {"input", "forward", "decode", "ERE", "display map"} <= set(res["stages_ms"])
+    assert res["stages_ms"]["forward"] > 0
+    assert 80 <= sum(res["stage_share_pct"].values()) <= 120  # medians of parts vs the median of the whole
+    assert res["cpu_capability"] and isinstance(res["native_bf16"], bool) and res["backend"] == "eager PyTorch"
+    assert "stage" in capsys.readouterr().out
+
+
+def test_bench_all_models_reports_each_shipped_model(tmp_path, capsys):
+    from napari_interactive_landmarks.weights import load_manifest
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", "all", "--runs", "1", "--num-clicks", "1", "--device", "cpu",
+                 "--precision", "fp32", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["model"] for r in res] == list(load_manifest())
+    ceph = next(r for r in res if r["model"] == "isbi-ceph")
+    # synthetic film of the calibration films' size, not the spine's default
+    assert ceph["image_shape"] == [2400, 1935]
+    assert "prior" in next(r for r in res if r["model"] == "aasce-spine")["stages_ms"]
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):

@@ -605,3 +605,24 @@ def test_closing_the_viewer_while_the_model_runs_keeps_the_corrections_and_raise
     qtbot.waitUntil(lambda: w2.session is not None and w2.session.detected, timeout=30000)
     assert w2.session.pinned[0] and np.allclose(w2.session.coords[0], target, atol=1e-6)
     assert w2.session.dirty and not kept[0].exists() and "Restored" in w2.status.text()
+
+
+def test_a_sync_with_nothing_changed_rewrites_no_layer(widget):
+    """Issue 39 item 3: the layers are updated in place and only where their data changed — a second sync of the
+    same state sends no data or colour event to the labels, their leader lines, the outline or the measurement
+    lines (each such write re-renders its layer on the main thread)."""
+    layers = widget.layers
+    layers.sync()
+    layers.flush()
+    watched = {name: getattr(layers, name) for name in ("labels", "label_lines", "outline", "measurement_lines",
+                                                        "regions")}
+    watched = {name: lyr for name, lyr in watched.items() if lyr is not None}
+    assert {"labels", "outline"} <= set(watched)
+    seen = []
+    for name, lyr in watched.items():  # set_data: every data write re-slices the layer (data events are held)
+        lyr.events.set_data.connect(lambda e, n=name: seen.append((n, "data")))
+        if hasattr(lyr.events, "edge_color"):
+            lyr.events.edge_color.connect(lambda e, n=name: seen.append((n, "edge_color")))
+    layers.sync()
+    layers.flush()
+    assert seen == []

@@ -336,27 +336,55 @@ def _fit_doubt_scales(args, predictor, samples, temps) -> dict | None:
     return ds.to_card()
 
 
-def _cmd_bench(args):
+def _bench_image(args, predictor):
+    """--image, or synthetic noise of --size, or of the size of the model's calibration films (the middle of their
+    range, from its familiarity check), or of the AASCE median (2375 × 890)."""
     import numpy as np
 
-    from ..evaluation.bench import run_bench
-
-    _set_threads(args)
-    predictor = _load_predictor(args)
-    if args.after_click_members is not None:
-        predictor.after_click_members = args.after_click_members
     if args.image:
         from ..io.images import read_image
 
-        image = read_image(args.image).array
-    else:
+        return read_image(args.image).array
+    if args.size:
         h, w = args.size
-        image = np.random.default_rng(0).normal(128, 40, size=(h, w)).clip(0, 255).astype(np.uint8)
-    res = run_bench(predictor, image, runs=args.runs, num_clicks=args.num_clicks)
+    elif predictor.familiarity is not None:
+        h, w = ((predictor.familiarity.size_min + predictor.familiarity.size_max) / 2).round().astype(int)
+    else:
+        h, w = 2375, 890
+    return np.random.default_rng(0).normal(128, 40, size=(int(h), int(w))).clip(0, 255).astype(np.uint8)
+
+
+def _print_bench(res: dict) -> None:
+    skip = ("stages_ms", "stage_share_pct")
     for k, v in res.items():
-        print(f"{k:>30}: {v}")
+        if k not in skip:
+            print(f"{k:>30}: {v}")
+    print(f"{'stage':>30}  {'median ms':>9}  {'share of the update':>19}")
+    for k, v in res["stages_ms"].items():
+        print(f"{k:>30}  {v:9.2f}  {res['stage_share_pct'][k]:18.1f} %")
+
+
+def _cmd_bench(args):
+    from ..evaluation.bench import run_bench
+    from ..weights import load_manifest
+
+    _set_threads(args)
+    if args.model == "all" and not args.weights:
+        names = list(load_manifest())
+    else:
+        names = [None]
+    results = []
+    for name in names:
+        predictor = _load_predictor(args, name)
+        if args.after_click_members is not None:
+            predictor.after_click_members = args.after_click_members
+        res = run_bench(predictor, _bench_image(args, predictor), runs=args.runs, num_clicks=args.num_clicks)
+        _print_bench(res)
+        if len(names) > 1:
+            print()
+        results.append(res)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     return 0
 
 
@@ -427,11 +455,14 @@ def add_parsers(sub) -> None:
 
     b = sub.add_parser("bench", help="latency of one interactive update vs the bare network forward",
                        description="Median and p95 over --runs interactive updates on a prepared image, the bare "
-                                   "network forward time, and peak memory.")
+                                   "network forward time, each stage's share (forward, decoding, prior, refiner, "
+                                   "hold, ERE, regions, check next, display map), the CPU and whether it computes "
+                                   "bf16 natively, and peak memory. --model all: every shipped model in turn.")
     _add_model_args(b)
     b.add_argument("--image", help="an image file (default: a synthetic image of --size)")
-    b.add_argument("--size", type=int, nargs=2, default=[2375, 890], metavar=("H", "W"),
-                   help="synthetic image size (default: the AASCE median, 2375 × 890)")
+    b.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="synthetic image size (default: the middle of the model's calibration films' sizes, else the "
+                        "AASCE median, 2375 × 890)")
     b.add_argument("--runs", type=int, default=30)
     b.add_argument("--num-clicks", dest="num_clicks", type=int, default=3)
     b.add_argument("--after-click-members", dest="after_click_members", type=int, nargs="+",

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,24 @@ class Prediction:
             return torch.sigmoid(upsample_logits(self.logits[None].float(), size))[0].cpu().numpy()
 
 
+class _StageClock:
+    """Milliseconds per stage of one :meth:`Predictor.predict`, added to ``sink`` (a dict; None: does nothing).
+    ``clock("forward")`` closes the stage that began at the previous call (or at construction)."""
+
+    def __init__(self, sink: dict | None, device: torch.device):
+        self.sink, self.cuda = sink, device.type == "cuda"
+        self.t = time.perf_counter() if sink is not None else 0.0
+
+    def __call__(self, stage: str) -> None:
+        if self.sink is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.sink[stage] = self.sink.get(stage, 0.0) + (now - self.t) * 1000.0
+        self.t = now
+
+
 class Predictor:
     def __init__(self, model: torch.nn.Module, schema: LandmarkSchema, input_size, sigma: float, name: str = "model",
                  device=None, info: dict | None = None, temperatures=None):
@@ -170,6 +189,8 @@ class Predictor:
         # ensemble on the fully automatic answer only (issue 39 item 2; benchmarks/trust.py --after-click-members)
         self.after_click_members: list[int] | None = None
         self.envelope_weight = ENVELOPE_WEIGHT
+        # when a dict: each predict() adds the milliseconds of its stages to it (``bench``; issue 39 item 4)
+        self.stage_ms: dict | None = None
         self._envelope: tuple | None = None  # (shape model, weight, its envelope model), cached
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
         self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
@@ -458,6 +479,7 @@ class Predictor:
     def predict(self, image, clicks=None, previous=None, shape_prior: bool | None = None) -> Prediction:
         """Landmarks of ``image`` given ``clicks`` and the ``previous`` prediction. ``shape_prior`` (default: the
         predictor's :attr:`shape_prior_active`) decodes the unclicked landmarks under the anatomy's prior."""
+        clock = _StageClock(self.stage_ms, self.device)
         prepared = self.prepare(image)
         shape = prepared.original_shape
         clicks = self._check_clicks(clicks, shape)
@@ -472,6 +494,7 @@ class Predictor:
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
         fast = self._fast_after_click()
+        clock("input")
         if hasattr(self.model, "active"):  # an ensemble: every member before a click, the chosen ones after
             self.model.active = self.after_click_members if clicks and fast else None
         with self.autocast():
@@ -479,6 +502,7 @@ class Predictor:
         # the network runs channels-last; every full-map step after it (argmax, softmax, ERE, display map) reads one
         # map at a time, 2-7 x faster from a contiguous copy (benchmarks/uncertainty_cost.py --weights --image)
         logits = out["logits"].float().contiguous()
+        clock("forward")
         prior_on = self.shape_prior_active if shape_prior is None else bool(shape_prior and self.shape_model is not None)
         # where no unclicked landmark may end: around each click (None without clicks or a shape model)
         zones = self._exclusion_zones(clicks, shape)
@@ -495,10 +519,12 @@ class Predictor:
                 if keep_out is not None:
                     net, _ = self.codec.decode(logits + keep_out[None])
                     net_np = net[0].cpu().numpy().astype(np.float64)
+        clock("decode")
         if prior_on:
             fused = self._decode_under_prior(logits[0], net_np, clicks, shape, zones)
             if fused is not None:
                 net_np, posterior = fused
+            clock("prior")
         if net_np is None:  # the prior failed (said once): the network alone
             net, peak = self.codec.decode(logits)
             net_np = net[0].cpu().numpy().astype(np.float64)
@@ -513,6 +539,7 @@ class Predictor:
             near = self._inside_zones(coords, zones)  # moved into a click's zone: the member's own place, outside it
             coords[near] = own[near]
             net_np = self.codec.to_network(coords, shape)
+            clock("one-member delta")
         refined = self.refiner_active and prepared.fine is not None and not shifted
         if refined:  # the local second stage re-finds every unclicked landmark around its first-stage place
             free = [i for i in range(self.num_landmarks) if i not in clicks]
@@ -535,6 +562,7 @@ class Predictor:
             near = self._inside_zones(coords, zones)  # the refiner's crop may hold a clicked point: not onto it
             coords[near] = first[near]
             net_np = self.codec.to_network(coords, shape)
+            clock("refiner")
         if clicks and previous is not None:  # points the correction does not concern stay where they were shown
             hold = self.shape_model.settings.hold if posterior is not None else self.hold
             net_np = self._hold_small_moves(net_np, coords, previous, clicks, shape, tuple(logits.shape[-2:]), hold,
@@ -544,6 +572,7 @@ class Predictor:
             coords[i] = pos  # a user's point is never moved
             clicked[i] = True
         self._check_finite(coords)
+        clock("hold")
         spread = radius = None
         ere = ere_raw = wide = doubt = None
         if self.compute_ere:
@@ -564,16 +593,20 @@ class Predictor:
                 ere, wide = ere_raw.copy(), np.zeros(self.num_landmarks, bool)
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
             wide &= ~clicked
+            clock("ERE")
             spread = spread_covariance(doubt, at, scale=scale, threshold=self.spread_cut)
             spread[clicked] = np.nan
             if self.regions is not None:
                 radius = np.where(clicked, np.nan, self.regions.for_clicks(len(clicks)))
+            clock("regions")
         gain = self._expected_gain(ere, clicks) if ere is not None else None
+        clock("check next")
         if self.heatmap == "softmax":  # the network's calibrated maps' maxima (reused when the refiner needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
             peak = p.flatten(-2).amax(-1)[None]
         if not clicks and fast:
             self._remember_zero_click(prepared, coords)
+        clock("decode")
         return Prediction(coords, peak[0].cpu().numpy().astype(np.float64), clicked, logits[0], shape, self.input_size,
                           ere, self.temperatures, None if doubt is None else doubt.cpu().numpy(),
                           shape_prior=posterior is not None, refined=refined, spread=spread, region_radius=radius,

@@ -164,6 +164,7 @@ class LandmarkLayers:
         self.measurements: dict = {}
         self.corner_problems: dict = {}  # vertebra → why its labelled corners are out of order
         self._outline_colors: list = []
+        self._label_line_colors: list = []
         # the schema's edges that are not a vertebra's own sides (those are drawn as its polygon)
         vertebra_of = {int(m): g for g, members in session.schema.groups.items() if len(members) == 4 for m in members}
         self._edges_outside_vertebrae = [(a, b) for a, b in session.schema.edges
@@ -329,7 +330,7 @@ class LandmarkLayers:
                 length=1.0, vector_style="line", name=f"outline ({s.predictor.name})", scale=scale,
                 translate=translate, opacity=0.7)
             self._add_below_points(self.outline)
-        else:
+        elif not np.array_equal(self.outline.data, vectors) or colors != self._outline_colors:
             quietly_set(self.outline, data=vectors)
             if colors != self._outline_colors:  # a refresh of its own: only when a vertebra turns red or back
                 self.outline.edge_color = colors
@@ -450,7 +451,8 @@ class LandmarkLayers:
             self._add_below_points(self.labels)
         elif (len(pos) == len(self.labels.data) and list(self.labels.features["text"]) == text
               and list(self.labels.features["color"]) == colors):
-            quietly_set(self.labels, data=pos)  # same labels, new places: one write
+            if not np.array_equal(self.labels.data, pos):
+                quietly_set(self.labels, data=pos)  # same labels, new places: one write (none where none moved)
         else:
             quietly_set(self.labels, data=pos, features=features)
 
@@ -468,10 +470,14 @@ class LandmarkLayers:
                 opacity=0.8, visible=self._show_labels)
             self.label_lines.editable = False
             self._add_below_points(self.label_lines)
+            self._label_line_colors = colors
             return
+        if np.array_equal(self.label_lines.data, vectors) and colors == self._label_line_colors:
+            return  # nothing moved: no write, no redraw of the layer
         quietly_set(self.label_lines, data=vectors)
-        if len(vectors):
+        if len(vectors) and colors != self._label_line_colors:  # a refresh of its own: only when a colour changed
             self.label_lines.edge_color = colors
+        self._label_line_colors = colors
 
     def _sync_measurement_lines(self):
         lines = []
@@ -560,7 +566,7 @@ class LandmarkLayers:
             self.viewer.add_layer(layer)
             self.regions = layer
             self._add_below_points(self.regions)
-        else:
+        elif not np.array_equal(self.regions.data, vectors) or not np.array_equal(colors, self._region_colors):
             quietly_set(self.regions, data=vectors)
             self.regions.editable = False  # (napari makes a layer editable again when its data changes)
             if len(vectors) and not np.array_equal(colors, self._region_colors):
