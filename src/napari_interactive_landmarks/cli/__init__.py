@@ -15,7 +15,7 @@ from .common import (CLIError, _add_dataset_args, _add_model_args, _dataset_samp
                      _negative_corrections, _parse_click, _set_threads)
 from .measuring import CobbCollector  # noqa: F401
 
-DESCRIPTION = ("Interactive anatomical landmark detection on X-rays: demo, predict, build, train, pack, evaluate, "
+DESCRIPTION = ("Interactive anatomical landmark detection on X-rays: demo, predict, study, build, train, pack, evaluate, "
                "calibrate, bench, weights. Everything except demo is headless (no napari / Qt).")
 
 

@@ -1,4 +1,4 @@
-"""The commands a user runs on films: ``predict`` (headless) and ``demo`` (the viewer)."""
+"""The commands a user runs on films: ``predict`` and ``study`` (headless) and ``demo`` (the viewer)."""
 
 from __future__ import annotations
 
@@ -142,6 +142,43 @@ def _cmd_demo(args):
                     timeout=args.timeout, shape_prior=not args.no_shape_prior, weights=args.weights)
 
 
+def _cmd_study(args):
+    from ..study import Study, StudyError, StudyStoreError
+
+    _set_threads(args)
+    try:
+        st = Study.open(args.folder, store=args.store, model=args.model, recover=args.recover)
+    except StudyStoreError as exc:
+        raise CLIError(str(exc)) from None
+    with st:
+        for note in st.notes:
+            print(note, file=sys.stderr)
+        if st.read_only and (args.detect or args.export):
+            raise CLIError(f"{args.folder}: {st.read_only_reason}")
+        if args.detect:  # every film not opened yet gets the model's points (a head start; nothing is reviewed)
+            for i, f in enumerate(st.films):
+                if f.status == "not opened":
+                    try:
+                        st.open_film(i)
+                    except StudyError as exc:
+                        print(f"skipped {exc}", file=sys.stderr)
+        width = max(len(f.path) for f in st.films)
+        for i, f in enumerate(st.films):
+            mark = ">" if i == st.current else " "
+            print(f"{mark} {i + 1:4d}  {f.path:<{width}}  {f.describe()}{'  (' + f.model + ')' if f.model else ''}")
+        print(st.describe() + (f"; {st.read_only_reason}" if st.read_only else ""))
+        if args.export:
+            try:
+                written = st.export(args.export, formats=args.format, include=args.include,
+                                    copy_images=args.copy_images, overwrite=args.overwrite)
+            except StudyError as exc:
+                raise CLIError(str(exc)) from None
+            for fmt, paths in written.items():
+                for p in paths:
+                    print(f"{fmt}: {p}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     """This group's commands on the ``napari-landmarks`` parser."""
     d = sub.add_parser("demo", help="open the viewer with the landmark widget, detect, apply corrections",
@@ -182,3 +219,26 @@ def add_parsers(sub) -> None:
                          "image is refused: it is probably another kind of film)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing landmark files")
     pr.set_defaults(func=_cmd_predict)
+
+    st = sub.add_parser("study", help="a folder of films as a study: its status, a head start, exports",
+                        description="The study of the films under FOLDER (its annotation store: FOLDER/.landmarks-study, "
+                                    "shared with the viewer's dataset mode): lists each film with its status (not "
+                                    "opened / n points corrected / reviewed / skipped and why); --detect gives every "
+                                    "film not yet opened the model's points; --export writes the reviewed films as "
+                                    "the project's generic training set, CSV and COCO keypoints. Refused while "
+                                    "another viewer or process holds the study.")
+    st.add_argument("folder", help="the study's folder of films (searched recursively)")
+    st.add_argument("--store", help="the annotation store (default: FOLDER/.landmarks-study)")
+    st.add_argument("--model", help="one model for every film (default: for each film the shipped model that fits it)")
+    st.add_argument("--threads", type=int, help="torch CPU threads")
+    st.add_argument("--detect", action="store_true", help="detect the landmarks of every film not opened yet")
+    st.add_argument("--export", metavar="OUT", help="write the exports into folder OUT")
+    st.add_argument("--format", nargs="+", choices=["generic", "csv", "coco"], default=["generic", "csv", "coco"])
+    st.add_argument("--include", choices=["reviewed", "opened"], default="reviewed",
+                    help="which films to export (default: the reviewed ones)")
+    st.add_argument("--copy-images", dest="copy_images", action="store_true",
+                    help="copy the films into the export (default: the exports name them where they are)")
+    st.add_argument("--overwrite", action="store_true", help="replace existing export files")
+    st.add_argument("--recover", action="store_true",
+                    help="a store file that cannot be read: set it aside and continue from its last good copy")
+    st.set_defaults(func=_cmd_study)
