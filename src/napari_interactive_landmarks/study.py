@@ -141,7 +141,9 @@ class Study:
         self.notes = list(notes or [])  # what open() found worth saying (recovered files, new or missing films)
         self.current: int | None = None
         self.session = None  # the open film's LandmarkSession
+        self.image: np.ndarray | None = None  # its pixels, as read (for a viewer to show)
         self._predictors: dict = {}
+        self._background_predictors: dict = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-prefetch")
         self._prefetched: dict[int, Future] = {}
         self._io = threading.RLock()
@@ -315,9 +317,10 @@ class Study:
                 f"{c['not opened']} not opened, {c['skipped']} skipped")
 
     # ------------------------------------------------------------------ models
-    def predictor_for(self, i: int, image_shape):
+    def predictor_for(self, i: int, image_shape, background: bool = False):
         """The predictor for film ``i`` (the study's model, or the shipped model that fits the film); raises
-        :class:`StudyError` with the reason when none fits."""
+        :class:`StudyError` with the reason when none fits. ``background``: the instance of the prefetch thread — a
+        predictor is not shared between threads (an ensemble's active members, its per-film caches)."""
         from .inference import Predictor
         from .model_choice import choose_model_for_image, misfit_reason
         from .weights import load_manifest
@@ -330,14 +333,19 @@ class Study:
             why = misfit_reason(name, manifest[name], image_shape, image_name=Path(self.films[i].path).name)
             if why and self.model is None:
                 raise StudyError(why)
-        if name not in self._predictors:
-            self._predictors[name] = Predictor.from_name(name) if name in manifest else Predictor.from_file(name)
-        return self._predictors[name]
+        pool = self._background_predictors if background else self._predictors
+        with self._io:
+            if name not in pool:
+                pred = Predictor.from_name(name) if name in manifest else Predictor.from_file(name)
+                pred.set_precision("auto")  # bf16 where this CPU computes it natively, as the viewer does
+                pool[name] = pred
+            return pool[name]
 
     # ------------------------------------------------------------------ films
-    def _detect(self, i: int):
+    def _detect(self, i: int, background: bool = False):
         """Film ``i`` read, its model chosen, and its landmarks: from the store when it was opened before, else
-        detected. Returns the LandmarkSession (not yet subscribed to the store). Runs in the prefetch thread too."""
+        detected. Returns (its LandmarkSession, not yet subscribed to the store; the film's pixels). Runs in the
+        prefetch thread too."""
         from .inference.session import LandmarkSession
         from .io.images import ImageError, read_image
 
@@ -348,7 +356,7 @@ class Study:
             why = str(exc).replace(f"{path}: ", "").replace(str(path), self.films[i].path)
             raise StudyError(f"{self.films[i].path}: {why}", why) from None
         try:
-            pred = self.predictor_for(i, img.array.shape[:2])
+            pred = self.predictor_for(i, img.array.shape[:2], background)
         except StudyError as exc:
             raise StudyError(f"{self.films[i].path}: {exc}", str(exc)) from None
         session = LandmarkSession(pred, img.array, spacing=img.spacing, image_path=path)
@@ -366,13 +374,13 @@ class Study:
             session._dirty = False
         else:
             session.detect()
-        return session
+        return session, img.array
 
     def prefetch(self, i: int | None) -> None:
         """Start reading and detecting film ``i`` in the background (the next one while the user works on this)."""
         if i is None or i in self._prefetched or not 0 <= i < len(self.films) or self.films[i].status == "skipped":
             return
-        self._prefetched[i] = self._pool.submit(self._detect, i)
+        self._prefetched[i] = self._pool.submit(self._detect, i, True)
 
     def open_film(self, i: int):
         """Make film ``i`` the current one and return its :class:`LandmarkSession`, with its saved landmarks (or
@@ -386,7 +394,9 @@ class Study:
         self._leave()
         fut = self._prefetched.pop(i, None)
         try:
-            session = fut.result() if fut is not None else self._detect(i)
+            session, self.image = fut.result() if fut is not None else self._detect(i)
+            if fut is not None:  # from now on the foreground's instance of the same model answers its corrections
+                session.predictor = self.predictor_for(i, session.image_shape)
         except StudyStoreError:
             raise
         except StudyError as exc:
@@ -554,10 +564,3 @@ class Study:
         ro = ", read-only" if self.read_only else ""
         return f"<Study {where}: {self.describe()}{ro}>"
 
-
-def coords_of(path) -> tuple[np.ndarray, np.ndarray]:
-    """(coords (K, 2), pinned (K,)) of a saved landmark file."""
-    from .io.landmarks import read_landmarks_json
-
-    lf = read_landmarks_json(path)
-    return np.asarray(lf.coords, float), np.asarray(lf.pinned, bool)

@@ -48,6 +48,7 @@ from ..model_choice import choose_model_for_image, misfit_reason
 from ._layer_sync import LandmarkLayers
 from ._layers import META_KEY
 from ._panels import CheckNextPanel, MeasurementsPanel
+from ._study import StudyPanel
 
 WEIGHTS_FILE_ITEM = "Weights file…"
 # unpinning several points re-runs once, from the event loop's next pass; a drag re-runs at once (edits made
@@ -62,6 +63,9 @@ SHORTCUTS = [
     ("Alt-U", "unpin_selected", "Unpin the selected point(s): hand them back to the model"),
     ("Alt-R", "reset", "Reset to the automatic prediction"),
     ("Alt-N", "go_to_suggested", "Go to the suggested next point (highest uncertainty)"),
+    ("Alt-Right", "study_next", "Study: the next film"),
+    ("Alt-Left", "study_previous", "Study: the previous film"),
+    ("Alt-V", "toggle_reviewed", "Study: mark this film reviewed (or not)"),
 ]
 _MESSAGE_STYLE = {"info": "", "warning": "color: #ffb74d;", "error": "color: #ff5252; font-weight: bold;"}
 
@@ -118,6 +122,8 @@ class LandmarkWidget(QWidget):
         self.timings: list[dict] = []  # drag release → layer updated (for the benchmark)
         self._release_t: float | None = None
         self.messages: list[tuple[str, str]] = []  # (level, text) of every message shown, newest last
+        self.study = None  # a study.Study when a folder of films is open (dataset mode)
+        self._study_layer = None  # the image layer this widget added for the study's current film
         self._build_ui()
         self._refresh_model_choices()
         self._refresh_image_choices()
@@ -211,6 +217,9 @@ class LandmarkWidget(QWidget):
         self.spacing_box.editingFinished.connect(self._on_spacing_edited)
         grid.addWidget(self.spacing_box, 2, 1)
         lay.addLayout(grid)
+        self.study_box = StudyPanel(self._open_study_dialog, self.open_study_film, self.study_previous,
+                                    self.study_next, self.toggle_reviewed)
+        lay.addWidget(self.study_box)
         self.detect_btn = QPushButton("Detect")
         self.detect_btn.setToolTip("Predict all landmarks (Shift-D); after corrections it refines with them")
         self.detect_btn.clicked.connect(self.detect)
@@ -770,6 +779,8 @@ class LandmarkWidget(QWidget):
     def _on_session_changed(self, change: str):
         if change == "image":
             return
+        if self.study is not None and self.study.current is not None and self.study.session is self.session:
+            self.study_box.update_row(self.study, self.study.current)  # the store has it already (subscribed first)
         self._remove_retired()  # the adapter (subscribed first) has drawn the new points
         self._update_buttons()
         if change == "pinned":
@@ -863,6 +874,126 @@ class LandmarkWidget(QWidget):
 
         self._ensure_session(go)
 
+    # ------------------------------------------------------------------ a study (dataset mode)
+    def _open_study_dialog(self):
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of films as a study")
+        if folder:
+            self.open_study(folder)
+
+    def open_study(self, folder, store=None, model=None, recover: bool = False):
+        """Open a folder of films as a study (``study.Study``) and its film to resume at. Returns the Study, or None
+        with the reason in the message line."""
+        from ..study import Study, StudyError
+
+        if not self._confirm_discard("Open a study"):
+            return None
+        try:
+            study = Study.open(folder, store=store, model=model, recover=recover)
+        except (StudyError, OSError) as exc:
+            self.say(f"Cannot open the study: {_describe(exc)}", "error")
+            return None
+        self.close_study()
+        self.study = study
+        self.study_box.refresh(study)
+        for note in study.notes:
+            self.say(note, "warning")
+        if study.read_only:
+            self.say(f"Study opened read-only: {study.read_only_reason}", "warning")
+        start = study.resume_index()
+        if start is None:
+            self.say(f"Study opened: {study.describe()}; nothing left to review.")
+        else:
+            self.open_study_film(start)
+        return study
+
+    def close_study(self) -> None:
+        """Write what is open and release the study (its lock); the film stays on screen."""
+        study, self.study = self.study, None
+        if study is not None:
+            study.close()
+        self.study_box.refresh(None)
+
+    def open_study_film(self, i: int) -> None:
+        """Open film ``i`` of the study (its saved points, or the model's), in a worker; the film after it is then
+        detected in the background."""
+        study = self.study
+        if study is None:
+            return
+        if self._busy or self._inflight:
+            self.say("Wait for the model to finish, then change film.", "warning")
+            return
+        entry = study.films[i]
+        self._load_generation += 1
+        gen = self._load_generation
+        self._set_busy(True, f"Opening {entry.path}…")
+
+        def done(out):
+            self._set_busy(False)
+            result, exc = out
+            if gen != self._load_generation or study is not self.study:
+                return
+            if exc is not None:
+                self.say(f"{_describe(exc)}", "error")
+                self.study_box.refresh(study)
+                return
+            self._show_study_film(study, i, result)
+
+        self._run_worker(study.open_film, (i,), done)
+
+    def _show_study_film(self, study, i: int, session) -> None:
+        entry = study.films[i]
+        meta = {META_KEY: {"image_path": str(study.film_path(i)), "spacing_mm": None if session.spacing is None else
+                           [float(v) for v in np.broadcast_to(session.spacing, 2)], "synthetic": False}}
+        old = self._study_layer
+        layer = self.viewer.add_image(study.image, name=entry.path, colormap="gray", metadata=meta)
+        self._study_layer = layer
+        self.viewer.layers.move(self.viewer.layers.index(layer), 0)  # under everything the widget draws
+        self._adopt(layer, session.predictor, session)
+        for combo, text in ((self.image_combo, layer.name), (self.model_combo, session.predictor.name)):
+            combo.blockSignals(True)
+            if combo.findText(text) >= 0:
+                combo.setCurrentText(text)
+            combo.blockSignals(False)
+        if old is not None and old in self.viewer.layers:
+            self._retire_layers([old])
+        self._remove_retired()
+        self.viewer.reset_view()
+        self._fitted = True
+        self.study_box.refresh(study)
+        self._update_buttons()
+        n = int(session.pinned.sum())
+        self.say(f"{entry.path} ({i + 1} of {len(study.films)}): {entry.describe()}" +
+                 (f" · {n} corrected" if n and entry.reviewed else ""))
+        study.prefetch(study.next_index(1))
+
+    def study_next(self):
+        self._study_step(1)
+
+    def study_previous(self):
+        self._study_step(-1)
+
+    def _study_step(self, step: int):
+        if self.study is None:
+            return
+        i = self.study.next_index(step)
+        if i is None:
+            self.say("This is the " + ("last" if step > 0 else "first") + " film of the study.")
+            return
+        self.open_study_film(i)
+
+    def toggle_reviewed(self):
+        """Mark the open film reviewed (or back in progress)."""
+        from ..study import StudyError
+
+        study = self.study
+        if study is None or study.current is None:
+            return
+        try:
+            study.mark_reviewed(not study.films[study.current].reviewed)
+        except StudyError as exc:
+            self.say(str(exc), "error")
+        self.study_box.refresh(study)
+
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event):  # noqa: N802 (Qt API)
         if not self._confirm_discard("Close the landmark widget"):
@@ -871,6 +1002,8 @@ class LandmarkWidget(QWidget):
         super().closeEvent(event)
 
     def hideEvent(self, event):  # noqa: N802 — closing the dock (or the viewer) hides the widget first
+        if self.study is not None and self.isVisible() is False:
+            self.close_study()  # everything is saved already; the lock goes
         if self.session is not None and self.session.dirty and self.isVisible() is False:
             path = self._keep_for_recovery(self.session)
             if path is not None:
@@ -930,7 +1063,8 @@ class ViewerSession:
     In napari's console: ``landmarks.detect()``, ``landmarks.correct(index, (row, col))``, ``landmarks.unpin(i)``,
     ``landmarks.undo()``, ``landmarks.redo()``, ``landmarks.reset()``, ``landmarks.points()``,
     ``landmarks.regions()`` (each point's conformal region, None without regions), ``landmarks.save(path)``;
-    ``landmarks.session`` is the headless LandmarkSession itself.
+    ``landmarks.session`` is the headless LandmarkSession itself. A study: ``landmarks.open_study(folder)``,
+    ``landmarks.next_film()``, ``landmarks.previous_film()``, ``landmarks.study`` (the headless ``Study``).
     """
 
     def __init__(self, widget: LandmarkWidget):
@@ -939,6 +1073,21 @@ class ViewerSession:
     @property
     def session(self) -> LandmarkSession | None:
         return self._w.session
+
+    @property
+    def study(self):
+        """The open study (``study.Study``: ``films``, ``current``, ``mark_reviewed()``, ``export(out)``…), or None."""
+        return self._w.study
+
+    def open_study(self, folder, model=None):
+        """Open a folder of films as a study in the viewer (as *Open study folder…* does)."""
+        return self._w.open_study(folder, model=model)
+
+    def next_film(self):
+        self._w.study_next()
+
+    def previous_film(self):
+        self._w.study_previous()
 
     def _need(self):
         if self._w.session is None or not self._w.session.detected:

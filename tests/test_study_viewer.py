@@ -1,0 +1,100 @@
+"""The widget's dataset mode (issue 36): a study's films in a table, Next / Previous / Reviewed, every drag in the
+store at once, and a second viewer on the same study told that it is read-only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage.io import imsave
+
+from napari_interactive_landmarks.data.phantom import make_phantom
+from napari_interactive_landmarks.napari import _widget as W
+from napari_interactive_landmarks.napari._demo import wait_until_idle
+from napari_interactive_landmarks.napari._widget import LandmarkWidget, simulate_drag
+from napari_interactive_landmarks.study import STORE_DIR
+
+MODEL = "phantom-spine"
+
+
+@pytest.fixture
+def films(tmp_path):
+    root = tmp_path / "study"
+    root.mkdir()
+    for i in range(3):
+        img, _ = make_phantom(np.random.default_rng(i), shape=(512, 256), num_vertebrae=6)
+        imsave(root / f"film{i}.png", (img * 255).astype(np.uint8), check_contrast=False)
+    return root
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    got = []
+    monkeypatch.setattr(W, "show_warning", lambda msg: got.append(str(msg)))
+    monkeypatch.setattr(W.QMessageBox, "question", lambda *a, **k: W.QMessageBox.Yes)
+    return got
+
+
+def _widget(viewer):
+    w = LandmarkWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return w
+
+
+def _wait_for_film(w, qtbot, i):
+    qtbot.waitUntil(lambda: w.study is not None and w.study.current == i and w.idle and w.session is not None
+                    and w.session.detected and w.points_layer is not None, timeout=120_000)
+
+
+def test_the_widget_steps_through_a_study_and_saves_each_drag_at_once(make_napari_viewer_proxy, qtbot, notes, films):
+    viewer = make_napari_viewer_proxy()
+    w = _widget(viewer)
+    assert not w.study_box.table.isVisible()
+    w.open_study(films, model=MODEL)
+    _wait_for_film(w, qtbot, 0)
+    assert w.study_box.table.rowCount() == 3
+    assert w.image_layer.name == "film0.png" and w.image_combo.currentText() == "film0.png"
+    s = w.session
+    target = tuple(s.coords[4] + [12.0, -9.0])
+    simulate_drag(w.points_layer, int(list(w.points_layer.features["index"]).index(4)), target)
+    wait_until_idle(w, 120)
+    saved = json.loads(w.study.annotation_path(0).read_text())
+    assert saved["points"][4]["pinned"] and saved["points"][4]["row"] == pytest.approx(target[0])
+    assert w.study_box.table.item(0, 1).text() == "in progress: 1 point corrected"
+    w.toggle_reviewed()
+    assert w.study_box.reviewed_btn.isChecked() and w.study.films[0].status == "reviewed"
+    w.study_next()
+    _wait_for_film(w, qtbot, 1)
+    assert w.image_layer.name == "film1.png"
+    assert "film0.png" not in [lyr.name for lyr in viewer.layers]  # one film on screen at a time
+    assert w.study_box.table.item(0, 1).text() == "reviewed (1 corrected)"
+    w.study_previous()
+    _wait_for_film(w, qtbot, 0)
+    assert w.session.pinned[4] and tuple(w.session.coords[4]) == pytest.approx(target)
+    index = json.loads((films / STORE_DIR / "study.json").read_text())
+    assert index["current"] == 0 and [f["status"] for f in index["films"]] == ["reviewed", "in progress", "not opened"]
+    w.close_study()
+    from napari_interactive_landmarks.study import Study
+
+    with Study.open(films, model=MODEL) as again:  # the lock went with the closed study
+        assert not again.read_only and again.resume_index() == 0
+
+
+def test_a_second_viewer_on_the_same_study_is_told_it_is_read_only(make_napari_viewer_proxy, qtbot, notes, films):
+    first = _widget(make_napari_viewer_proxy())
+    first.open_study(films, model=MODEL)
+    _wait_for_film(first, qtbot, 0)
+    second = _widget(make_napari_viewer_proxy())
+    second.open_study(films, model=MODEL)
+    _wait_for_film(second, qtbot, 0)
+    assert second.study.read_only
+    assert any("read-only" in text for level, text in second.messages if level == "warning")
+    assert "Read-only" in second.study_box.summary.text() and not second.study_box.reviewed_btn.isEnabled()
+    before = first.study.annotation_path(0).read_bytes()
+    s = second.session
+    simulate_drag(second.points_layer, 0, tuple(s.coords[0] + 10))
+    wait_until_idle(second, 120)
+    assert first.study.annotation_path(0).read_bytes() == before  # the read-only viewer wrote nothing
+    second.close_study()
+    first.close_study()
