@@ -98,3 +98,34 @@ def test_a_second_viewer_on_the_same_study_is_told_it_is_read_only(make_napari_v
     assert first.study.annotation_path(0).read_bytes() == before  # the read-only viewer wrote nothing
     second.close_study()
     first.close_study()
+
+
+def test_adapting_the_model_to_a_study_runs_in_the_background_and_switches(make_napari_viewer_proxy, qtbot, notes,
+                                                                           tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    for i in range(6):
+        img, _ = make_phantom(np.random.default_rng(10 + i), shape=(512, 256), num_vertebrae=6)
+        imsave(root / f"film{i}.png", (img * 255).astype(np.uint8), check_contrast=False)
+    w = _widget(make_napari_viewer_proxy())
+    w.open_study(root, model=MODEL)
+    _wait_for_film(w, qtbot, 0)
+    w.adapt_to_study(confirm=False, epochs=1)  # too few reviewed films: said, nothing runs
+    qtbot.waitUntil(lambda: not w._adapting, timeout=60_000)
+    assert any("at least 5 reviewed films; 0 are reviewed" in text for _, text in w.messages)
+    for i in range(5):
+        w.toggle_reviewed()
+        if i < 4:
+            w.study_next()
+            _wait_for_film(w, qtbot, i + 1)
+    w.adapt_to_study(confirm=False, epochs=1, threads=1)
+    assert not w.study_box.adapt_progress.isHidden()
+    qtbot.waitUntil(lambda: not w._adapting, timeout=300_000)
+    report = w.adapt_report
+    assert report is not None and len(report.trained_on) == 4 and len(report.held_aside) == 1
+    assert report.out.is_file() and report.out.parent == w.study.store / "models"
+    assert w.study.model == str(report.out)
+    _wait_for_film(w, qtbot, 4)
+    assert w.session.predictor.name == report.out.stem  # the open film now answered by the adapted model
+    assert w.session.pinned.sum() == 0 and w.study.films[4].status == "reviewed"
+    w.close_study()

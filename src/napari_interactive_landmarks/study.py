@@ -538,6 +538,44 @@ class Study:
         films = [(self.film_path(i), self.films[i].path, self.annotation_path(i)) for i in chosen]
         return export_films(films, out, formats=formats, copy_images=copy_images, overwrite=overwrite)
 
+    # ------------------------------------------------------------------ adapting the model to the study
+    def adapt(self, out=None, *, on_progress=None, **finetune_args):
+        """Fine-tune the model of the reviewed films on them (``finetune.finetune``; a fifth held aside to measure
+        it) and return its :class:`~napari_interactive_landmarks.finetune.FinetuneReport`; the adapted weights go
+        to ``out`` (default ``<store>/models/<model>-adapted-<date>.safetensors``). :meth:`use_model` then switches
+        the study to it. Refused with the number needed when too few films are reviewed."""
+        from .finetune import MIN_FILMS, finetune
+
+        self._need_writable()
+        reviewed = self.reviewed_films()
+        models = sorted({self.films[i].model for i in reviewed if self.films[i].model})
+        if len(reviewed) < MIN_FILMS:
+            raise StudyError(f"adapting the model needs at least {MIN_FILMS} reviewed films; {len(reviewed)} "
+                             f"{'is' if len(reviewed) == 1 else 'are'} reviewed")
+        if len(models) != 1:
+            raise StudyError(f"the reviewed films were annotated with {len(models)} models ({', '.join(models)}): "
+                             "open the study with one model to adapt it")
+        base = self.model or models[0]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        data = self.store / "adapt" / stamp
+        self.export(data, formats=("generic",), include="reviewed")
+        (folder,) = [p for p in data.iterdir() if p.is_dir()]
+        out = Path(out) if out is not None else self.store / "models" / f"{Path(base).stem}-adapted-{stamp}.safetensors"
+        return finetune(base, folder, out, on_progress=on_progress, progress=False, **finetune_args)
+
+    def use_model(self, weights) -> None:
+        """Answer every film opened from now on with the model in ``weights`` (e.g. what :meth:`adapt` wrote);
+        the films' saved points are kept."""
+        from .inference import Predictor
+
+        Predictor.from_file(weights)  # refused here, with the reason, before anything changes
+        self.model = str(weights)
+        self._predictors.clear()
+        self._background_predictors.clear()
+        for fut in self._prefetched.values():
+            fut.cancel()
+        self._prefetched.clear()
+
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
         """Write what is open, stop the background detection and release the store's lock."""

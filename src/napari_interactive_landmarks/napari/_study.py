@@ -3,8 +3,8 @@ does the work; this panel shows it)."""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout)
+from qtpy.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 STATUS_COLOURS = {"reviewed": "#81c784", "skipped": "#ffb74d", "in progress": "#e0e0e0", "not opened": "#9e9e9e"}
 
@@ -12,7 +12,7 @@ STATUS_COLOURS = {"reviewed": "#81c784", "skipped": "#ffb74d", "in progress": "#
 class StudyPanel(QGroupBox):
     """Open a folder of films as a study; its films with their status; Previous / Reviewed / Next."""
 
-    def __init__(self, on_open, on_film, on_previous, on_next, on_reviewed):
+    def __init__(self, on_open, on_film, on_previous, on_next, on_reviewed, on_adapt):
         super().__init__("Study (a folder of films)")
         lay = QVBoxLayout(self)
         self.open_btn = QPushButton("Open study folder…")
@@ -49,12 +49,21 @@ class StudyPanel(QGroupBox):
         for b in (self.previous_btn, self.reviewed_btn, self.next_btn):
             row.addWidget(b)
         lay.addLayout(row)
+        self.adapt_btn = QPushButton("Adapt the model to this study…")
+        self.adapt_btn.setToolTip("Fine-tune the model on the reviewed films (a fifth held aside to measure it), in "
+                                  "the background; then compare it with the current model and switch if you want")
+        self.adapt_btn.clicked.connect(on_adapt)
+        lay.addWidget(self.adapt_btn)
+        self.adapt_progress = QProgressBar()
+        self.adapt_progress.setRange(0, 100)
+        self.adapt_progress.setVisible(False)
+        lay.addWidget(self.adapt_progress)
         self.refresh(None)
 
     def refresh(self, study) -> None:
         """Show ``study`` (None: no study open — only the open button)."""
         on = study is not None
-        for w in (self.table, self.previous_btn, self.reviewed_btn, self.next_btn, self.summary):
+        for w in (self.table, self.previous_btn, self.reviewed_btn, self.next_btn, self.summary, self.adapt_btn):
             w.setVisible(on)
         if not on:
             return
@@ -79,6 +88,7 @@ class StudyPanel(QGroupBox):
         self.reviewed_btn.setEnabled(current is not None and not study.read_only)
         self.previous_btn.setEnabled(study.next_index(-1) is not None)
         self.next_btn.setEnabled(study.next_index(1) is not None)
+        self.adapt_btn.setEnabled(not study.read_only)
 
 
     def update_row(self, study, i: int) -> None:

@@ -123,6 +123,8 @@ class LandmarkWidget(QWidget):
         self._release_t: float | None = None
         self.messages: list[tuple[str, str]] = []  # (level, text) of every message shown, newest last
         self.study = None  # a study.Study when a folder of films is open (dataset mode)
+        self._adapting = False
+        self.adapt_report = None  # the last finetune.FinetuneReport of "Adapt the model to this study"
         self._study_layer = None  # the image layer this widget added for the study's current film
         self._build_ui()
         self._refresh_model_choices()
@@ -218,7 +220,7 @@ class LandmarkWidget(QWidget):
         grid.addWidget(self.spacing_box, 2, 1)
         lay.addLayout(grid)
         self.study_box = StudyPanel(self._open_study_dialog, self.open_study_film, self.study_previous,
-                                    self.study_next, self.toggle_reviewed)
+                                    self.study_next, self.toggle_reviewed, self.adapt_to_study)
         lay.addWidget(self.study_box)
         self.detect_btn = QPushButton("Detect")
         self.detect_btn.setToolTip("Predict all landmarks (Shift-D); after corrections it refines with them")
@@ -994,6 +996,77 @@ class LandmarkWidget(QWidget):
             self.say(str(exc), "error")
         self.study_box.refresh(study)
 
+    def adapt_to_study(self, confirm: bool = True, **finetune_args):
+        """Fine-tune the model on the study's reviewed films in the background (a progress bar in the study panel);
+        when done, show base vs adapted on the films held aside and offer to switch (``confirm=False``: switch
+        without asking, for scripts). Returns nothing; the result arrives in the message line."""
+        from ..study import StudyError
+
+        study = self.study
+        if study is None:
+            return
+        if self._adapting:
+            self.say("The model is being adapted already.", "warning")
+            return
+        state = {"fraction": 0.0, "text": "starting"}
+
+        def on_progress(fraction, text):  # the worker thread: read by the timer below on the main thread
+            state.update(fraction=fraction, text=text)
+
+        def poll():
+            self.study_box.adapt_progress.setValue(int(100 * state["fraction"]))
+            self.study_box.adapt_progress.setFormat(f"%p % — {state['text']}")
+
+        timer = QTimer(self)
+        timer.setInterval(250)
+        timer.timeout.connect(poll)
+        timer.start()
+        self._adapting = True
+        self.study_box.adapt_progress.setVisible(True)
+        self.study_box.adapt_btn.setEnabled(False)
+        self.say("Adapting the model to this study's reviewed films in the background; keep working.")
+
+        def done(out):
+            report, exc = out
+            try:
+                timer.stop()
+                self._adapting = False
+                self.study_box.adapt_progress.setVisible(False)
+                self.study_box.adapt_btn.setEnabled(True)
+            except RuntimeError:  # the viewer was closed while the model was adapted: its Qt parts are gone
+                print("napari-interactive-landmarks: " + ("; ".join(report.lines()) if exc is None else
+                                                          f"the model was not adapted: {exc}"), file=sys.stderr)
+                return
+            if exc is not None:
+                self.say(f"Not adapted: {_describe(exc)}", "error" if not isinstance(exc, StudyError) else "warning")
+                return
+            self.adapt_report = report
+            text = "\n".join(report.lines())
+            self.say(text.replace("\n", " · "))
+            if study is not self.study:
+                return
+            if confirm and not self._confirm("Adapted model", text + "\n\nUse the adapted model for this study?"):
+                return
+            try:
+                study.use_model(report.out)
+            except Exception as exc:  # a file that does not load: said, the study keeps its model
+                self.say(f"Cannot use {report.out}: {_describe(exc)}", "error")
+                return
+            self.use_weights_file(report.out)
+            if study.current is not None:
+                self.open_study_film(study.current)  # its saved points, answered by the adapted model from now on
+            self.say(f"The study now uses {Path(report.out).name}.")
+
+        worker = create_worker(_never_raises, lambda: study.adapt(on_progress=on_progress, **finetune_args),
+                               _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(done)
+        # held until it ends, even when the viewer closes meanwhile (its signals must outlive the widget: the
+        # adapted model is still written, and said on stderr)
+        _BACKGROUND_WORKERS.add(worker)
+        worker.finished.connect(lambda: _BACKGROUND_WORKERS.discard(worker))
+        worker.start()
+        self._adapt_worker = worker
+
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event):  # noqa: N802 (Qt API)
         if not self._confirm_discard("Close the landmark widget"):
@@ -1044,6 +1117,9 @@ class LandmarkWidget(QWidget):
         path.unlink(missing_ok=True)
         self.say(f"Restored {int(self.session.pinned.sum())} corrected points kept when the viewer closed.")
         return True
+
+
+_BACKGROUND_WORKERS: set = set()  # long workers (adapting a model) kept alive until they end
 
 
 def _keep_on_destroy(held: dict) -> None:
