@@ -312,6 +312,32 @@ MUTANTS: tuple[Mutant, ...] = (
         "                pass  # MUTANT: ends not mapped back\n",
         ("tests/test_cobb_plausible.py::test_the_doubt_of_an_angle_names_the_same_vertebrae_when_an_inner_vertebra_is_left_out",),
     ),
+    Mutant(
+        "study-change-not-saved",
+        "a drag on a study's film is not written to the store until the film is left (a killed viewer loses it)",
+        f"{PKG}/study.py",
+        "        if change == \"image\" or self.read_only or self.session is None:\n            return\n        self._save_current()\n",
+        "        if change == \"image\" or self.read_only or self.session is None:\n            return\n"
+        "        return  # MUTANT: nothing saved on a change\n        self._save_current()\n",
+        ("tests/test_study.py::test_films_are_listed_opened_corrected_and_saved_at_once",
+         "tests/test_study.py::test_a_killed_process_loses_nothing_and_the_study_resumes_where_it_was"),
+    ),
+    Mutant(
+        "study-corrupt-index-overwritten",
+        "a study index that cannot be read is replaced by a fresh one (the user's statuses lost) instead of refused",
+        f"{PKG}/study.py",
+        "            if not recover:\n                last = f\"; its last good copy is {backup}\" if backup.is_file() else \"; there is no earlier copy\"\n",
+        "            if False:  # MUTANT: never refused\n                last = f\"; its last good copy is {backup}\" if backup.is_file() else \"; there is no earlier copy\"\n",
+        ("tests/test_study.py::test_a_corrupted_index_is_refused_never_overwritten_and_recovered_on_request",),
+    ),
+    Mutant(
+        "finetune-trains-on-held-aside-films",
+        "the films held aside to measure the adapted model are trained on too (its figures flatter it)",
+        f"{PKG}/finetune.py",
+        "    split_text = json.dumps({\"train\": train_names, \"val\": aside_names,",
+        "    split_text = json.dumps({\"train\": train_names + aside_names, \"val\": aside_names,  # MUTANT",
+        ("tests/test_finetune.py::test_finetune_adapts_the_networks_keeps_the_rest_and_records_its_lineage",),
+    ),
 )
 
 
