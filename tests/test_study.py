@@ -224,3 +224,20 @@ def test_the_study_command_lists_detects_and_exports(films, tmp_path, capsys):
     with Study.open(films, model=MODEL):
         assert main(["study", str(films), "--model", MODEL, "--export", str(tmp_path / "again")]) == 2
     assert "read-only" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
+def test_the_next_film_is_detected_in_the_background_on_its_own_predictor(films):
+    """Next opens the film after the current one from a background detection, made on a predictor instance of its
+    own (a predictor is not shared between threads); the session it hands over answers corrections with the
+    foreground's instance."""
+    with Study.open(films, model=MODEL) as st:
+        first = st.next()
+        assert set(st._prefetched) == {1}
+        st._prefetched[1].result(timeout=120)  # done while the user works on film 0
+        background = st._background_predictors[MODEL]
+        assert background is not first.predictor
+        second = st.next()
+        assert st.current == 1 and second.detected
+        assert second.predictor is first.predictor is st._predictors[MODEL]
+        second.correct(0, tuple(second.coords[0] + 5))
+        assert json.loads(st.annotation_path(1).read_text())["points"][0]["pinned"]
