@@ -129,3 +129,46 @@ def test_adapting_the_model_to_a_study_runs_in_the_background_and_switches(make_
     assert w.session.predictor.name == report.out.stem  # the open film now answered by the adapted model
     assert w.session.pinned.sum() == 0 and w.study.films[4].status == "reviewed"
     w.close_study()
+
+
+def test_killing_napari_mid_study_loses_nothing_and_the_viewer_resumes_there(make_napari_viewer_proxy, qtbot, notes,
+                                                                              films):
+    """A napari process with the widget's study open is killed (SIGKILL) right after a drag on the second film; a new
+    viewer opening the same folder resumes on that film, with the drag, the first film still reviewed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal
+        import napari
+        from napari_interactive_landmarks.napari._demo import wait_until_idle
+        from napari_interactive_landmarks.napari._widget import LandmarkWidget, simulate_drag
+        viewer = napari.Viewer(show=False)
+        w = LandmarkWidget(viewer)
+        viewer.window.add_dock_widget(w)
+        w.open_study({str(films)!r}, model={MODEL!r})
+        wait_until_idle(w, 120)
+        w.toggle_reviewed()
+        w.study_next()
+        wait_until_idle(w, 120)
+        from qtpy.QtWidgets import QApplication
+        import time
+        while w.study.current != 1 or not w.idle:
+            QApplication.processEvents(); time.sleep(0.02)
+        s = w.session
+        simulate_drag(w.points_layer, w.layers.layer_point(6), (200.0, 100.0))
+        wait_until_idle(w, 120)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    w = _widget(make_napari_viewer_proxy())
+    w.open_study(films, model=MODEL)
+    _wait_for_film(w, qtbot, 1)  # resumed on the film it was on
+    assert w.session.pinned[6] and tuple(w.session.coords[6]) == (200.0, 100.0)
+    assert w.study.films[0].status == "reviewed" and not w.study.read_only
+    w.close_study()
