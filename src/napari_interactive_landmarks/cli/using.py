@@ -109,7 +109,7 @@ def _cmd_predict(args):
             if clicks:
                 session.correct_many(clicks)
             # the files the viewer saves: each point's expected error, each measurement with its doubt
-            dest = session.save((out_dir or path.parent) / f"{path.stem}.landmarks.{args.format}",
+            dest = session.save((out_dir or path.parent) / f"{path.stem}.landmarks.{'sr.dcm' if args.format == 'sr' else args.format}",
                                 overwrite=args.overwrite)
         except FileExistsError as exc:
             target = getattr(exc, "target", None) or exc.filename or exc
@@ -211,7 +211,9 @@ def add_parsers(sub) -> None:
                                    "model that fits it)", default_model=None)
     pr.add_argument("images", nargs="+", help="image files and/or folders of images (not their subfolders)")
     pr.add_argument("--out", help="output folder (default: next to each image)")
-    pr.add_argument("--format", choices=["json", "csv"], default="json")
+    pr.add_argument("--format", choices=["json", "csv", "sr"], default="json",
+                    help="json (default), csv, or sr: a DICOM Comprehensive SR (TID 1500) referencing a DICOM film "
+                         "(<stem>.landmarks.sr.dcm)")
     pr.add_argument("--correct", nargs="*", action="extend", metavar="INDEX:ROW,COL",
                     help="corrections applied as clicks (INDEX 0..K-1 or a landmark name)")
     pr.add_argument("--no-fit-check", dest="no_fit_check", action="store_true",

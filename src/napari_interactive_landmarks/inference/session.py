@@ -639,6 +639,16 @@ class LandmarkSession:
         common = dict(pinned=st.pinned, scores=st.scores, ere=st.ere, regions=self.region_arrays() or {"level": None})
         film_check = self.film_check()
         measurements = {k: m.to_dict() for k, m in self.measurements().items()}
+        if path.suffix.lower() == ".dcm":  # a DICOM structured report referencing the film (io/dicom_sr.py)
+            from ..io.dicom_sr import write_landmarks_sr
+
+            source, spacing_source = self._dicom_source()
+            write_landmarks_sr(path, source, labels=list(self.schema.landmarks), coords=st.coords, pinned=st.pinned,
+                               ere=st.ere, regions=self.region_arrays(), measurements=measurements,
+                               spacing=self.spacing, spacing_source=spacing_source if self.spacing is not None else None,
+                               model=str(self.predictor.name), landmark_set=self.schema.name, overwrite=overwrite)
+            self._dirty = False
+            return path
         if path.suffix.lower() == ".csv":
             texts = {path: format_landmarks_csv(st.coords, list(self.schema.landmarks), spacing=spacing, **common)}
             if measurements:
@@ -652,6 +662,20 @@ class LandmarkSession:
         write_texts(texts, overwrite=overwrite)
         self._dirty = False
         return path
+
+    def _dicom_source(self):
+        """(the film's DICOM header, which spacing attribute it gives) for a structured report; a SessionError when
+        the film is not a DICOM file (an SR must reference a DICOM image)."""
+        from ..io.images import _dicom_spacing, sniff_format
+
+        if self.image_path is None or sniff_format(self.image_path) != "dicom":
+            raise SessionError("a DICOM structured report references its DICOM film; this film is "
+                               + ("not from a file" if self.image_path is None else f"{Path(self.image_path).name}, "
+                                  "not a DICOM file") + ": save as .json or .csv instead")
+        import pydicom
+
+        ds = pydicom.dcmread(str(self.image_path), stop_before_pixels=True)
+        return ds, _dicom_spacing(ds)[1]
 
     # ------------------------------------------------------------------ recovery (a viewer closed with unsaved work)
     def recovery_path(self) -> Path | None:
@@ -704,6 +728,8 @@ class LandmarkSession:
 
         path = Path(path)
         reader = read_landmarks_csv if path.suffix.lower() == ".csv" else read_landmarks_json
+        if path.suffix.lower() == ".dcm":
+            reader = self._sr_reader
         try:
             head = reader(path)  # its own landmark set, to name it when it is not the model's
         except LandmarkFileError:
@@ -755,6 +781,27 @@ class LandmarkSession:
         self._dirty = bool(len(missing))  # a merge is not what the file holds
         self._changed("loaded")
         return self.coords
+
+    def _sr_reader(self, path, landmark_names=None):
+        """A structured report written by :meth:`save` as a LandmarkFile (matched by the landmarks' names)."""
+        from ..io.dicom_sr import SRError, read_landmarks_sr
+        from ..io.landmarks import LandmarkFile, LandmarkFileError
+
+        names = list(landmark_names or self.schema.landmarks)
+        try:
+            got = read_landmarks_sr(path, names)
+        except SRError as exc:
+            raise LandmarkFileError(str(exc)) from None
+        if self.image_path is not None and got["referenced_sop_instance_uid"]:
+            try:
+                source, _ = self._dicom_source()
+                if str(source.SOPInstanceUID) != got["referenced_sop_instance_uid"]:
+                    raise SessionError(f"{Path(path).name} reports on another film (SOP Instance UID "
+                                       f"{got['referenced_sop_instance_uid']}, this film's is {source.SOPInstanceUID})")
+            except SessionError as exc:
+                if "another film" in str(exc):
+                    raise
+        return LandmarkFile(labels=names, coords=got["coords"], pinned=got["pinned"])
 
     def _names(self, idx) -> str:
         return ", ".join(self.schema.landmarks[i] for i in idx[:3]) + (", …" if len(idx) > 3 else "")

@@ -825,7 +825,7 @@ class LandmarkWidget(QWidget):
     def _save_dialog(self):
         if not (self.session and self.session.detected):
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Save landmarks", "landmarks.json", "Landmarks (*.json *.csv)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save landmarks", "landmarks.json", "Landmarks (*.json *.csv *.dcm)")
         if path:
             self.save(path, overwrite=True)  # the dialog has already asked about overwriting
 
@@ -842,7 +842,7 @@ class LandmarkWidget(QWidget):
         return out
 
     def _load_dialog(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Load landmarks", "", "Landmarks (*.json *.csv)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load landmarks", "", "Landmarks (*.json *.csv *.dcm)")
         if path:
             self.load(path)
 
