@@ -118,12 +118,13 @@ def test_adapting_the_model_to_a_study_runs_in_the_background_and_switches(make_
         if i < 4:
             w.study_next()
             _wait_for_film(w, qtbot, i + 1)
-    w.adapt_to_study(confirm=False, epochs=1, threads=1)
+    w.adapt_to_study(epochs=1, threads=1)  # the dialog with base vs adapted is answered yes (notes fixture)
     assert not w.study_box.adapt_progress.isHidden()
     qtbot.waitUntil(lambda: not w._adapting, timeout=300_000)
     report = w.adapt_report
     assert report is not None and len(report.trained_on) == 4 and len(report.held_aside) == 1
     assert report.out.is_file() and report.out.parent == w.study.store / "models"
+    assert any("held-aside films (1)" in text for _, text in w.messages)  # base vs adapted, said
     assert w.study.model == str(report.out)
     _wait_for_film(w, qtbot, 4)
     assert w.session.predictor.name == report.out.stem  # the open film now answered by the adapted model

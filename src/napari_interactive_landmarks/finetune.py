@@ -57,7 +57,19 @@ class FinetuneReport:
                        + " / ".join(str(c) for c in clicks) + " worst-first corrections:")
             for which in ("base", "adapted"):
                 out.append(f"  {which:>8}: " + " / ".join(f"{self.figures[which][c]:.2f}" for c in clicks))
+            if not self.better:
+                out.append(f"the adapted model is not better than the base on the films held aside before any "
+                           f"correction: keep the base model (or adapt on more films; {len(self.held_aside)} held "
+                           f"aside is a small measure)")
         return out
+
+    @property
+    def better(self) -> bool:
+        """Whether the adapted model's error before any correction is below the base's on the films held aside
+        (True when nothing was measured)."""
+        if not self.figures:
+            return True
+        return self.figures["adapted"][0] < self.figures["base"][0]
 
 
 def _network_prefixes(state: dict, config: dict) -> list[str]:

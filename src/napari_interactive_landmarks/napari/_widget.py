@@ -1045,6 +1045,8 @@ class LandmarkWidget(QWidget):
             self.say(text.replace("\n", " · "))
             if study is not self.study:
                 return
+            if not report.better and not confirm:
+                return  # a script does not switch to a model that measured worse
             if confirm and not self._confirm("Adapted model", text + "\n\nUse the adapted model for this study?"):
                 return
             try:
