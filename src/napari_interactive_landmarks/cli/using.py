@@ -93,10 +93,36 @@ def _cmd_predict(args):
                 model_for.fixed.schema.index(key)
             except (IndexError, KeyError) as exc:
                 raise CLIError(f"--correct: {exc.args[0]}") from None
-    images, problems = _image_files(args.images)
+    fetched = None
+    if args.dicomweb:  # the study's films from the PACS (io/dicomweb.py); the reports go back with --store-sr
+        import tempfile
+
+        from ..io.dicomweb import DicomWebError, fetch_study
+
+        if not args.study:
+            raise CLIError("--dicomweb needs --study UID (and optionally --series UID)")
+        if args.images:
+            raise CLIError("give either image files or --dicomweb, not both")
+        args.format = "sr" if args.store_sr else args.format
+        work = Path(tempfile.mkdtemp(prefix="napari-landmarks-dicomweb-"))
+        try:
+            fetched = fetch_study(args.dicomweb, args.study, work, series_uid=args.series)
+        except DicomWebError as exc:
+            raise CLIError(str(exc)) from None
+        for _, why in fetched.skipped:
+            print(f"study {args.study}: skipped {why}", file=sys.stderr)
+        out_dir = out_dir or work
+        images, problems = list(fetched.files), []
+    elif args.store_sr:
+        raise CLIError("--store-sr stores the reports in the PACS the films came from: give --dicomweb and --study")
+    elif not args.images:
+        raise CLIError("give image files or folders, or --dicomweb URL --study UID")
+    else:
+        images, problems = _image_files(args.images)
     for line in problems:
         print(line, file=sys.stderr)
     failures = len(problems)
+    written = []
     for path in images:
         try:
             img = read_image(path)
@@ -125,6 +151,18 @@ def _cmd_predict(args):
             why = m.reason if not m.available else (m.doubt if m.uncertain else None)
             print(f"  {m.name}: {m.shown()}" + (f" ({why})" if why else ""), file=sys.stderr)
         print(dest)
+        written.append(dest)
+    if fetched is not None and args.store_sr:
+        from ..io.dicomweb import DicomWebError, store_instances
+
+        if failures:  # nothing half-stored: the reports go back only when every film of the study got one
+            raise CLIError(f"study {args.study}: {failures} film(s) failed; no report stored in the PACS (the "
+                           f"{len(written)} written are in {out_dir})")
+        try:
+            store_instances(args.dicomweb, written)
+        except DicomWebError as exc:
+            raise CLIError(str(exc)) from None
+        print(f"stored {len(written)} report(s) in study {args.study}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -209,7 +247,14 @@ def add_parsers(sub) -> None:
                                     "exit status is 1 when any failed.")
     _add_model_args(pr, model_help="model name from weights_manifest.yaml (default: for each image, the shipped "
                                    "model that fits it)", default_model=None)
-    pr.add_argument("images", nargs="+", help="image files and/or folders of images (not their subfolders)")
+    pr.add_argument("images", nargs="*", help="image files and/or folders of images (not their subfolders)")
+    pr.add_argument("--dicomweb", metavar="URL",
+                    help="fetch the films of --study from this DICOMweb server instead (credentials: "
+                         "NAPARI_LANDMARKS_DICOMWEB_USER / _PASSWORD or NAPARI_LANDMARKS_DICOMWEB_CONFIG)")
+    pr.add_argument("--study", metavar="UID", help="with --dicomweb: the study's Study Instance UID")
+    pr.add_argument("--series", metavar="UID", help="with --dicomweb: only this series of the study")
+    pr.add_argument("--store-sr", dest="store_sr", action="store_true",
+                    help="with --dicomweb: store each film's structured report in the same study (all or none)")
     pr.add_argument("--out", help="output folder (default: next to each image)")
     pr.add_argument("--format", choices=["json", "csv", "sr"], default="json",
                     help="json (default), csv, or sr: a DICOM Comprehensive SR (TID 1500) referencing a DICOM film "

@@ -1,0 +1,161 @@
+"""Films from a PACS and structured reports back over DICOMweb (issue 37 items 2-3), against a real Orthanc with its
+DICOMweb plugin, started on free ports with a temporary storage folder and stopped after."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from napari_interactive_landmarks.cli import main
+from napari_interactive_landmarks.data.phantom import make_phantom
+
+from .test_io import _write_dicom
+
+pytest.importorskip("dicomweb_client", reason="dicomweb-client comes with the 'all' and 'testing' extras")
+pytest.importorskip("highdicom", reason="highdicom comes with the 'all' and 'testing' extras")
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+MODEL = "phantom-spine"
+USER, PASSWORD = "radiologist", "not-in-any-log-7f3a"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    binary = shutil.which("Orthanc")
+    if binary is None or not PLUGIN.is_file():
+        pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc, orthanc-dicomweb; "
+                    "scripts/apt-packages.txt)")
+    import requests
+
+    work = tmp_path_factory.mktemp("orthanc")
+    http = _free_port()
+    config = {"Name": "napari-landmarks-test", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
+              "HttpPort": http, "DicomPort": _free_port(), "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+              "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}, "Plugins": [str(PLUGIN)],
+              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+    (work / "orthanc.json").write_text(json.dumps(config))
+    log = open(work / "orthanc.log", "w")
+    proc = subprocess.Popen([binary, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http}"
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"{url}/system", auth=(USER, PASSWORD), timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"Orthanc exited: {(work / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        else:
+            pytest.fail("Orthanc did not start in 20 s")
+        yield {"url": url, "dicomweb": f"{url}/dicom-web", "auth": (USER, PASSWORD)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    monkeypatch.setenv("NAPARI_LANDMARKS_DICOMWEB_USER", USER)
+    monkeypatch.setenv("NAPARI_LANDMARKS_DICOMWEB_PASSWORD", PASSWORD)
+
+
+def _upload_film(orthanc, tmp_path, seed=0):
+    import requests
+
+    img, _ = make_phantom(np.random.default_rng(seed), shape=(512, 256), num_vertebrae=6)
+    path = _write_dicom(tmp_path / f"film{seed}.dcm", (img * 4000).astype(np.uint16), pixel_spacing=(0.2, 0.2))
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = f"P{seed}", "Phantom^Film", "20261207", "120000"
+    ds.save_as(path)
+    r = requests.post(f"{orthanc['url']}/instances", data=path.read_bytes(), auth=orthanc["auth"], timeout=30)
+    r.raise_for_status()
+    return ds
+
+
+def test_predict_fetches_a_study_and_stores_its_report_back(orthanc, credentials, tmp_path, capsys):
+    from dicomweb_client.api import DICOMwebClient
+    from requests import Session
+
+    from napari_interactive_landmarks.io.dicom_sr import read_landmarks_sr
+    from napari_interactive_landmarks.schemas import load_schema
+
+    film = _upload_film(orthanc, tmp_path)
+    t0 = time.perf_counter()
+    rc = main(["predict", "--dicomweb", orthanc["dicomweb"], "--study", film.StudyInstanceUID, "--store-sr",
+               "--model", MODEL, "--no-fit-check", "--out", str(tmp_path / "out")])
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert PASSWORD not in err and "stored 1 report(s)" in err
+    local = next((tmp_path / "out").glob("*.sr.dcm"))
+    # read back from the PACS: the study now holds the report, with the same points
+    session = Session()
+    session.auth = orthanc["auth"]
+    client = DICOMwebClient(url=orthanc["dicomweb"], session=session)
+    series = client.search_for_series(film.StudyInstanceUID, search_filters={"Modality": "SR"})
+    assert len(series) == 1
+    (sr,) = client.retrieve_series(film.StudyInstanceUID, series[0]["0020000E"]["Value"][0])
+    sr.save_as(tmp_path / "from-pacs.dcm", enforce_file_format=True)
+    labels = list(load_schema("phantom-spine24").landmarks)
+    a, b = read_landmarks_sr(local, labels), read_landmarks_sr(tmp_path / "from-pacs.dcm", labels)
+    np.testing.assert_allclose(a["coords"], b["coords"], atol=0.01)
+    assert b["referenced_sop_instance_uid"] == str(film.SOPInstanceUID)
+    print(f"fetch + predict + store of one study: {seconds:.2f} s")
+
+
+def test_wrong_credentials_and_an_unreachable_pacs_are_one_line_without_the_password(orthanc, monkeypatch, tmp_path,
+                                                                                      capsys):
+    film = _upload_film(orthanc, tmp_path, seed=1)
+    monkeypatch.setenv("NAPARI_LANDMARKS_DICOMWEB_USER", USER)
+    monkeypatch.setenv("NAPARI_LANDMARKS_DICOMWEB_PASSWORD", "wrong-" + PASSWORD)
+    assert main(["predict", "--dicomweb", orthanc["dicomweb"], "--study", film.StudyInstanceUID, "--model", MODEL]) == 2
+    err = capsys.readouterr().err
+    assert "401" in err and "credentials" in err and PASSWORD not in err and len(err.strip().splitlines()) == 1
+    port = _free_port()
+    assert main(["predict", "--dicomweb", f"http://127.0.0.1:{port}/dicom-web", "--study", "1.2.3", "--model",
+                 MODEL]) == 2
+    assert "cannot be reached" in capsys.readouterr().err
+    assert main(["predict", "--dicomweb", f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/dicom-web", "--study", "1.2.3",
+                 "--model", MODEL]) == 2
+    err = capsys.readouterr().err
+    assert "not in the URL" in err and PASSWORD not in err
+
+
+def test_a_study_without_a_film_is_said_and_nothing_is_stored(orthanc, credentials, tmp_path, capsys):
+    import requests
+
+    film = _upload_film(orthanc, tmp_path, seed=2)
+    # a study holding only a report: take the film's report, give it a study of its own
+    assert main(["predict", str(tmp_path / "film2.dcm"), "--model", MODEL, "--no-fit-check", "--format", "sr",
+                 "--out", str(tmp_path / "sr")]) == 0
+    sr = pydicom.dcmread(next((tmp_path / "sr").glob("*.sr.dcm")))
+    sr.StudyInstanceUID = generate_uid()
+    sr.save_as(tmp_path / "lonely.dcm", enforce_file_format=True)
+    requests.post(f"{orthanc['url']}/instances", data=(tmp_path / "lonely.dcm").read_bytes(), auth=orthanc["auth"],
+                  timeout=30).raise_for_status()
+    before = requests.get(f"{orthanc['url']}/instances", auth=orthanc["auth"], timeout=30).json()
+    capsys.readouterr()
+    assert main(["predict", "--dicomweb", orthanc["dicomweb"], "--study", sr.StudyInstanceUID, "--store-sr",
+                 "--model", MODEL]) == 2
+    err = capsys.readouterr().err
+    assert "no image to detect landmarks on" in err and "a structured report, not a film" in err
+    assert requests.get(f"{orthanc['url']}/instances", auth=orthanc["auth"], timeout=30).json() == before
+    assert film.StudyInstanceUID != sr.StudyInstanceUID
