@@ -159,3 +159,42 @@ def test_a_study_without_a_film_is_said_and_nothing_is_stored(orthanc, credentia
     assert "no image to detect landmarks on" in err and "a structured report, not a film" in err
     assert requests.get(f"{orthanc['url']}/instances", auth=orthanc["auth"], timeout=30).json() == before
     assert film.StudyInstanceUID != sr.StudyInstanceUID
+
+
+def test_the_viewer_opens_a_series_from_the_pacs_and_sends_its_report_back(orthanc, credentials, tmp_path, qtbot,
+                                                                          make_napari_viewer_proxy, monkeypatch):
+    from dicomweb_client.api import DICOMwebClient
+    from requests import Session
+
+    from napari_interactive_landmarks.io.dicom_sr import read_landmarks_sr
+    from napari_interactive_landmarks.napari import _widget as W
+    from napari_interactive_landmarks.napari._demo import wait_until_idle
+    from napari_interactive_landmarks.napari._widget import LandmarkWidget, simulate_drag
+
+    monkeypatch.setattr(W, "show_warning", lambda msg: None)
+    film = _upload_film(orthanc, tmp_path, seed=3)
+    viewer = make_napari_viewer_proxy()
+    w = LandmarkWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.pacs_search(orthanc["dicomweb"], patient_id="P3")
+    qtbot.waitUntil(lambda: len(w.pacs_box.rows) == 1 and w.idle, timeout=60_000)
+    assert w.pacs_box.rows[0]["study"] == film.StudyInstanceUID
+    w.open_pacs_row(0)
+    qtbot.waitUntil(lambda: w.image_combo.count() == 1 and w.idle, timeout=60_000)
+    w.model_combo.setCurrentText(MODEL)
+    w.detect()
+    wait_until_idle(w, 120)
+    assert w.session.spacing is not None  # the film's PixelSpacing came along
+    simulate_drag(w.points_layer, w.layers.layer_point(2), (150.0, 120.0))
+    wait_until_idle(w, 120)
+    w.send_report_to_pacs()
+    qtbot.waitUntil(lambda: w.pacs_sent is not None and w.idle, timeout=60_000)
+    session = Session()
+    session.auth = orthanc["auth"]
+    client = DICOMwebClient(url=orthanc["dicomweb"], session=session)
+    (series,) = client.search_for_series(film.StudyInstanceUID, search_filters={"Modality": "SR"})
+    (sr,) = client.retrieve_series(film.StudyInstanceUID, series["0020000E"]["Value"][0])
+    sr.save_as(tmp_path / "back.dcm", enforce_file_format=True)
+    back = read_landmarks_sr(tmp_path / "back.dcm", list(w.session.schema.landmarks))
+    assert back["pinned"][2] and np.allclose(back["coords"][2], (150.0, 120.0), atol=0.01)
+    np.testing.assert_allclose(back["coords"], w.session.coords, atol=0.01)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DicomWebError", "connect", "fetch_study", "store_instances", "FetchedStudy"]
+__all__ = ["DicomWebError", "connect", "search_series", "fetch_study", "store_instances", "FetchedStudy"]
 
 IMAGE_MODALITIES_SKIPPED = {"SR": "a structured report", "DOC": "a document (PDF)", "KO": "a key object selection",
                             "PR": "a presentation state", "SEG": "a segmentation"}
@@ -65,6 +65,37 @@ def _describe(url: str, exc: Exception) -> str:
     if isinstance(exc, RequestException):
         return f"the PACS at {host} cannot be reached ({type(exc).__name__})"
     return f"the PACS at {host}: {type(exc).__name__}: {exc}"
+
+
+def _first(item: dict, tag: str, default=""):
+    value = (item.get(tag) or {}).get("Value") or [default]
+    v = value[0]
+    if isinstance(v, dict):  # a person name
+        v = v.get("Alphabetic", "")
+    return v
+
+
+def search_series(url: str, *, patient_id: str | None = None, accession: str | None = None,
+                  date: str | None = None, limit: int = 200) -> list[dict]:
+    """The series of the studies that match (QIDO-RS): each ``{study, series, patient_id, patient_name, date,
+    accession, modality, description, instances}``, films first."""
+    client = connect(url)
+    filters = {k: v for k, v in (("PatientID", patient_id), ("AccessionNumber", accession), ("StudyDate", date)) if v}
+    try:
+        studies = client.search_for_studies(search_filters=filters, limit=limit)
+        rows = []
+        for st in studies:
+            suid = _first(st, "0020000D")
+            for se in client.search_for_series(suid):
+                rows.append({"study": suid, "series": _first(se, "0020000E"), "patient_id": _first(st, "00100020"),
+                             "patient_name": str(_first(st, "00100010")), "date": _first(st, "00080020"),
+                             "accession": _first(st, "00080050"), "modality": _first(se, "00080060"),
+                             "description": _first(se, "0008103E"), "instances": _first(se, "00201209", "")})
+    except DicomWebError:
+        raise
+    except Exception as exc:
+        raise DicomWebError(f"search: {_describe(url, exc)}") from None
+    return sorted(rows, key=lambda r: (r["modality"] in IMAGE_MODALITIES_SKIPPED, r["date"], r["study"]))
 
 
 @dataclass

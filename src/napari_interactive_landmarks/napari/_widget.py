@@ -48,6 +48,7 @@ from ..model_choice import choose_model_for_image, misfit_reason
 from ._layer_sync import LandmarkLayers
 from ._layers import META_KEY
 from ._panels import CheckNextPanel, MeasurementsPanel
+from ._pacs import PacsPanel
 from ._study import StudyPanel
 
 WEIGHTS_FILE_ITEM = "Weights file…"
@@ -125,6 +126,7 @@ class LandmarkWidget(QWidget):
         self.study = None  # a study.Study when a folder of films is open (dataset mode)
         self._adapting = False
         self.adapt_report = None  # the last finetune.FinetuneReport of "Adapt the model to this study"
+        self.pacs_sent = None  # the last report sent to the PACS
         self._study_layer = None  # the image layer this widget added for the study's current film
         self._build_ui()
         self._refresh_model_choices()
@@ -222,6 +224,8 @@ class LandmarkWidget(QWidget):
         self.study_box = StudyPanel(self._open_study_dialog, self.open_study_film, self.study_previous,
                                     self.study_next, self.toggle_reviewed, self.adapt_to_study)
         lay.addWidget(self.study_box)
+        self.pacs_box = PacsPanel(self.pacs_search, self.open_pacs_row, self.send_report_to_pacs)
+        lay.addWidget(self.pacs_box)
         self.detect_btn = QPushButton("Detect")
         self.detect_btn.setToolTip("Predict all landmarks (Shift-D); after corrections it refines with them")
         self.detect_btn.clicked.connect(self.detect)
@@ -1068,6 +1072,113 @@ class LandmarkWidget(QWidget):
         worker.finished.connect(lambda: _BACKGROUND_WORKERS.discard(worker))
         worker.start()
         self._adapt_worker = worker
+
+    # ------------------------------------------------------------------ the PACS (DICOMweb)
+    def _pacs_worker(self, fn, done, busy: str):
+        worker = create_worker(_never_raises, fn, _start_thread=False, _ignore_errors=True)
+
+        def finished(out):
+            try:
+                self._set_busy(False)
+            except RuntimeError:  # the viewer closed meanwhile
+                return
+            done(out)
+
+        worker.returned.connect(finished)
+        _BACKGROUND_WORKERS.add(worker)
+        worker.finished.connect(lambda: _BACKGROUND_WORKERS.discard(worker))
+        self._set_busy(True, busy)
+        worker.start()
+
+    def pacs_search(self, url: str | None = None, **filters):
+        """Search the PACS (the panel's fields, or these) for series; they fill the panel's table."""
+        from ..io.dicomweb import search_series
+
+        url = url or self.pacs_box.url.text().strip()
+        if not url:
+            self.say("Give the PACS's DICOMweb address first.", "warning")
+            return
+        self.pacs_box.url.setText(url)
+        filters = filters or {"patient_id": self.pacs_box.patient_id.text().strip() or None,
+                              "accession": self.pacs_box.accession.text().strip() or None,
+                              "date": self.pacs_box.date.text().strip() or None}
+
+        def done(out):
+            rows, exc = out
+            if exc is not None:
+                self.say(_describe(exc), "error")
+                return
+            self.pacs_box.show_rows(rows)
+            self.say(f"{len(rows)} series found." if rows else "No series matches.")
+
+        self._pacs_worker(lambda: search_series(url, **filters), done, "Searching the PACS…")
+
+    def open_pacs_row(self, row: int):
+        rows = self.pacs_box.rows
+        if not 0 <= row < len(rows):
+            self.say("Choose a series first.", "warning")
+            return
+        self.open_from_pacs(self.pacs_box.url.text().strip(), rows[row]["study"], rows[row]["series"])
+
+    def open_from_pacs(self, url: str, study: str, series: str | None = None):
+        """Fetch a series (or a whole study) and open its films as image layers; each remembers where it came
+        from, for *Send report to PACS*."""
+        import tempfile
+
+        from ..io.dicomweb import fetch_study
+        from ..io.images import read_image
+
+        dest = tempfile.mkdtemp(prefix="napari-landmarks-pacs-")
+
+        def fetch():
+            got = fetch_study(url, study, dest, series_uid=series)
+            return got, [(p, read_image(p)) for p in got.files]
+
+        def done(out):
+            result, exc = out
+            if exc is not None:
+                self.say(_describe(exc), "error")
+                return
+            got, films = result
+            for _, why in got.skipped:
+                self.say(f"Skipped {why}.", "warning")
+            for path, film in films:
+                meta = {META_KEY: {"image_path": str(path), "synthetic": False,
+                                   "spacing_mm": None if film.spacing is None else list(film.spacing),
+                                   "dicomweb": {"url": url, "study": study}}}
+                self.viewer.add_image(film.array, name=path.stem, colormap="gray", metadata=meta)
+            self.say(f"Opened {len(films)} film(s) of study {study} from the PACS; press Detect.")
+
+        self._pacs_worker(fetch, done, "Fetching the films from the PACS…")
+
+    def send_report_to_pacs(self):
+        """Store the open film's landmarks as a DICOM structured report in the study it came from."""
+        import tempfile
+
+        from ..io.dicomweb import store_instances
+
+        if not (self.session and self.session.detected) or self.image_layer is None:
+            self.say("Nothing to send yet: detect the landmarks first.", "warning")
+            return
+        origin = ((self.image_layer.metadata or {}).get(META_KEY) or {}).get("dicomweb")
+        if not origin:
+            self.say("This film did not come from a PACS: save the report as a .dcm file instead.", "warning")
+            return
+        try:
+            path = self.session.save(Path(tempfile.mkdtemp(prefix="napari-landmarks-sr-")) / "report.sr.dcm")
+        except (OSError, ValueError, SessionError) as exc:
+            self.say(f"No report: {_describe(exc)}", "error")
+            return
+
+        def done(out):
+            _, exc = out
+            if exc is not None:
+                self.say(f"Not sent: {_describe(exc)} (your points are unchanged)", "error")
+                return
+            self.say(f"Report stored in study {origin['study']}.")
+            self.pacs_sent = path
+
+        self._pacs_worker(lambda: store_instances(origin["url"], [path]), done, "Sending the report to the PACS…")
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event):  # noqa: N802 (Qt API)
