@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from qtpy.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 COLUMNS = ("date", "patient_id", "accession", "modality", "description", "instances")
 
@@ -17,8 +17,14 @@ class PacsPanel(QGroupBox):
     def __init__(self, on_search, on_open, on_send):
         super().__init__("PACS (DICOMweb)")
         self.setCheckable(True)
-        self.setChecked(False)  # folded until asked for
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        self.body = QWidget()  # folded (hidden) until the box is ticked
+        outer.addWidget(self.body)
+        lay = QVBoxLayout(self.body)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.toggled.connect(self.body.setVisible)
+        self.setChecked(False)
+        self.body.setVisible(False)
         grid = QGridLayout()
         self.url = QLineEdit(os.environ.get("NAPARI_LANDMARKS_DICOMWEB_URL", ""))
         self.url.setPlaceholderText("https://pacs.example.org/dicom-web")
