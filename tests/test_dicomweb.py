@@ -3,12 +3,7 @@ DICOMweb plugin, started on free ports with a temporary storage folder and stopp
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -18,56 +13,21 @@ from pydicom.uid import generate_uid
 from napari_interactive_landmarks.cli import main
 from napari_interactive_landmarks.data.phantom import make_phantom
 
+from ._orthanc import PASSWORD, USER, free_port, missing, running_orthanc
 from .test_io import _write_dicom
 
 pytest.importorskip("dicomweb_client", reason="dicomweb-client comes with the 'all' and 'testing' extras")
 pytest.importorskip("highdicom", reason="highdicom comes with the 'all' and 'testing' extras")
-PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 MODEL = "phantom-spine"
-USER, PASSWORD = "radiologist", "not-in-any-log-7f3a"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    binary = shutil.which("Orthanc")
-    if binary is None or not PLUGIN.is_file():
-        pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc, orthanc-dicomweb; "
-                    "scripts/apt-packages.txt)")
-    import requests
-
-    work = tmp_path_factory.mktemp("orthanc")
-    http = _free_port()
-    config = {"Name": "napari-landmarks-test", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
-              "HttpPort": http, "DicomPort": _free_port(), "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-              "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}, "Plugins": [str(PLUGIN)],
-              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-    (work / "orthanc.json").write_text(json.dumps(config))
-    log = open(work / "orthanc.log", "w")
-    proc = subprocess.Popen([binary, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http}"
-    try:
-        for _ in range(200):
-            try:
-                if requests.get(f"{url}/system", auth=(USER, PASSWORD), timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"Orthanc exited: {(work / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        else:
-            pytest.fail("Orthanc did not start in 20 s")
-        yield {"url": url, "dicomweb": f"{url}/dicom-web", "auth": (USER, PASSWORD)}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    why = missing()
+    if why:
+        pytest.skip(why)
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -129,7 +89,7 @@ def test_wrong_credentials_and_an_unreachable_pacs_are_one_line_without_the_pass
     assert main(["predict", "--dicomweb", orthanc["dicomweb"], "--study", film.StudyInstanceUID, "--model", MODEL]) == 2
     err = capsys.readouterr().err
     assert "401" in err and "credentials" in err and PASSWORD not in err and len(err.strip().splitlines()) == 1
-    port = _free_port()
+    port = free_port()
     assert main(["predict", "--dicomweb", f"http://127.0.0.1:{port}/dicom-web", "--study", "1.2.3", "--model",
                  MODEL]) == 2
     assert "cannot be reached" in capsys.readouterr().err
