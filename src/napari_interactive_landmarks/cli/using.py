@@ -79,10 +79,51 @@ class _ModelForImage:
         return self.loaded[name]
 
 
+def _cmd_predict_on_dask(args) -> int:
+    """predict --workers N / --scheduler ADDRESS: the films on a Dask cluster (batch.py)."""
+    from ..batch import BatchError, connect, predict_on_dask
+
+    if args.correct or args.dicomweb:
+        raise CLIError("--workers / --scheduler predict whole archives: without --correct or --dicomweb")
+    if not args.out:
+        raise CLIError("--workers / --scheduler need --out DIR (every film's file goes there; a re-run resumes)")
+    out_dir = _output_folder(args.out)  # refused here when it cannot be written: before any work starts
+    images, problems = _image_files(args.images)
+    for line in problems:
+        print(line, file=sys.stderr)
+    cores = os.cpu_count() or 1
+    threads = args.threads or max(1, cores // max(1, args.workers or 1)) if not args.scheduler else args.threads
+    try:
+        client = connect(args.scheduler, args.workers, threads)
+    except BatchError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        print(f"Dask: {len(client.scheduler_info().get('workers', {}))} worker(s); dashboard {client.dashboard_link}",
+              file=sys.stderr)
+        summary = predict_on_dask(images, out_dir, client, model=args.model, weights=args.weights, fmt=args.format,
+                                  overwrite=args.overwrite, precision=args.precision, threads_per_worker=threads,
+                                  total=len(images), fit_check=not args.no_fit_check)
+    except BatchError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and not args.scheduler:
+            cluster.close()
+    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failed)} failed in "
+          f"{summary.seconds:.1f} s ({summary.films_per_second:.2f} films/s); summary: {out_dir / 'predict-summary.csv'}",
+          file=sys.stderr)
+    for film, why in summary.failed:
+        print(f"{film}: failed: {why}", file=sys.stderr)
+    return 1 if summary.failed or problems else 0
+
+
 def _cmd_predict(args):
     from ..inference import LandmarkSession
     from ..io.images import read_image
 
+    if args.workers or args.scheduler:
+        return _cmd_predict_on_dask(args)
     _set_threads(args)
     out_dir = _output_folder(args.out)
     clicks = dict(_parse_click(c, None) for c in (args.correct or []))
@@ -253,6 +294,11 @@ def add_parsers(sub) -> None:
                          "NAPARI_LANDMARKS_DICOMWEB_USER / _PASSWORD or NAPARI_LANDMARKS_DICOMWEB_CONFIG)")
     pr.add_argument("--study", metavar="UID", help="with --dicomweb: the study's Study Instance UID")
     pr.add_argument("--series", metavar="UID", help="with --dicomweb: only this series of the study")
+    pr.add_argument("--workers", type=int, metavar="N",
+                    help="predict on a Dask LocalCluster of N worker processes (torch threads: the cores shared among "
+                         "them unless --threads); a re-run skips films already done; predict-summary.csv in --out")
+    pr.add_argument("--scheduler", metavar="ADDRESS",
+                    help="predict on an existing Dask cluster (e.g. tcp://host:8786) instead")
     pr.add_argument("--store-sr", dest="store_sr", action="store_true",
                     help="with --dicomweb: store each film's structured report in the same study (all or none)")
     pr.add_argument("--out", help="output folder (default: next to each image)")
