@@ -158,3 +158,29 @@ def test_the_viewer_opens_a_series_from_the_pacs_and_sends_its_report_back(ortha
     back = read_landmarks_sr(tmp_path / "back.dcm", list(w.session.schema.landmarks))
     assert back["pinned"][2] and np.allclose(back["coords"][2], (150.0, 120.0), atol=0.01)
     np.testing.assert_allclose(back["coords"], w.session.coords, atol=0.01)
+
+
+def test_a_study_with_a_multi_frame_film_stores_nothing_and_says_which(orthanc, credentials, tmp_path, capsys):
+    import requests
+
+    film = _upload_film(orthanc, tmp_path, seed=4)
+    frames = np.stack([np.asarray(pydicom.dcmread(tmp_path / "film4.dcm").pixel_array)] * 2)
+    multi = _write_dicom(tmp_path / "multi.dcm", frames, frames=2, pixel_spacing=(0.2, 0.2))
+    ds = pydicom.dcmread(multi)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = film.StudyInstanceUID, generate_uid()
+    ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = "P4", "Phantom^Film", "20261207", "120000"
+    ds.save_as(multi)
+    requests.post(f"{orthanc['url']}/instances", data=multi.read_bytes(), auth=orthanc["auth"],
+                  timeout=30).raise_for_status()
+    assert main(["predict", "--dicomweb", orthanc["dicomweb"], "--study", film.StudyInstanceUID, "--store-sr",
+                 "--model", MODEL, "--no-fit-check", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{ds.SOPInstanceUID}.dcm: skipped:" in err and "holds 2 frames" in err  # the instance named, and why
+    assert "1 film(s) failed; no report stored" in err
+    from dicomweb_client.api import DICOMwebClient
+    from requests import Session
+
+    session = Session()
+    session.auth = orthanc["auth"]
+    client = DICOMwebClient(url=orthanc["dicomweb"], session=session)
+    assert client.search_for_series(film.StudyInstanceUID, search_filters={"Modality": "SR"}) == []  # none half-stored
