@@ -316,9 +316,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "study-change-not-saved",
         "a drag on a study's film is not written to the store until the film is left (a killed viewer loses it)",
         f"{PKG}/study.py",
-        "        if change == \"image\" or self.read_only or self.session is None:\n            return\n        self._save_current()\n",
-        "        if change == \"image\" or self.read_only or self.session is None:\n            return\n"
-        "        return  # MUTANT: nothing saved on a change\n        self._save_current()\n",
+        "        with self._io:\n            self._save_film(i, session)\n",
+        "        with self._io:\n            return  # MUTANT: nothing saved on a change\n            self._save_film(i, session)\n",
         ("tests/test_study.py::test_films_are_listed_opened_corrected_and_saved_at_once",
          "tests/test_study.py::test_a_killed_process_loses_nothing_and_the_study_resumes_where_it_was"),
     ),

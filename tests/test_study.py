@@ -241,3 +241,32 @@ def test_the_next_film_is_detected_in_the_background_on_its_own_predictor(films)
         assert second.predictor is first.predictor is st._predictors[MODEL]
         second.correct(0, tuple(second.coords[0] + 5))
         assert json.loads(st.annotation_path(1).read_text())["points"][0]["pinned"]
+
+
+def test_a_drag_made_while_the_next_film_loads_is_saved_to_its_own_film(films):
+    """The film on screen stays saved while the next one is detected (a drag made meanwhile is not lost), and a late
+    change of the film left behind goes to that film's file, never to the new film's."""
+    import threading
+    import time as _time
+
+    with Study.open(films, model=MODEL) as st:
+        first = st.next()
+        real = st._detect
+
+        def slow(i, background=False):
+            _time.sleep(1.0)
+            return real(i, background)
+
+        st._detect = slow
+        st._prefetched.clear()
+        opening = threading.Thread(target=st.open_film, args=(1,))
+        opening.start()
+        _time.sleep(0.2)
+        first.correct(4, (120.0, 80.0))  # while film 1 loads
+        opening.join(timeout=120)
+        assert st.current == 1
+        saved = json.loads(st.annotation_path(0).read_text())["points"][4]
+        assert saved["pinned"] and (saved["row"], saved["col"]) == (120.0, 80.0)
+        first.correct(5, (130.0, 90.0))  # late, after the switch: still film 0's
+        assert json.loads(st.annotation_path(0).read_text())["points"][5]["pinned"]
+        assert not any(p["pinned"] for p in json.loads(st.annotation_path(1).read_text())["points"])

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -147,7 +147,7 @@ class Study:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-prefetch")
         self._prefetched: dict[int, Future] = {}
         self._io = threading.RLock()
-        self._unsubscribe: Callable | None = None
+        self._closed = False  # after close(): nothing more is written (the lock is released)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -391,7 +391,7 @@ class Study:
         entry = self.films[i]
         if entry.status == "skipped" and entry.reason == "the file is no longer there":
             raise StudyError(f"{entry.path}: {entry.reason}")
-        self._leave()
+        # the film on screen stays subscribed (its changes saved) until the new one is ready to take its place
         fut = self._prefetched.pop(i, None)
         try:
             session, self.image = fut.result() if fut is not None else self._detect(i)
@@ -404,38 +404,46 @@ class Study:
             if not self.read_only:
                 self._write_index()
             raise
-        self.current, self.session = i, session
-        entry.model, entry.landmark_set = session.predictor.name, session.schema.name
-        if entry.status in ("not opened", "skipped"):
-            entry.status, entry.reason = "in progress", None
-        entry.corrected = int(session.pinned.sum())
-        if not self.read_only:
-            if not self.annotation_path(i).is_file():
-                self._save_current()
-            self._write_index()
-        self._unsubscribe = session.subscribe(self._on_change)
+        with self._io:
+            self._leave()
+            self.current, self.session = i, session
+            entry.model, entry.landmark_set = session.predictor.name, session.schema.name
+            if entry.status in ("not opened", "skipped"):
+                entry.status, entry.reason = "in progress", None
+            entry.corrected = int(session.pinned.sum())
+            if not self.read_only:
+                if not self.annotation_path(i).is_file():
+                    self._save_film(i, session)
+                self._write_index()
+            # each session saves to its own film, whichever film is current when a late change arrives
+            session.subscribe(lambda change, i=i, s=session: self._on_change(change, i, s))
         return session
 
     def _leave(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        """The open film is no longer the current one. Its session stays subscribed: a change that still reaches
+        it (a drag on its layers before the viewer shows the next film) is saved to its own file; a session no
+        longer used is collected with its subscription."""
         self.session = None
 
-    def _on_change(self, change: str) -> None:
-        if change == "image" or self.read_only or self.session is None:
+    def _on_change(self, change: str, i: int, session) -> None:
+        if change == "image" or self.read_only or self._closed:
             return
-        self._save_current()
-        entry = self.films[self.current]
-        corrected = int(self.session.pinned.sum())
-        if corrected != entry.corrected or entry.status == "not opened":
-            entry.corrected = corrected
-            self._write_index()
+        with self._io:
+            self._save_film(i, session)
+            entry = self.films[i]
+            corrected = int(session.pinned.sum())
+            if corrected != entry.corrected or entry.status == "not opened":
+                entry.corrected = corrected
+                self._write_index()
 
     def _save_current(self) -> None:
-        """The open film's landmarks written to the store now (atomic; the previous version kept as .bak)."""
+        """The open film's landmarks written to the store now."""
+        if self.session is not None:
+            self._save_film(self.current, self.session)
+
+    def _save_film(self, i: int, s) -> None:
+        """Session ``s``'s landmarks written to film ``i``'s file now (atomic; the previous version kept as .bak)."""
         self._need_writable()
-        s, i = self.session, self.current
         if s is None or not s.detected:
             return
         path = self.annotation_path(i)
@@ -583,6 +591,7 @@ class Study:
             if not self.read_only and self.session is not None and self.session.detected:
                 self.save()
         finally:
+            self._closed = True
             self._leave()
             for fut in self._prefetched.values():
                 fut.cancel()
