@@ -72,7 +72,7 @@ class FinetuneReport:
         return self.figures["adapted"][0] < self.figures["base"][0]
 
 
-def _network_prefixes(state: dict, config: dict) -> list[str]:
+def _network_prefixes(config: dict) -> list[str]:
     """The key prefix of each network the model runs: ``members.<i>.`` of an ensemble, or ``""``."""
     if config.get("arch") == "ensemble":
         return [f"members.{i}." for i in range(len(config["members"]))]
@@ -181,7 +181,7 @@ def finetune(base: str, root, out, *, epochs: int = 12, time_budget_min: float |
 
     # each network fine-tuned at its own input size; the time budget shared by their pixels per image
     config = card.config
-    prefixes = _network_prefixes(state, config)
+    prefixes = _network_prefixes(config)
     members = config["members"] if config.get("arch") == "ensemble" else [
         {"name": card.name, "config": config, "input_size": list(card.input_size), "sigma": card.sigma}]
     pixels = [float(np.prod(m["input_size"])) for m in members]
