@@ -16,12 +16,22 @@
 - ``tta``: a level cue by test-time augmentation — the 0-click answer on the film flipped left-right (corners
   relabelled) and with 10 % / 20 % cut from its top or bottom, mapped back: does how far a corner moves between the
   variants tell the corners more than 20 px off (AUROC, alone and added to the stated error)?
+- ``films``: the films, not the corners: does a film's mean stated error (0 clicks) tell the films with a run of 3
+  or more vertebrae a level off (benchmarks/vertebra_shift.py; films whose labels are out of order left out)? And
+  how well would the corners' stated errors rank the corners more than 20 px off if the shifted films were known
+  (the stated error plus a large constant on those films: an upper bound for any film-level cue)?
+- ``second``: a level cue from a second, independently trained network (--second, a weights file): the 0-click
+  answers of both (each with its own card's prior); how far apart they put each corner, and whether they put a
+  vertebra at a different level (centroids more than half a vertebra apart) — does that tell the corners more than
+  20 px off, alone and added to the stated error?
 
     python benchmarks/trust_diagnostics.py ends --split eval
     python benchmarks/trust_diagnostics.py collapse --split val
     python benchmarks/trust_diagnostics.py damage --split eval --clicks 5
     python benchmarks/trust_diagnostics.py gate --split calib --clicks 5
     python benchmarks/trust_diagnostics.py tta --split calib
+    python benchmarks/trust_diagnostics.py films --split eval
+    python benchmarks/trust_diagnostics.py second --split calib --second weights-candidates/aasce-spine-shift-s7.safetensors
 """
 from __future__ import annotations
 
@@ -206,9 +216,66 @@ def tta(pred, films):
               f"stated error + move {_auroc(stated + m, bad):.3f}, + move / 2 {_auroc(stated + m / 2, bad):.3f}")
 
 
+def films_vs_corners(pred, films):
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from vertebra_shift import longest_run, shifted_vertebrae
+
+    from napari_interactive_landmarks.measurements.cobb import check_spine
+
+    shifted, mean_stated, err, stated, film_of = [], [], [], [], []
+    for s in films:
+        if check_spine(s.coords) is not None:
+            continue
+        p = pred.predict(np.asarray(s.load_image()))
+        shifted.append(longest_run(shifted_vertebrae(p.coords, s.coords) != 0) >= 3)
+        mean_stated.append(float(np.nanmean(p.ere)))
+        err += np.hypot(*(p.coords - s.coords).T).tolist()
+        stated += p.ere.tolist()
+        film_of += [len(shifted) - 1] * len(p.ere)
+    shifted, mean_stated = np.array(shifted), np.array(mean_stated)
+    err, stated, film_of = np.array(err), np.array(stated), np.array(film_of)
+    bad = err > 20
+    print(f"{len(shifted)} films (labels in order), {int(shifted.sum())} with a run of >= 3 vertebrae a level off; "
+          f"their mean stated error: median {np.median(mean_stated[shifted]):.1f} px against "
+          f"{np.median(mean_stated[~shifted]):.1f} px; AUROC of the film's mean stated error for such a film "
+          f"{_auroc(mean_stated, shifted):.3f}")
+    print(f"  corners > 20 px off: {100 * bad.mean():.1f} %; AUROC of the stated error {_auroc(stated, bad):.3f}; "
+          f"with the shifted films known (stated + 1000 px there): {_auroc(stated + 1000 * shifted[film_of], bad):.3f}")
+
+
+def second(pred, films, other):
+    err, stated, apart, level = [], [], [], []
+    for s in films:
+        img, gt = np.asarray(s.load_image()), s.coords
+        a, b = pred.predict(img), other.predict(img)
+        e = np.hypot(*(a.coords - gt).T)
+        d = np.hypot(*(a.coords - b.coords).T)
+        ca, cb = a.coords.reshape(-1, 4, 2).mean(1), b.coords.reshape(-1, 4, 2).mean(1)
+        height = np.median(np.linalg.norm(np.diff(ca, axis=0), axis=1))
+        lv = np.repeat(np.linalg.norm(ca - cb, axis=1) / height, 4)
+        err += e.tolist()
+        stated += a.ere.tolist()
+        apart += d.tolist()
+        level += lv.tolist()
+    err, stated, apart, level = map(np.array, (err, stated, apart, level))
+    bad = err > 20
+    print(f"{len(films)} films, {100 * bad.mean():.1f} % of corners > 20 px off before any click (MRE "
+          f"{np.nanmean(err):.2f} px); AUROC of the stated error {_auroc(stated, bad):.3f}")
+    print(f"  distance between the two networks' corners: AUROC {_auroc(apart, bad):.3f}")
+    print(f"  distance between their vertebrae, in vertebra heights: AUROC {_auroc(level, bad):.3f}; "
+          f"a level apart (> 0.5): {100 * (level > 0.5).mean():.1f} % of corners, of which "
+          f"{100 * bad[level > 0.5].mean():.1f} % > 20 px off (else {100 * bad[level <= 0.5].mean():.1f} %)")
+    for w in (0.25, 0.5, 1.0, 2.0):
+        print(f"  stated + {w} x corner distance: AUROC {_auroc(stated + w * apart, bad):.3f}; "
+              f"max(stated, {w} x distance) {_auroc(np.maximum(stated, w * apart), bad):.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate", "tta"])
+    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate", "tta", "films", "second"])
+    ap.add_argument("--second", help="weights file of a second network (second)")
     ap.add_argument("--root", default=str(REPO.parent / "shared/datasets/aasce"))
     ap.add_argument("--split", default="eval", choices=["calib", "eval", "val"])
     ap.add_argument("--clicks", type=int, default=5)
@@ -228,6 +295,12 @@ def main():
         gate(pred, films, args.clicks)
     elif args.what == "tta":
         tta(pred, films)
+    elif args.what == "films":
+        films_vs_corners(pred, films)
+    elif args.what == "second":
+        other = Predictor.from_file(args.second, device="cpu")
+        other.set_precision("fp32")
+        second(pred, films, other)
     else:
         damage(pred, films, args.clicks)
 

@@ -168,3 +168,52 @@ def test_a_flat_map_states_an_honest_finite_error_and_is_marked_unplaceable(phan
     s = LandmarkSession(p, img)
     s.detect()
     assert s.spread_wide[-1] and not s.spread_wide[:-1].any()
+
+
+def _joint_films(rng, n, k=12):
+    """Films whose worst errors are joint (a whole chain a level off: every point ~100 px out) on 30 % of them; each
+    point's raw ERE is only a little larger there, and noisy: within a film it does not tell the shifted points."""
+    shifted = rng.random(n) < 0.3
+    raw = rng.lognormal(np.log(np.where(shifted, 30.0, 15.0))[:, None], 0.6, (n, k))
+    err = np.where(shifted[:, None], rng.normal(100, 15, (n, k)), raw * rng.uniform(0.3, 1.7, (n, k)))
+    return raw[:, None], np.abs(err)[:, None]
+
+
+def _auroc(score, positive):
+    from scipy.stats import mannwhitneyu
+
+    return mannwhitneyu(score[positive], score[~positive]).statistic / (positive.sum() * (~positive).sum())
+
+
+def test_a_film_whose_points_the_model_doubts_together_states_its_joint_error():
+    rng = np.random.default_rng(3)
+    raw, err = _joint_films(rng, 300)
+    cal = fit_ere_calibration(raw, err)
+    assert cal.film_exponents[0] > 0.3, cal.film_exponents
+    # on fresh films the stated error ranks the points far off better than each point's own ERE does
+    raw2, err2 = _joint_films(rng, 300)
+    stated = np.array([cal.apply(r, 0)[0] for r in raw2[:, 0]])
+    plain = EreCalibration(cal.scales, cal.caps, exponents=cal.exponents)  # the same, without the film factor
+    alone = np.array([plain.apply(r, 0)[0] for r in raw2[:, 0]])
+    far = err2[:, 0] > 60
+    assert _auroc(stated.ravel(), far.ravel()) > _auroc(alone.ravel(), far.ravel()) + 0.05
+    # and on average it still states the films' real error (within 15 %)
+    assert abs(stated.mean() / err2.mean() - 1) < 0.15
+    # the factor of one film: its mean ere ** b against the calibration films' median, to the power g
+    powered = raw2[0, 0] ** cal.exponents[0]
+    factor = (powered.mean() / cal.film_refs[0]) ** cal.film_exponents[0]
+    assert cal.film_factor(powered, 0) == pytest.approx(factor)
+    np.testing.assert_allclose(cal.apply(raw2[0, 0], 0)[0],
+                               np.minimum(cal.scales[0] * powered * factor, np.maximum(cal.caps[0], raw2[0, 0])))
+    # errors independent between points: no film factor
+    ind_raw = rng.uniform(5, 60, (300, 1, 12))
+    indep = fit_ere_calibration(ind_raw, ind_raw ** 0.8 * rng.uniform(0.5, 1.5, ind_raw.shape))
+    assert indep.film_exponents[0] == 0.0
+    # the card keeps it; a card from before the factor reads as none; a malformed one is refused
+    back = EreCalibration.from_card(cal.to_card(), 12, "x.safetensors")
+    np.testing.assert_allclose(back.film_exponents, cal.film_exponents)
+    np.testing.assert_allclose(back.apply(raw2[1, 0], 0)[0], cal.apply(raw2[1, 0], 0)[0], rtol=1e-3)
+    old = {k: v for k, v in cal.to_card().items() if not k.startswith("film_")}
+    assert EreCalibration.from_card(old, 12, "x.safetensors").film_exponents.tolist() == [0.0]
+    with pytest.raises(EreCalibrationError, match="film"):
+        EreCalibration.from_card(dict(cal.to_card(), film_refs=[0.0]), 12, "x.safetensors")
