@@ -18,22 +18,22 @@ Two per-landmark corrections are then fitted on a calibration split (the click p
 * a **scale** ``s[c, k]``: the scale at which the landmark's mean stated value (caps included) equals its mean true
   error, shrunk toward the click count's pooled scale with ``SHRINK`` pseudo-films, so that the stated ERE matches
   the real error on average for every landmark and click count, not only pooled;
-* a **film factor** ``(F / F_ref[c]) ** g[c]``: F is the film's mean ``ere ** b`` over its uncorrected landmarks,
-  ``F_ref`` its median over the calibration films. On the spine the worst errors are joint —
-  a whole chain placed a vertebra off — and a film where the model doubts many points is the film where its points
-  are off together, while within a film the shifted block states little more than the rest (before any click, the
-  films' mean stated error tells the films with a run of shifted vertebrae with AUROC 0.85–0.89; the corners' own
-  stated errors rank the corners only at 0.74–0.77). ``g`` (0 to 2) is chosen per click count by the likelihood of
-  the true errors under an exponential law whose mean is the stated value, caps included (a proper score: it
-  rewards the factor only where it ranks large errors above small ones), the scales multiplied by one number for
-  each ``g`` so that the pooled mean stated value, caps included, stays the pooled mean error;
-  adopted only where it gains more than ``FILM_MIN_GAIN`` nats per landmark over ``g = 0``. ``b`` stays the
-  deciles' choice: the factor is one constant per film, so it re-ranks films, never one film's points (choosing
-  ``b`` by the same likelihood drives it to 0.3 and ``g`` to 3 — pooled AUROC up, the ranking within a film down:
-  0.728 → 0.703 before any click on aasce-spine's eval films). A model whose errors are independent between landmarks gets
-  ``g = 0``;
+* a **film term** ``A[c] · (F / F_ref[c]) ** g[c]`` (pixels, added to every uncorrected point of the film): F is the
+  film's mean ``ere ** b`` over its uncorrected landmarks, ``F_ref`` its median over the calibration films. On the
+  spine the worst errors are joint — a whole chain placed a vertebra off — and a film where the model doubts many
+  points is the film where its points are off together, while within a film the shifted block states little more
+  than the rest (before any click, the films' mean stated error tells the films with a run of shifted vertebrae with
+  AUROC 0.86–0.89; the corners' own stated errors rank the corners only at 0.74–0.77). ``A`` and ``g`` are chosen per
+  click count by the likelihood of the true errors under an exponential law whose mean is the stated value, caps
+  included (a proper score: it pays only where the term ranks large errors above small ones), the landmarks' scales
+  multiplied by one number for each pair so that the pooled mean stated value, caps included, stays the pooled mean
+  error; adopted only where it gains more than ``FILM_MIN_GAIN`` nats per landmark over no term. The term is one
+  constant per film and the scales keep their ratios, so it re-ranks films, never one film's points ("check next"
+  reads that order). Added, not multiplied: a factor would multiply most the landmarks whose scale is largest (the
+  chain's ends), so a correct L5 corner on a doubtful film stated up to 315 px (added: 185 px). A model whose errors
+  are independent between landmarks gets no term;
 * a **cap** ``q[c, k]``: the 99th percentile of that landmark's true errors at that click count. The stated ERE
-  ``min(s · ere ** b · film factor, max(q, ere))``: never above what the landmark's real errors reached, unless its own map really
+  ``min(s · ere ** b + film term, max(q, ere))``: never above what the landmark's real errors reached, unless its own map really
   is spread that wide (then the raw, unscaled ERE is stated and the point is marked *spread*).
 
 Core module: numpy only, no napari / Qt.
@@ -51,8 +51,9 @@ ENVELOPE_WEIGHT = 0.9  # the envelope's Gaussian weight (the rest uniform over t
 SHRINK = 16.0  # pseudo-films pulling a landmark's scale toward its click count's pooled scale
 CAP_PERCENTILE = 99.0
 MIN_FILMS = 10  # per landmark and click count, for a scale and a cap of its own (else the pooled ones)
-FILM_EXPONENTS = np.round(np.arange(0.0, 2.0001, 0.1), 2)
-FILM_MIN_GAIN = 1e-3  # nats per landmark: a film factor that gains less is not used (g = 0)
+FILM_EXPONENTS = np.round(np.arange(0.25, 3.0001, 0.25), 2)
+FILM_TERMS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # A, as a share of the click count's mean true error
+FILM_MIN_GAIN = 1e-3  # nats per landmark: a film term that gains less is not used
 
 
 class EreCalibrationError(ValueError):
@@ -71,14 +72,17 @@ class EreCalibration:
     fitted_on: str = ""
     kind: str = "power law per click count, ratio-of-means per landmark, capped at the 99th percentile"
     exponents: np.ndarray | None = None  # (C,) b per click count (None: 1)
-    film_exponents: np.ndarray | None = None  # (C,) g per click count (None: 0, no film factor)
-    film_refs: np.ndarray | None = None  # (C,) F_ref per click count, original pixels (None: 1)
+    film_terms: np.ndarray | None = None  # (C,) A per click count, original pixels (None: 0, no film term)
+    film_exponents: np.ndarray | None = None  # (C,) g per click count (None: 0)
+    film_refs: np.ndarray | None = None  # (C,) F_ref per click count (None: 1)
 
     def __post_init__(self):
         self.scales = np.atleast_2d(np.asarray(self.scales, np.float64))
         self.caps = np.atleast_2d(np.asarray(self.caps, np.float64))
         self.exponents = (np.ones(len(self.scales)) if self.exponents is None
                           else np.asarray(self.exponents, np.float64).reshape(-1))
+        self.film_terms = (np.zeros(len(self.scales)) if self.film_terms is None
+                           else np.asarray(self.film_terms, np.float64).reshape(-1))
         self.film_exponents = (np.zeros(len(self.scales)) if self.film_exponents is None
                                else np.asarray(self.film_exponents, np.float64).reshape(-1))
         self.film_refs = (np.ones(len(self.scales)) if self.film_refs is None
@@ -87,34 +91,36 @@ class EreCalibration:
     def row(self, num_clicks: int) -> int:
         return min(max(int(num_clicks), 0), len(self.scales) - 1)
 
-    def apply(self, raw, num_clicks: int) -> tuple[np.ndarray, np.ndarray]:
+    def apply(self, raw, num_clicks: int, film: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """``(stated (K,), spread (K,) bool)``: the stated ERE of raw EREs ``raw`` (original pixels) after
         ``num_clicks`` corrections, and where the raw ERE itself exceeds the landmark's cap (its map really is spread
-        wider than its real errors ever were: stated unscaled). NaN stays NaN."""
+        wider than its real errors ever were: stated unscaled). NaN stays NaN. ``film=False``: without the film term
+        (each point's own share — what tells one film's points apart, e.g. for "check next")."""
         raw = np.asarray(raw, np.float64)
         r = self.row(num_clicks)
         s, q, b = self.scales[r], self.caps[r], self.exponents[r]
         with np.errstate(invalid="ignore", divide="ignore"):
             powered = np.power(raw, b)
-            stated = np.minimum(s * powered * self.film_factor(powered, r), np.maximum(q, raw))
+            stated = np.minimum(s * powered + (self.film_term(powered, r) if film else 0.0), np.maximum(q, raw))
             spread = raw > q
         return stated, spread
 
-    def film_factor(self, powered, row: int) -> float:
-        """``(F / F_ref) ** g`` of one film at click-count row ``row``: F the mean of its finite, positive values
-        ``ere ** b`` (the uncorrected landmarks); 1 where there is no film factor or no such value."""
-        g = self.film_exponents[row]
-        if g == 0:
-            return 1.0
+    def film_term(self, powered, row: int) -> float:
+        """``A · (F / F_ref) ** g`` (pixels) of one film at click-count row ``row``: F the mean of its finite, positive
+        values ``ere ** b`` (the uncorrected landmarks); 0 where there is no film term or no such value."""
+        a = self.film_terms[row]
+        if a == 0:
+            return 0.0
         x = np.asarray(powered, np.float64)
         x = x[np.isfinite(x) & (x > 0)]
         if not len(x):
-            return 1.0
-        return float((x.mean() / self.film_refs[row]) ** g)
+            return 0.0
+        return float(a * (x.mean() / self.film_refs[row]) ** self.film_exponents[row])
 
     def to_card(self) -> dict:
         return {"kind": self.kind, "envelope_weight": self.envelope_weight,
                 "exponents": np.round(self.exponents, 4).tolist(),
+                "film_terms": np.round(self.film_terms, 4).tolist(),
                 "film_exponents": np.round(self.film_exponents, 4).tolist(),
                 "film_refs": np.round(self.film_refs, 4).tolist(),
                 "scales": np.round(self.scales, 5).tolist(), "caps": np.round(self.caps, 3).tolist(),
@@ -127,6 +133,7 @@ class EreCalibration:
             caps = np.asarray(data["caps"], np.float64)
             weight = float(data.get("envelope_weight", ENVELOPE_WEIGHT))
             exponents = np.asarray(data.get("exponents", np.ones(len(scales))), np.float64).reshape(-1)
+            film_terms = np.asarray(data.get("film_terms", np.zeros(len(scales))), np.float64).reshape(-1)
             film_exponents = np.asarray(data.get("film_exponents", np.zeros(len(scales))), np.float64).reshape(-1)
             film_refs = np.asarray(data.get("film_refs", np.ones(len(scales))), np.float64).reshape(-1)
         except (KeyError, TypeError, ValueError):
@@ -139,16 +146,17 @@ class EreCalibration:
             raise EreCalibrationError(f"{source}: 'ere_calibration' scales and caps must be positive and finite")
         if len(exponents) != len(scales) or not (np.isfinite(exponents).all() and (exponents > 0).all()):
             raise EreCalibrationError(f"{source}: 'ere_calibration' needs one positive exponent per click count")
-        if (len(film_exponents) != len(scales) or len(film_refs) != len(scales)
-                or not (np.isfinite(film_exponents).all() and (film_exponents >= 0).all()
+        if (len(film_terms) != len(scales) or len(film_exponents) != len(scales) or len(film_refs) != len(scales)
+                or not (np.isfinite(film_terms).all() and (film_terms >= 0).all()
+                        and np.isfinite(film_exponents).all() and (film_exponents >= 0).all()
                         and np.isfinite(film_refs).all() and (film_refs > 0).all())):
-            raise EreCalibrationError(f"{source}: 'ere_calibration' needs one non-negative film exponent and one "
-                                      "positive film reference per click count")
+            raise EreCalibrationError(f"{source}: 'ere_calibration' needs one non-negative film term and exponent and "
+                                      "one positive film reference per click count")
         if not 0.0 <= weight < 1.0:
             raise EreCalibrationError(f"{source}: 'ere_calibration.envelope_weight' must be in [0, 1), got {weight}")
         return cls(scales, caps, list(data.get("clicks", [])), weight, list(data.get("num_films", [])),
-                   str(data.get("fitted_on", "")), exponents=exponents, film_exponents=film_exponents,
-                   film_refs=film_refs)
+                   str(data.get("fitted_on", "")), exponents=exponents, film_terms=film_terms,
+                   film_exponents=film_exponents, film_refs=film_refs)
 
 
 def fit_ere_calibration(raw, errors, clicks=(), fitted_on: str = "",
@@ -164,7 +172,7 @@ def fit_ere_calibration(raw, errors, clicks=(), fitted_on: str = "",
     ok = np.isfinite(raw) & np.isfinite(err) & (raw > 0)
     n, c, k = raw.shape
     scales, caps, films, exps = np.ones((c, k)), np.ones((c, k)), [], np.ones(c)
-    film_exps, film_refs = np.zeros(c), np.ones(c)
+    film_terms, film_exps, film_refs = np.zeros(c), np.zeros(c), np.ones(c)
     for j in range(c):
         m = ok[:, j]
         if m.sum() < MIN_FILMS:
@@ -175,31 +183,36 @@ def fit_ere_calibration(raw, errors, clicks=(), fitted_on: str = "",
         x = np.where(ok[:, j], raw[:, j], np.nan) ** b  # (N, K)
         _, caps[j] = _scales_and_caps(x, err[:, j], m)
         scales[j], _ = _scales_and_caps(x, err[:, j], m, raw[:, j], caps[j])
-        # the film factor: each film's mean ERE ** b against the calibration films' median, to the power g chosen
-        # by the likelihood of the true errors. b stays the decile fit's: g is one constant per film, so it changes
-        # how films rank, never how one film's points rank ("check next" reads that order)
+        # the film term: each film's mean ERE ** b against the calibration films' median, to the power g, times A;
+        # (A, g) by the likelihood of the true errors, the scales times one number (they keep their ratios: a film's
+        # own points keep their order, which "check next" reads)
         with np.errstate(invalid="ignore"):
             film_mean = np.nanmean(np.where(m, x, np.nan), axis=1)  # (N,), NaN for a film with none
         has = np.isfinite(film_mean) & (film_mean > 0)
         if has.sum() >= MIN_FILMS:
             ref = float(np.median(film_mean[has]))
-            rel = np.where(has, film_mean / ref, 1.0)[:, None]
-            # one multiplier on the landmarks' scales (re-fitting them per landmark would re-rank a film's points)
-            lim = np.maximum(caps[j], raw[:, j])
-            fits = [scales[j] * _matching_scale((scales[j] * x * rel ** g)[m], err[:, j][m], lim[m])
-                    for g in FILM_EXPONENTS]
-            # each exponent's stated values as apply() states them (the caps included: a factor that only pushes the
-            # doubtful films' points into their caps gains nothing)
-            nll = [_exponential_nll(np.minimum(sc * x * rel ** g, np.maximum(caps[j], raw[:, j]))[m], err[:, j][m])
-                   for g, sc in zip(FILM_EXPONENTS, fits)]
-            best = int(np.argmin(nll))
-            if nll[0] - nll[best] > FILM_MIN_GAIN:
-                film_exps[j], film_refs[j], scales[j] = FILM_EXPONENTS[best], ref, fits[best]
+            rel = np.where(has, film_mean / ref, 1.0)[:, None] * np.ones_like(x)
+            lim = np.maximum(caps[j], raw[:, j])[m]
+            sx, e = (scales[j] * x)[m], err[:, j][m]
+            best = (_exponential_nll(np.minimum(sx, lim), e) - FILM_MIN_GAIN, None)
+            for g in FILM_EXPONENTS:
+                for share in FILM_TERMS:
+                    a = share * float(e.mean())
+                    add = a * rel[m] ** g
+                    mult = _matching_multiplier(sx, add, lim, e)
+                    if mult is None:
+                        continue
+                    nll = _exponential_nll(np.minimum(mult * sx + add, lim), e)
+                    if nll < best[0]:
+                        best = (nll, (a, g, mult))
+            if best[1] is not None:
+                film_terms[j], film_exps[j], film_refs[j] = best[1][0], best[1][1], ref
+                scales[j] = scales[j] * best[1][2]
     caps = np.maximum(caps, 1e-3)
     if not (np.isfinite(scales).all() and (scales > 0).all()):
         raise EreCalibrationError("the expected-error scales came out non-finite: the calibration errors are unusable")
     return EreCalibration(scales, caps, list(clicks) or list(range(c)), float(envelope_weight), films, fitted_on,
-                          exponents=exps, film_exponents=film_exps, film_refs=film_refs)
+                          exponents=exps, film_terms=film_terms, film_exponents=film_exps, film_refs=film_refs)
 
 
 def _scales_and_caps(x, err, m, raw=None, caps=None):
@@ -246,6 +259,25 @@ def _matching_scale(x, err, limit=None) -> float:
         else:
             hi = mid
     return float(np.exp(0.5 * (lo + hi)))
+
+
+def _matching_multiplier(sx, add, limit, err):
+    """``m`` with ``Σ min(m · sx + add, limit) = Σ err`` (bisection), or None where even ``m = 0`` states more than the
+    errors' sum (the added term alone is too large)."""
+    target = float(err.sum())
+    if np.minimum(add, limit).sum() > target:
+        return None
+    lo, hi = 0.0, 1.0
+    while np.minimum(hi * sx + add, limit).sum() < target and hi < 1e6:
+        hi *= 2.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if np.minimum(mid * sx + add, limit).sum() < target:
+            lo = mid
+        else:
+            hi = mid
+    m = 0.5 * (lo + hi)
+    return m if m > 0 else None
 
 
 def _exponential_nll(stated, err) -> float:

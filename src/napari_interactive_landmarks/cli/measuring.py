@@ -206,10 +206,12 @@ def _fit_ere_calibration(args, predictor, samples, temps) -> dict:
     except EreCalibrationError as exc:
         raise CLIError(f"no expected-error calibration fitted: {exc}") from None
     predictor.ere_calibration = EreCalibration.from_card(cal.to_card(), predictor.num_landmarks, predictor.name)
-    per_click = ", ".join(f"{c} clicks {np.median(row):.2f} · ERE^{b:.2f}" + (f" · film^{g:.1f}" if g else "")
-                          for c, (row, b, g) in enumerate(zip(cal.scales, cal.exponents, cal.film_exponents)))
-    print(f"expected error (px) stated as scale · ERE^exponent [· film factor^g, the film's mean ERE^exponent against "
-          f"the calibration films' median], the scale per landmark (median shown): {per_click}; "
+    per_click = ", ".join(f"{c} clicks {np.median(row):.2f} · ERE^{b:.2f}" + (f" + {a:.1f} · film^{g:.2f}" if a else "")
+                          for c, (row, b, a, g) in enumerate(zip(cal.scales, cal.exponents, cal.film_terms,
+                                                                 cal.film_exponents)))
+    print(f"expected error (px) stated as scale · ERE^exponent [+ A · film^g, the film's mean ERE^exponent against "
+          f"the calibration films' median, the same for all its points], the scale per landmark (median shown): "
+          f"{per_click}; "
           f"capped at the 99th percentile of each landmark's real errors (median over landmarks "
           f"{np.median(cal.caps[0]):.1f} px before any click)")
     return cal.to_card()

@@ -574,7 +574,7 @@ class Predictor:
         self._check_finite(coords)
         clock("hold")
         spread = radius = None
-        ere = ere_raw = wide = doubt = None
+        ere = ere_raw = ere_own = wide = doubt = None
         if self.compute_ere:
             # the doubt maps about the points shown (under the prior: the posterior's points): the network's
             # calibrated map times the anatomy's envelope given the corrections only — how far the network, kept to
@@ -589,8 +589,13 @@ class Predictor:
             ere_raw[clicked] = np.nan
             if self.ere_calibration is not None:
                 ere, wide = self.ere_calibration.apply(ere_raw, len(clicks))
+                # "check next" ranks one film's points: by their own share of the doubt, without the film's term
+                # (the same for every point of the film, it would favour the points the anatomy links most)
+                ere_own, _ = self.ere_calibration.apply(ere_raw, len(clicks), film=False)
+                ere_own[clicked] = 0.0
             else:
                 ere, wide = ere_raw.copy(), np.zeros(self.num_landmarks, bool)
+                ere_own = ere
             ere[clicked] = 0.0  # placed by a person: no model uncertainty left
             wide &= ~clicked
             clock("ERE")
@@ -599,7 +604,7 @@ class Predictor:
             if self.regions is not None:
                 radius = np.where(clicked, np.nan, self.regions.for_clicks(len(clicks)))
             clock("regions")
-        gain = self._expected_gain(ere, clicks) if ere is not None else None
+        gain = self._expected_gain(ere_own, clicks) if ere is not None else None
         clock("check next")
         if self.heatmap == "softmax":  # the network's calibrated maps' maxima (reused when the refiner needed them)
             p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
