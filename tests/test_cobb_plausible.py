@@ -135,3 +135,18 @@ def _share(doubt):
     import re
 
     return float(re.search(r"change in (\d+) % of plausible placements", doubt).group(1))
+
+
+def test_an_angle_whose_doubt_spans_most_angles_is_said_undetermined_not_given_a_number():
+    """On a spine film whose chain is a level off before any click, the main Cobb angle read "23.3° ± 153.4° (T6–L3)":
+    a ± wider than 90° is no measurement. The table and the doubt say it is undetermined; the file keeps the number."""
+    from napari_interactive_landmarks.measurements.core import Measurement
+
+    m = Measurement("cobb_main", 23.3, "deg", "", True, expected_error=153.4, uncertain=True, kind="cobb",
+                    details={"upper_end": "T6", "lower_end": "L3"})
+    assert m.shown() == "23.3° ± ≥ 90° (undetermined) (T6–L3) ⚠"
+    assert m.to_dict()["expected_error"] == 153.4
+    near = Measurement("cobb_main", 23.3, "deg", "", True, expected_error=89.9, kind="cobb")
+    assert near.shown() == "23.3° ± 89.9°"
+    mm = Measurement("d", 95.0, "mm", "", True, expected_error=120.0)
+    assert mm.shown() == "95.0 mm ± 120.0 mm"  # only angles have a range to span

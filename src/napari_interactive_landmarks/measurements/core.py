@@ -146,7 +146,7 @@ class Measurement:
             return "unavailable ⚠"
         text = format_value(self.value, self.unit)
         if self.expected_error is not None and np.isfinite(self.expected_error):
-            text += f" ± {format_value(self.expected_error, self.unit)}"
+            text += f" ± {format_spread(self.expected_error, self.unit)}"
         ends = (self.details or {}).get("upper_end"), (self.details or {}).get("lower_end")
         if self.kind == "cobb" and all(ends):
             text += f" ({ends[0]}–{ends[1]})"
@@ -157,6 +157,18 @@ class Measurement:
             return f"{self.name}: unavailable ({self.reason})"
         text = f"{self.name}: {format_value(self.value, self.unit)}"
         return f"{text} ({self.doubt})" if self.uncertain else text
+
+
+# an angle's ± at or beyond this many degrees spans most of the angles there are: said as such, not as a number
+ANGLE_UNDETERMINED = 90.0
+
+
+def format_spread(error: float | None, unit: str) -> str:
+    """A measurement's ± as shown: its value, but for an angle whose ± reaches ANGLE_UNDETERMINED degrees (a
+    Cobb angle lies in 0–180°) ``≥ 90° (undetermined)`` — a ± of 153° is no measurement (the file keeps the number)."""
+    if unit == "deg" and error is not None and np.isfinite(error) and error >= ANGLE_UNDETERMINED:
+        return f"≥ {ANGLE_UNDETERMINED:.0f}° (undetermined)"
+    return format_value(error, unit)
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -760,7 +772,7 @@ class _Context:
                          + (f" (also {alts})" if names else ""))
         who, top = self._weak_names(candidates)
         level = "" if m.error_level is None else f" ({100 * m.error_level:g} %)"
-        spread = f"± {format_value(m.expected_error, m.unit)}{level}; tolerance {format_value(tol, m.unit)}"
+        spread = f"± {format_spread(m.expected_error, m.unit)}{level}; tolerance {format_value(tol, m.unit)}"
         if who:
             m.doubt = f"uncertain: {who}, ERE {'up to ' if ', ' in who or '–' in who else ''}{top} ({spread}){extra}"
         else:
