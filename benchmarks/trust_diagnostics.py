@@ -20,6 +20,9 @@
   or more vertebrae a level off (benchmarks/vertebra_shift.py; films whose labels are out of order left out)? And
   how well would the corners' stated errors rank the corners more than 20 px off if the shifted films were known
   (the stated error plus a large constant on those films: an upper bound for any film-level cue)?
+- ``firstclick``: the first correction, every candidate tried: on each film, each landmark in turn clicked at its
+  truth (one update from the 0-click answer); the film's error after the point each rule would have suggested — the
+  oracle (worst first), the best possible, "check next" (the expected gain), the largest stated error;
 - ``second``: a level cue from a second, independently trained network (--second, a weights file): the 0-click
   answers of both (each with its own card's prior); how far apart they put each corner, and whether they put a
   vertebra at a different level (centroids more than half a vertebra apart) — does that tell the corners more than
@@ -31,6 +34,7 @@
     python benchmarks/trust_diagnostics.py gate --split calib --clicks 5
     python benchmarks/trust_diagnostics.py tta --split calib
     python benchmarks/trust_diagnostics.py films --split eval
+    python benchmarks/trust_diagnostics.py firstclick --split eval
     python benchmarks/trust_diagnostics.py second --split calib --second weights-candidates/aasce-spine-shift-s7.safetensors
 """
 from __future__ import annotations
@@ -245,6 +249,28 @@ def films_vs_corners(pred, films):
           f"with the shifted films known (stated + 1000 px there): {_auroc(stated + 1000 * shifted[film_of], bad):.3f}")
 
 
+def first_click(pred, films):
+    rules = {"worst first (oracle)": [], "best possible": [], "check next (expected gain)": [],
+             "largest stated error": []}
+    for s in films:
+        img, gt = np.asarray(s.load_image()), s.coords
+        prepared = pred.prepare(img)
+        p0 = pred.predict(prepared)
+        err0 = np.hypot(*(p0.coords - gt).T)
+        after = np.full(len(gt), np.nan)
+        for k in np.flatnonzero(np.all(np.isfinite(gt), axis=1)):
+            p1 = pred.predict(prepared, clicks={int(k): tuple(gt[k])}, previous=p0.coords)
+            after[k] = np.nanmean(np.hypot(*(p1.coords - gt).T))
+        ok = np.isfinite(after)
+        for name, score in (("worst first (oracle)", err0), ("best possible", -after),
+                            ("check next (expected gain)", p0.gain), ("largest stated error", p0.ere)):
+            rules[name].append(after[int(np.nanargmax(np.where(ok, score, np.nan)))])
+    print(f"{len(films)} films; the film's mean error after the first correction at the point each rule suggests:")
+    for name, v in rules.items():
+        v = np.array(v)
+        print(f"  {name:>27}: {v.mean():6.1f} px; films at 20 px or less {100 * np.mean(v <= 20):.1f} %")
+
+
 def second(pred, films, other):
     err, stated, apart, level = [], [], [], []
     for s in films:
@@ -274,7 +300,7 @@ def second(pred, films, other):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate", "tta", "films", "second"])
+    ap.add_argument("what", choices=["ends", "collapse", "damage", "gate", "tta", "films", "firstclick", "second"])
     ap.add_argument("--second", help="weights file of a second network (second)")
     ap.add_argument("--root", default=str(REPO.parent / "shared/datasets/aasce"))
     ap.add_argument("--split", default="eval", choices=["calib", "eval", "val"])
@@ -297,6 +323,8 @@ def main():
         tta(pred, films)
     elif args.what == "films":
         films_vs_corners(pred, films)
+    elif args.what == "firstclick":
+        first_click(pred, films)
     elif args.what == "second":
         other = Predictor.from_file(args.second, device="cpu")
         other.set_precision("fp32")
