@@ -181,8 +181,7 @@ def fit_ere_calibration(raw, errors, clicks=(), fitted_on: str = "",
         films.append(int(m.any(axis=1).sum()))
         b = exps[j] = _decile_exponent(raw[:, j][m], err[:, j][m])
         x = np.where(ok[:, j], raw[:, j], np.nan) ** b  # (N, K)
-        _, caps[j] = _scales_and_caps(x, err[:, j], m)
-        scales[j], _ = _scales_and_caps(x, err[:, j], m, raw[:, j], caps[j])
+        scales[j], caps[j] = _scales_and_caps(x, err[:, j], m, raw[:, j])
         # the film term: each film's mean ERE ** b against the calibration films' median, to the power g, times A;
         # (A, g) by the likelihood of the true errors, the scales times one number (they keep their ratios: a film's
         # own points keep their order, which "check next" reads)
@@ -215,38 +214,32 @@ def fit_ere_calibration(raw, errors, clicks=(), fitted_on: str = "",
                           exponents=exps, film_terms=film_terms, film_exponents=film_exps, film_refs=film_refs)
 
 
-def _scales_and_caps(x, err, m, raw=None, caps=None):
-    """Per landmark: the scale of ``x`` (N, K) that makes its mean stated value equal its mean true error where ``m``
-    — the plain ratio of means, or with ``raw`` and ``caps`` given, of the values as stated, ``min(scale · x,
-    max(cap, raw))`` (a heavy-tailed ``x`` otherwise loses its largest values to the caps and states too little) —
-    shrunk toward the pooled scale with ``SHRINK`` pseudo-films; and the 99th percentile of ``err``. A landmark with
-    fewer than MIN_FILMS values takes the pooled ones."""
+def _scales_and_caps(x, err, m, raw):
+    """Per landmark: the 99th percentile of ``err`` (the cap), and the scale of ``x`` (N, K) at which the mean of the
+    values as stated, ``min(scale · x, max(cap, raw))``, equals the mean true error where ``m`` (a plain ratio of means
+    would let a heavy-tailed ``x`` lose its largest values to the caps and state too little), shrunk toward the pooled
+    scale with ``SHRINK`` pseudo-films. A landmark with fewer than MIN_FILMS values takes the pooled ones."""
     k = x.shape[1]
-    pooled_q = float(np.percentile(err[m], CAP_PERCENTILE))
-    if caps is None:
-        caps = np.full(k, pooled_q)
-        for i in range(k):
-            if m[:, i].sum() >= MIN_FILMS:
-                caps[i] = float(np.percentile(err[m[:, i], i], CAP_PERCENTILE))
-    lim = None if raw is None else np.maximum(caps[None], raw)
-    pooled_s = _matching_scale(x[m], err[m], None if lim is None else lim[m])
+    caps = np.full(k, float(np.percentile(err[m], CAP_PERCENTILE)))
+    for i in range(k):
+        if m[:, i].sum() >= MIN_FILMS:
+            caps[i] = float(np.percentile(err[m[:, i], i], CAP_PERCENTILE))
+    lim = np.maximum(caps[None], raw)
+    pooled_s = _matching_scale(x[m], err[m], lim[m])
     scales = np.full(k, pooled_s)
     for i in range(k):
         mi = m[:, i]
         n = int(mi.sum())
-        if n < MIN_FILMS:
-            caps[i] = pooled_q
-            continue
-        own = _matching_scale(x[mi, i], err[mi, i], None if lim is None else lim[mi, i])
-        scales[i] = (n * own + SHRINK * pooled_s) / (n + SHRINK)
+        if n >= MIN_FILMS:
+            scales[i] = (n * _matching_scale(x[mi, i], err[mi, i], lim[mi, i]) + SHRINK * pooled_s) / (n + SHRINK)
     return scales, caps
 
 
-def _matching_scale(x, err, limit=None) -> float:
-    """The scale ``a`` with ``Σ min(a · x, limit) = Σ err`` (``limit`` None: ``Σ err / Σ x``), by bisection on log a;
-    where the limits cannot reach the errors' sum, the scale at which they are all reached."""
+def _matching_scale(x, err, limit) -> float:
+    """The scale ``a`` with ``Σ min(a · x, limit) = Σ err``, by bisection on log a around the ratio of means; where the
+    limits cannot reach the errors' sum, the scale at which they are all reached."""
     a = float(err.sum() / x.sum())
-    if limit is None or not np.isfinite(a) or a <= 0:
+    if not np.isfinite(a) or a <= 0:
         return a
     lo, hi = np.log(a) - 14.0, np.log(a) + 14.0
     target = float(err.sum())

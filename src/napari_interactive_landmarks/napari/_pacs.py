@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 
-from qtpy.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
+
+from ._panels import list_table
 
 COLUMNS = ("date", "patient_id", "accession", "modality", "description", "instances")
 
@@ -40,15 +42,8 @@ class PacsPanel(QGroupBox):
         self.search_btn = QPushButton("Search")
         self.search_btn.clicked.connect(on_search)
         lay.addWidget(self.search_btn)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(["Date", "Patient", "Accession", "Mod.", "Series", "#"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.Stretch)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setMaximumHeight(160)
-        self.table.cellDoubleClicked.connect(lambda row, _c: on_open(row))
+        self.table = list_table(["Date", "Patient", "Accession", "Mod.", "Series", "#"], stretch=4, max_height=160,
+                                on_activate=on_open)
         lay.addWidget(self.table)
         row = QHBoxLayout()
         self.open_btn = QPushButton("Open series")

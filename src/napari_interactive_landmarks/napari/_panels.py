@@ -8,8 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtGui import QBrush, QColor, QFont
-from qtpy.QtWidgets import (QCheckBox, QGroupBox, QHeaderView, QLabel, QPushButton, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout)
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QGroupBox, QHeaderView, QLabel, QPushButton, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout)
+
+
+def list_table(headers, stretch: int, max_height: int, on_activate) -> QTableWidget:
+    """A read-only table of rows to pick one from (a study's films, a PACS's series): whole rows selected, one at a
+    time, column ``stretch`` taking the width left, ``on_activate(row)`` on a double-click."""
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(list(headers))
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.Stretch)
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SingleSelection)
+    table.setMaximumHeight(max_height)
+    table.cellDoubleClicked.connect(lambda row, _col: on_activate(row))
+    return table
 
 
 class CheckNextPanel(QGroupBox):

@@ -4,7 +4,9 @@ does the work; this panel shows it)."""
 from __future__ import annotations
 
 from qtpy.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
-                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+                            QPushButton, QTableWidgetItem, QVBoxLayout)
+
+from ._panels import list_table
 
 STATUS_COLOURS = {"reviewed": "#81c784", "skipped": "#ffb74d", "in progress": "#e0e0e0", "not opened": "#9e9e9e"}
 
@@ -23,16 +25,8 @@ class StudyPanel(QGroupBox):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
-        self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["Film", "Status"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table = list_table(["Film", "Status"], stretch=0, max_height=180, on_activate=on_film)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setMaximumHeight(180)
-        self.table.cellDoubleClicked.connect(lambda row, _col: on_film(row))
         self.table.setToolTip("Double-click a film to open it")
         lay.addWidget(self.table)
         row = QHBoxLayout()
