@@ -112,6 +112,9 @@ def main():
               f"down {int((t > 0.5).sum())}); detector P(off) AUROC {auroc(p_off, off):.3f}; at P(off) > 0.5: "
               f"{int((p_off > 0.5).sum())} flagged, {int(((p_off > 0.5) & off).sum())} right; direction right on "
               f"{int(direction.sum())}/{off.sum()}; corr(estimated, true offset) {np.corrcoef(est, t)[0, 1]:.2f}")
+        above = t < -0.5  # the labelled end vertebra a level above the model's
+        print(f"    of the {int(above.sum())} films whose labelled {end} vertebra lies a level above the model's, the "
+              f"detector put it at or below the model's on {int((est[above] > -0.5).sum())}")
         summary["ends"][end] = {"off": int(off.sum()), "auroc": auroc(p_off, off),
                                 "flagged": int((p_off > 0.5).sum()), "flagged_right": int(((p_off > 0.5) & off).sum())}
     err = np.concatenate([r["err"] for r in rows])

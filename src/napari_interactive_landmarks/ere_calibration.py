@@ -30,7 +30,8 @@ Two per-landmark corrections are then fitted on a calibration split (the click p
   error; adopted only where it gains more than ``FILM_MIN_GAIN`` nats per landmark over no term. The term is one
   constant per film and the scales keep their ratios, so it re-ranks films, never one film's points ("check next"
   reads that order). Added, not multiplied: a factor would multiply most the landmarks whose scale is largest (the
-  chain's ends), so a correct L5 corner on a doubtful film stated up to 315 px (added: 185 px). A model whose errors
+  chain's ends), so a correct L5 corner on a doubtful film stated up to 315 px (added: 176 px;
+  experiments/benchmarks/ere_film_term.py). A model whose errors
   are independent between landmarks gets no term;
 * a **cap** ``q[c, k]``: the 99th percentile of that landmark's true errors at that click count. The stated ERE
   ``min(s · ere ** b + film term, max(q, ere))``: never above what the landmark's real errors reached, unless its own map really
