@@ -61,12 +61,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "model-ignores-clicks",
         "the interactive model's hint maps (clicks + previous prediction) are zeroed in forward",
         f"{PKG}/models/interactive.py",
-        "        hints = hint_maps(self, image, hints, clicks, clicked, previous)\n"
-        "        stem_hint = self.hint_fusion(hints) if self.hint_fusion is not None else None\n"
+        "        hints, channels = hint_inputs(self, image, hints, clicks, clicked, previous)\n"
+        "        stem_hint = self.hint_fusion(hints, channels) if self.hint_fusion is not None else None\n"
         "        l1, feats = self.backbone(image, stem_hint)\n",
-        "        hints = hint_maps(self, image, hints, clicks, clicked, previous)\n"
+        "        hints, channels = hint_inputs(self, image, hints, clicks, clicked, previous)\n"
         "        hints = torch.zeros_like(hints)  # MUTANT: clicks ignored\n"
-        "        stem_hint = self.hint_fusion(hints) if self.hint_fusion is not None else None\n"
+        "        stem_hint = self.hint_fusion(hints, channels) if self.hint_fusion is not None else None\n"
         "        l1, feats = self.backbone(image, stem_hint)\n",
         ("tests/test_training.py::test_a_click_improves_the_unclicked_corners_of_the_shipped_spine_model",
          "tests/test_predictor.py::test_shipped_models_predict_as_before_the_model_drew_its_own_click_maps"),
@@ -185,8 +185,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "ere-from-the-posterior",
         "under the shape prior the ERE is the posterior's own spread again (it ranked real errors worse)",
         f"{PKG}/inference/predictor.py",
-        "            doubt = self._doubt_maps(logits[0], clicks, shape)\n",
-        "            doubt = self._doubt_maps(logits[0], clicks, shape) if posterior is None else softmax_maps(posterior)"
+        "            doubt = self._doubt_maps(logits[0], clicks, shape, tempered)\n",
+        "            doubt = self._doubt_maps(logits[0], clicks, shape, tempered) if posterior is None else "
+        "softmax_maps(posterior)"
         "  # MUTANT: the posterior's ERE\n",
         ("tests/test_shape_model.py::test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown",),
     ),
@@ -252,8 +253,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "no-exclusion-around-clicks",
         "after a click another corner may be decoded onto the clicked one (issue 34's collapse)",
         f"{PKG}/inference/predictor.py",
-        "                if keep_out is not None:\n                    fused = fused + keep_out\n",
-        "                pass  # MUTANT: no exclusion zone\n",
+        "            base = tempered if keep_out is None else tempered + keep_out\n",
+        "            base = tempered  # MUTANT: no exclusion zone\n",
         ("tests/test_trust.py::test_a_correction_does_not_pull_another_corner_onto_itself",),
     ),
     Mutant(

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from napari_interactive_landmarks.ere_calibration import ENVELOPE_WEIGHT
 from napari_interactive_landmarks.inference import Predictor
@@ -371,6 +372,47 @@ def test_the_predictors_torch_prior_equals_the_numpy_reference():
         assert got[0].max() > np.log1p(-wt) + 1  # the Gaussian is there, not only the floor
 
 
+def test_the_torch_prior_evaluated_in_boxes_equals_the_whole_grid_evaluation(monkeypatch):
+    """Issue 39: after a click the prior's Gaussians are a few cells wide, so the torch prior evaluates each landmark
+    only in a box (one size for all, each on its own landmark, kept inside the grid) and gives the rest the floor.
+    It must equal the whole-grid evaluation to float32 precision everywhere — narrow and wide Gaussians, means at and
+    beyond the grid's edges, landmarks left out — and it must really evaluate less than the whole grid."""
+    import napari_interactive_landmarks.inference.predictor as predictor_module
+    from napari_interactive_landmarks.inference.predictor import log_prior_on_grid
+
+    sm = _gaussian(k=8, seed=5)[0].with_settings(weight=0.9, tau=1.0)
+    rng = np.random.default_rng(7)
+    evaluated = []
+    real_softplus = torch.nn.functional.softplus
+
+    def counting_softplus(z, *a, **kw):
+        evaluated.append(z.numel())
+        return real_softplus(z, *a, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "softplus", counting_softplus)
+    for trial, scale in enumerate((0.002, 0.01, 0.03, 0.3)):
+        means = rng.uniform(-0.05, 1.05, size=(8, 2))
+        means[0] = (0.0, 1.0)  # on a corner
+        a = rng.normal(size=(8, 2, 2)) * scale
+        covs = a @ a.transpose(0, 2, 1) + 1e-6 * np.eye(2)
+        rows = [0, 1, 2, 4, 5, 7] if trial % 2 else None
+        evaluated.clear()
+        boxed = log_prior_on_grid(sm, means, covs, (128, 64), rows, "cpu")
+        cells = evaluated[0]
+        monkeypatch.setattr(predictor_module, "PRIOR_DENSE_SHARE", -1.0)  # always the whole grid
+        whole = log_prior_on_grid(sm, means, covs, (128, 64), rows, "cpu")
+        monkeypatch.setattr(predictor_module, "PRIOR_DENSE_SHARE", 0.5)
+        np.testing.assert_allclose(boxed.numpy(), whole.numpy(), rtol=0, atol=1e-7)
+        if scale <= 0.01:  # narrow Gaussians: boxes, not the grid
+            assert cells < 0.25 * 8 * 128 * 64, (scale, cells)
+        assert np.isfinite(boxed.numpy()).all()
+    # every landmark's Gaussian entirely off the grid, or none asked for: the floor everywhere
+    far = log_prior_on_grid(sm, np.full((8, 2), 40.0), np.tile(1e-4 * np.eye(2), (8, 1, 1)), (16, 8), None, "cpu")
+    assert (far == np.float32(np.log1p(-0.9))).all()
+    none = log_prior_on_grid(sm, rng.uniform(size=(8, 2)), np.tile(1e-3 * np.eye(2), (8, 1, 1)), (16, 8), [], "cpu")
+    assert (none == np.float32(np.log1p(-0.9))).all()
+
+
 def test_under_the_prior_the_ere_is_the_networks_expected_error_about_the_points_shown(phantom):
     """Issue 19 item 4: with the prior on, each landmark's ERE is Σ q · ‖pixel − shown point‖ with q the network's
     calibrated map (softmax of logits / T, cut at 5 % of its maximum) — not the posterior's own spread, which ranked
@@ -419,3 +461,29 @@ def test_a_weights_file_whose_shape_model_is_no_covariance_is_refused_naming_the
         Predictor.from_file(bad, device="cpu")
     msg = str(exc.value)
     assert f"{damage}.safetensors" in msg and "covariance" in msg and "\n" not in msg
+
+
+def test_the_exclusion_zones_drawn_in_a_box_around_each_click_equal_the_whole_grid_test(phantom):
+    """Issue 39: the exclusion map (−1e4 where an unclicked landmark may not be decoded, near a click) is drawn only in
+    a box around each click; it must equal the test of every cell of every landmark's map against every click —
+    clicks near the film's edges and corners included."""
+    pred, sm, _, _ = phantom
+    own = pred.shape_model
+    pred.set_shape_model(sm)
+    shape, grid = (1024, 512), (256, 128)
+    rows = (np.arange(grid[0]) + 0.5) / grid[0] * shape[0]
+    cols = (np.arange(grid[1]) + 0.5) / grid[1] * shape[1]
+    rng = np.random.default_rng(3)
+    for clicks in ({0: (0.0, 0.0)}, {3: (1023.0, 511.0), 7: (500.0, 5.0)},
+                   {int(i): (float(rng.uniform(0, 1023)), float(rng.uniform(0, 511)))
+                    for i in rng.choice(pred.num_landmarks, 4, replace=False)}):
+        zones = pred._exclusion_zones(clicks, shape)
+        got = pred._exclusion(zones, shape, grid, "cpu").numpy()
+        at, radius = zones
+        want = np.zeros_like(got)
+        for n_i, (r0, c0) in enumerate(at):
+            near = (rows[:, None] - r0) ** 2 + (cols[None, :] - c0) ** 2
+            want[near[None] < radius[:, n_i, None, None] ** 2] = -1e4
+        np.testing.assert_array_equal(got, want)
+        assert (got < 0).any()  # the zones are there
+    pred.set_shape_model(own)

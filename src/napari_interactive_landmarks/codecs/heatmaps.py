@@ -25,17 +25,9 @@ def gaussian_heatmaps(coords: torch.Tensor, size, sigma: float, mask: torch.Tens
     return maps * keep[..., None, None].to(maps.dtype)
 
 
-def render_hints(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, clicked: torch.Tensor, size,
-                 sigma: float) -> torch.Tensor:
-    """The model's hint input: (B, 2K, ⌈H/2⌉, ⌈W/2⌉) — the previous prediction's Gaussians, then the clicks'
-    Gaussians, both **only in clicked channels**, at stride 2 (coordinates and sigma halved; pixel-centre
-    convention). ``size`` and coordinates (B, K, 2) (row, col) are network-input pixels; NaN coordinates give
-    an empty channel. The one implementation used by training, validation and inference.
-
-    Drawn as one separable product written directly in the channels-last layout the model runs in (no dense
-    NCHW rendering, no layout copy); unclicked channels are zero.
-    """
-    b, k, _ = click_coords.shape
+def _hint_factors(prev_coords, click_coords, clicked, size, sigma):
+    """The separable factors of the hint maps: row Gaussians (B, ⌈H/2⌉, 2K), column Gaussians (B, ⌈W/2⌉, 2K) (zero in
+    channels not drawn) and which of the 2K channels are drawn (B, 2K)."""
     dev = click_coords.device
     h2, w2 = (int(size[0]) + 1) // 2, (int(size[1]) + 1) // 2
     clicked = clicked.to(device=dev, dtype=torch.bool)
@@ -48,8 +40,35 @@ def render_hints(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, c
     s2 = 2 * (sigma / 2.0) ** 2
     gy = torch.exp(-((ys[None, :, None] - p2[:, None, :, 0]) ** 2) / s2) * keep[:, None, :]  # (B, H/2, 2K)
     gx = torch.exp(-((xs[None, :, None] - p2[:, None, :, 1]) ** 2) / s2)  # (B, W/2, 2K)
+    return gy, gx, keep
+
+
+def render_hints(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, clicked: torch.Tensor, size,
+                 sigma: float) -> torch.Tensor:
+    """The model's hint input: (B, 2K, ⌈H/2⌉, ⌈W/2⌉) — the previous prediction's Gaussians, then the clicks'
+    Gaussians, both **only in clicked channels**, at stride 2 (coordinates and sigma halved; pixel-centre
+    convention). ``size`` and coordinates (B, K, 2) (row, col) are network-input pixels; NaN coordinates give
+    an empty channel. The one implementation used by training, validation and inference.
+
+    Drawn as one separable product written directly in the channels-last layout the model runs in (no dense
+    NCHW rendering, no layout copy); unclicked channels are zero.
+    """
+    gy, gx, _ = _hint_factors(prev_coords, click_coords, clicked, size, sigma)
     # one dense product written in NHWC order: the channels-last layout without a separate copy
     return (gy[:, :, None, :] * gx[:, None, :, :]).permute(0, 3, 1, 2)
+
+
+def render_hint_channels(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, clicked: torch.Tensor, size,
+                         sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Only the channels of :func:`render_hints` that are drawn in some batch element: ``(maps (B, n, ⌈H/2⌉, ⌈W/2⌉),
+    channels (n,) their indices among the 2K)`` (at least one: channel 0, all zero, when none is); every other channel of the full hint maps is zero. After three
+    clicks on a 68-landmark model that is 6 of 136 channels: drawing them, the hint fusion's first convolution and
+    the gate's pooling then skip the zeros (issue 39)."""
+    gy, gx, keep = _hint_factors(prev_coords, click_coords, clicked, size, sigma)
+    channels = keep.any(0).nonzero()[:, 0]
+    if not len(channels):  # nothing drawn: one zero channel stands for all (the convolution of zeros is its bias)
+        channels = torch.zeros(1, dtype=torch.long, device=channels.device)
+    return (gy[:, :, None, channels] * gx[:, None, :, channels]).permute(0, 3, 1, 2), channels
 
 
 def local_soft_argmax(heatmaps: torch.Tensor, window: int = 15, beta: float = 10.0) -> torch.Tensor:

@@ -252,21 +252,27 @@ def spread_covariance(prob, pred, scale=None, threshold: float = 0.05) -> np.nda
     p, c, s, lead = _maps_and_points(prob, pred, scale)
     n_maps, h, w = p.shape
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    usable = torch.isfinite(p).flatten(-2).all(-1) & torch.isfinite(c).all(-1)
-    p = torch.where(usable[:, None, None], p, zero)
-    c = torch.where(usable[:, None], c, zero)
-    m = p.amax(dim=(-2, -1)).clamp_min(0.0) if p.numel() else torch.zeros(n_maps, dtype=p.dtype)
+    # as in the ERE: a finite sum means finite values; the element-wise test and the blanking only when one is not
+    usable = torch.isfinite(p.sum(dim=(-2, -1)))
+    if not bool(usable.all()):
+        usable = torch.isfinite(p).flatten(-2).all(-1)
+    usable = usable & torch.isfinite(c).all(-1)
+    if not bool(usable.all()):
+        p = torch.where(usable[:, None, None], p, zero)
+        c = torch.where(usable[:, None], c, zero)
+    m = p.amax(dim=(-2, -1)).clamp_min(0.0) if p.numel() else torch.zeros(n_maps, dtype=p.dtype, device=p.device)
     q = torch.where(p > threshold * m[:, None, None], p, zero)
-    total = q.sum(dim=(-2, -1))
+    # the moments of the unnormalised masses, divided by their total once (not the maps)
+    qy, qx = q.sum(-1), q.sum(-2)  # marginals (L, h), (L, w)
+    total = qy.sum(-1)
     ok = usable & (m > 0) & (total > 0)
-    q = q / torch.where(ok, total, torch.ones_like(total))[:, None, None]
+    norm = torch.where(ok, total, torch.ones_like(total))
     sy, sx = float(s[0]), float(s[1])
     dy = (torch.arange(h, dtype=p.dtype, device=p.device) - c[:, 0, None]) * sy  # (L, h)
     dx = (torch.arange(w, dtype=p.dtype, device=p.device) - c[:, 1, None]) * sx  # (L, w)
-    qy, qx = q.sum(-1), q.sum(-2)  # marginals (L, h), (L, w)
-    syy = (qy * dy * dy).sum(-1) + sy * sy / 12.0
-    sxx = (qx * dx * dx).sum(-1) + sx * sx / 12.0
-    sxy = torch.einsum("lhw,lh,lw->l", q, dy, dx)
+    syy = (qy * dy * dy).sum(-1) / norm + sy * sy / 12.0
+    sxx = (qx * dx * dx).sum(-1) / norm + sx * sx / 12.0
+    sxy = (torch.bmm(q, dx[:, :, None])[..., 0] * dy).sum(-1) / norm  # Σ_h dy Σ_w q dx: a matrix-vector product
     cov = torch.stack([torch.stack([syy, sxy], -1), torch.stack([sxy, sxx], -1)], -2)
     cov = torch.where(ok[:, None, None], cov, torch.full_like(cov, math.nan))
     return cov.reshape(lead + (2, 2)).cpu().numpy().astype(np.float64)

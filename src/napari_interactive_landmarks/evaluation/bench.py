@@ -37,7 +37,8 @@ def _sync(device):
 def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num_clicks: int = 3, seed: int = 0) -> dict:
     """Median / p95 of a full interactive update (click validation, hint maps, network, decoding, pinning, in
     original pixels) on an already prepared image — what happens on every drag release — next to the bare
-    network forward on the same input; peak memory of the process (CPU RSS, or CUDA allocator peak)."""
+    network forward on the same input, called as the update calls it (click coordinates in: the network draws
+    its own hint maps, only the clicked channels); peak memory of the process (CPU RSS, or CUDA allocator peak)."""
     rng = np.random.default_rng(seed)
     prepared = predictor.prepare(image)
     first = predictor.predict(prepared)
@@ -73,11 +74,11 @@ def run_bench(predictor, image: np.ndarray, runs: int = 30, warmup: int = 3, num
             predictor.predict(prepared, clicks=clicks, previous=first.coords)
             _sync(dev)
             t3 = time.perf_counter()
-            hints = predictor._hints(clicks, first.coords, prepared.original_shape)
+            net_clicks, clicked, previous = predictor._interaction(clicks, first.coords, prepared.original_shape)
             _sync(dev)
             t4 = time.perf_counter()
-            with torch.no_grad(), predictor.autocast():
-                predictor.model(prepared.tensor, hints)
+            with torch.no_grad(), predictor.autocast():  # the network as the update runs it (it draws its hint maps)
+                predictor.model(prepared.tensor, clicks=net_clicks, clicked=clicked, previous=previous)
             _sync(dev)
             t5 = time.perf_counter()
             if n >= warmup:

@@ -520,8 +520,10 @@ class Predictor:
                     net, _ = self.codec.decode(logits + keep_out[None])
                     net_np = net[0].cpu().numpy().astype(np.float64)
         clock("decode")
+        # the calibrated log-maps, read by the prior's decoding and the doubt maps
+        tempered = tempered_logits(logits[0], self.temperatures) if self.heatmap == "softmax" else None
         if prior_on:
-            fused = self._decode_under_prior(logits[0], net_np, clicks, shape, zones)
+            fused = self._decode_under_prior(logits[0], net_np, clicks, shape, zones, tempered)
             if fused is not None:
                 net_np, posterior = fused
             clock("prior")
@@ -582,7 +584,7 @@ class Predictor:
             # sharp where the anatomy agrees with itself, right or wrong (AUROC for > 20 px at 0 clicks 0.645
             # against the network map's 0.725 on aasce-spine's eval films: experiments/benchmarks/posterior_doubt.py); not the
             # network's map alone: a chain's end keeps mass at the film's other end (ere_calibration.py)
-            doubt = self._doubt_maps(logits[0], clicks, shape)
+            doubt = self._doubt_maps(logits[0], clicks, shape, tempered)
             grid = tuple(doubt.shape[-2:])
             at, scale = self.codec.network_to_grid(net_np, grid), self.codec.grid_scale(shape, grid)
             ere_raw = expected_radial_error(doubt, at, scale=scale)
@@ -701,28 +703,31 @@ class Predictor:
             self._envelope = (sm, w, sm.with_settings(tau=1.0, weight=float(w), enabled=True))
         return self._envelope[2]
 
-    def _doubt_maps(self, logits: torch.Tensor, clicks: dict, shape) -> torch.Tensor:
+    def _doubt_maps(self, logits: torch.Tensor, clicks: dict, shape, tempered: torch.Tensor | None = None) -> torch.Tensor:
         """(K, h, w) float32 maps the doubt is read from: each landmark's calibrated 2-D softmax map times its
         envelope — the shape model's Gaussian given the clicks only, as ``w · N + (1 − w) · uniform`` — renormalised;
         the calibrated map alone without a shape model. A shape model that cannot be conditioned (said once) leaves
         the calibrated maps."""
         env = self._envelope_model()
-        tempered = tempered_logits(logits.float(), self.temperatures)
+        if tempered is None:
+            tempered = tempered_logits(logits.float(), self.temperatures)
         if env is not None:
             idx = sorted(clicks)
             free = [i for i in range(self.num_landmarks) if i not in clicks]
             try:
                 placed = np.array([clicks[i] for i in idx], np.float64).reshape(-1, 2)
                 means, covs = env.condition(idx, normalise(placed, shape))
-                tempered = tempered + log_prior_on_grid(env, means, covs, tuple(logits.shape[-2:]), free,
-                                                        logits.device)
+                # the envelope's Gaussian term inside its boxes (its flat floor, a constant, cancels in the softmax)
+                tempered = add_prior_term(tempered, *prior_terms(env, means, covs, tuple(logits.shape[-2:]), free,
+                                                                 logits.device)[1:])
             except (np.linalg.LinAlgError, ShapeModelError, FloatingPointError, ValueError) as exc:
                 if self.shape_prior_problem is None:
                     self.shape_prior_problem = f"the anatomy's envelope failed ({exc}); the doubt is the network's"
                     log.warning(self.shape_prior_problem)
         return softmax_maps(tempered)
 
-    def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape, zones=None):
+    def _decode_under_prior(self, logits: torch.Tensor, net_np: np.ndarray, clicks: dict, shape, zones=None,
+                            tempered: torch.Tensor | None = None):
         """The unclicked landmarks decoded from their calibrated maps times their click-conditioned shape prior:
         (network-pixel coordinates (K, 2), posterior log-maps (K, h, w)), or None when the prior does not apply
         (no click and no zero-click use) or fails (said once; the network alone then places the points)."""
@@ -730,7 +735,8 @@ class Predictor:
         if not clicks and not sm.settings.zero_click:
             return None
         grid = tuple(logits.shape[-2:])
-        tempered = tempered_logits(logits, self.temperatures)
+        if tempered is None:
+            tempered = tempered_logits(logits, self.temperatures)
         free = [i for i in range(self.num_landmarks) if i not in clicks]  # a clicked point is not decoded
         try:
             if clicks:
@@ -743,6 +749,7 @@ class Predictor:
             cur = net_np  # (None after a click: the prior's own decoding is the first)
             keep_out = self._exclusion(zones if zones is not None else self._exclusion_zones(clicks, shape), shape,
                                        grid, logits.device)
+            base = tempered if keep_out is None else tempered + keep_out
             for r in range(rounds):
                 if not clicks or r > 0:  # each landmark given all the others where they are now (iterated
                     # conditional modes), the clicked ones at the user's points
@@ -750,10 +757,9 @@ class Predictor:
                     if clicks:
                         now[idx] = placed
                     means, covs = sm.leave_one_out(normalise(now, shape))
-                prior = log_prior_on_grid(sm, means, covs, grid, free, logits.device)
-                fused = tempered + prior
-                if keep_out is not None:
-                    fused = fused + keep_out
+                # the calibrated maps (and the exclusion zones) plus the prior's Gaussian term inside its boxes; the
+                # prior's flat floor, a constant per map, changes neither the argmax nor the local softmax
+                fused = add_prior_term(base, *prior_terms(sm, means, covs, grid, free, logits.device)[1:])
                 net, _ = decode_strided_logits(fused[None], self.input_size, window=self.codec.window,
                                                heatmap="softmax")
                 cur = net[0].cpu().numpy().astype(np.float64)
@@ -816,8 +822,14 @@ class Predictor:
         cols = (np.arange(w) + 0.5) / w * big_w
         out = np.zeros((len(radius), h, w), np.float32)
         for n_i, (r0, c0) in enumerate(at):
-            near = (rows[:, None] - r0) ** 2 + (cols[None, :] - c0) ** 2  # (h, w)
-            out[near[None] < radius[:, n_i, None, None] ** 2] = -1e4
+            reach = float(radius[:, n_i].max())  # only the cells within the widest of this click's zones
+            i0, i1 = np.searchsorted(rows, [r0 - reach, r0 + reach])
+            j0, j1 = np.searchsorted(cols, [c0 - reach, c0 + reach])
+            if i0 >= i1 or j0 >= j1:
+                continue
+            near = (rows[i0:i1, None] - r0) ** 2 + (cols[None, j0:j1] - c0) ** 2  # (box h, box w)
+            box = out[:, i0:i1, j0:j1]
+            box[near[None] < radius[:, n_i, None, None] ** 2] = -1e4
         return torch.as_tensor(out, device=device)
 
     def _hold_small_moves(self, net_np, coords, previous, clicks, shape, grid, hold: float, zones=None):
@@ -869,34 +881,93 @@ def native_cpu_bf16() -> bool:
         return False
 
 
-def log_prior_on_grid(shape_model: ShapeModel, means, covs, grid, rows, device) -> torch.Tensor:
-    """:meth:`ShapeModel.log_prior_on_grid` evaluated on the whole grid at once in torch (float32, (K, h, w)), in four
-    passes over the grid (the row and column terms are (K, h) and (K, w); the cross term one batched outer product).
-    Landmarks not in ``rows`` get the flat floor. Equal to the numpy reference within 1e-5
-    (tests/test_shape_model.py)."""
+# below this log ratio of the Gaussian term to the flat floor a cell's prior is the floor to float32 precision
+# (log1p(e⁻²⁰) = 2·10⁻⁹): the torch prior evaluates each landmark only inside the box where the term exceeds it
+PRIOR_CUTOFF = 20.0
+# … and the whole grid at once when those boxes (all of one size, the largest) would cover more than this share of it
+PRIOR_DENSE_SHARE = 0.5
+
+
+def prior_terms(shape_model: ShapeModel, means, covs, grid, rows, device):
+    """The robust prior of :meth:`ShapeModel.log_prior_on_grid` in torch, as ``(floor, term, index)``: the flat floor
+    log(1 − w) and the Gaussian term log1p(w N / (1 − w)) (float32) that adds to it — evaluated in one batched pass
+    over a box of the same size for every landmark (the largest of their boxes where the term exceeds e⁻²⁰, each placed
+    on its own landmark and kept inside the grid): ``term`` (K, bh, bw) and ``index`` (K, bh·bw) the cells' flat
+    indices in (h·w); the whole grid when those boxes would cover most of it (``term`` (K, h, w), ``index`` None); no
+    term at all (None, None) when the prior is flat or no box meets the grid. Landmarks not in ``rows`` have no term.
+    After a click the boxes are a few per cent of the grid (issue 39)."""
     h, w = int(grid[0]), int(grid[1])
-    floor, inv, log_c, _ = shape_model.grid_terms(covs)
+    floor, inv, log_c, cov = shape_model.grid_terms(covs)
     k = len(means)
     if inv is None:
-        return torch.full((k, h, w), floor, dtype=torch.float32, device=device)
+        return floor, None, None
     log_c = np.array(log_c, np.float64)
-    if rows is not None and len(rows) < k:  # softplus(-1e30) = 0: the floor, without a masked write
+    if rows is not None and len(rows) < k:  # softplus(-1e30) = 0: no term, without a masked write
         keep = np.zeros(k, bool)
         keep[list(rows)] = True
         log_c[~keep] = -1e30
+    means = np.asarray(means, np.float64)
+    # each landmark's box: the cells whose centre lies within the ellipse's extent where log_c − ½ d²_M > −cutoff
+    radius2 = np.maximum(2.0 * (log_c + PRIOR_CUTOFF), 0.0)
+    half = np.sqrt(radius2[:, None] * np.stack([cov[:, 0, 0], cov[:, 1, 1]], 1))  # (K, 2) in normalised units
+    size = np.array([h, w], np.float64)
+    lo = np.clip(np.ceil((means - half) * size - 0.5), 0, size)
+    hi = np.clip(np.floor((means + half) * size - 0.5) + 1, 0, size)
+    extent = np.where(radius2[:, None] > 0, np.maximum(hi - lo, 0), 0).astype(np.int64)
+    bh, bw = int(extent[:, 0].max()), int(extent[:, 1].max())
+    if bh == 0 or bw == 0:
+        return floor, None, None
+    dense = bh * bw > PRIOR_DENSE_SHARE * h * w
     f32 = dict(dtype=torch.float32, device=device)
-    m = torch.as_tensor(np.asarray(means, np.float64), **f32)
+    m = torch.as_tensor(means, **f32)
     inv_t = torch.as_tensor(inv, **f32)
-    dr = (torch.arange(h, **f32) + 0.5) / h - m[:, 0:1]  # (K, h)
-    dc = (torch.arange(w, **f32) + 0.5) / w - m[:, 1:2]  # (K, w)
-    row_term = torch.as_tensor(log_c, **f32)[:, None] - (0.5 * inv_t[:, 0:1]) * dr * dr  # (K, h)
-    col_term = -(0.5 * inv_t[:, 1:2]) * dc * dc  # (K, w)
+    if dense:
+        r_idx = torch.arange(h, device=device).expand(k, h)
+        c_idx = torch.arange(w, device=device).expand(k, w)
+    else:  # one box size for all, each placed over its own box and kept inside the grid
+        r0 = torch.as_tensor(np.minimum(lo[:, 0], h - bh).astype(np.int64), device=device)
+        c0 = torch.as_tensor(np.minimum(lo[:, 1], w - bw).astype(np.int64), device=device)
+        r_idx = r0[:, None] + torch.arange(bh, device=device)
+        c_idx = c0[:, None] + torch.arange(bw, device=device)
+    dr = (r_idx.to(torch.float32) + 0.5) / h - m[:, 0:1]  # (K, h or bh)
+    dc = (c_idx.to(torch.float32) + 0.5) / w - m[:, 1:2]  # (K, w or bw)
+    row_term = torch.as_tensor(log_c, **f32)[:, None] - (0.5 * inv_t[:, 0:1]) * dr * dr
+    col_term = -(0.5 * inv_t[:, 1:2]) * dc * dc
     # z = log_c − ½ (x − m)ᵀ Σ⁻¹ (x − m): row term + column term − i01 · dr · dc (a batched outer product)
     z = torch.baddbmm(row_term[:, :, None], (-inv_t[:, 2:3] * dr)[:, :, None], dc[:, None, :])
     z.add_(col_term[:, None, :])
     # log1p(exp(z)) = softplus(z); torch returns z itself above 20, where they agree to float32 precision
-    out = torch.nn.functional.softplus(z)
-    return out.add_(floor)
+    term = torch.nn.functional.softplus(z)
+    if dense:
+        return floor, term, None
+    return floor, term, (r_idx[:, :, None] * w + c_idx[:, None, :]).reshape(k, -1)
+
+
+def add_prior_term(maps: torch.Tensor, term, index) -> torch.Tensor:
+    """``maps`` (K, h, w) plus a prior's Gaussian term from :func:`prior_terms` (without its floor, a constant that
+    neither a softmax nor an argmax sees); ``maps`` itself when there is no term, else a new tensor."""
+    if term is None:
+        return maps
+    if index is None:
+        return maps + term
+    k = maps.shape[0]
+    return maps.reshape(k, -1).clone().scatter_add_(1, index, term.reshape(k, -1)).view(maps.shape)
+
+
+def log_prior_on_grid(shape_model: ShapeModel, means, covs, grid, rows, device) -> torch.Tensor:
+    """:meth:`ShapeModel.log_prior_on_grid` in torch (float32, (K, h, w)): the floor plus the Gaussian term of
+    :func:`prior_terms`. Equal to the whole-grid evaluation to float32 precision and to the numpy reference within 1e-5
+    (tests/test_shape_model.py)."""
+    h, w = int(grid[0]), int(grid[1])
+    k = len(means)
+    floor, term, index = prior_terms(shape_model, means, covs, grid, rows, device)
+    if term is None:
+        return torch.full((k, h, w), floor, dtype=torch.float32, device=device)
+    if index is None:
+        return term.add_(floor)
+    out = torch.full((k, h * w), floor, dtype=torch.float32, device=device)
+    out.scatter_(1, index, term.reshape(k, -1).add_(floor))
+    return out.view(k, h, w)
 
 
 def _load_state(model, state, path, schema):
