@@ -31,6 +31,9 @@ def main():
     ap.add_argument("--threads", type=int)
     ap.add_argument("--json")
     ap.add_argument("--verbose", action="store_true", help="each run's stall and latency")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time, during each drag's model update, the update in its worker thread and the main "
+                         "window's Qt events on the main thread (the canvas repaint's share)")
     ap.add_argument("--hidden", action="store_true",
                     help="do not show the viewer: the plugin's own work without the canvas repaints, which under "
                          "Xvfb are software OpenGL (Mesa llvmpipe) competing with the model for the CPU cores")
@@ -52,6 +55,20 @@ def main():
         image = read_image(args.image).array
     else:
         image = np.random.default_rng(0).normal(128, 40, size=tuple(args.size)).clip(0, 255).astype(np.uint8)
+    window_events = []  # (start, end, Qt event type) of the main window's events, with --breakdown
+    if args.breakdown:  # before the viewer exists: its window is made from the patched class
+        from napari._qt.qt_main_window import _QtMainWindow
+
+        plain_event = _QtMainWindow.event
+
+        def timed_event(self, e):
+            t = time.perf_counter()
+            try:
+                return plain_event(self, e)
+            finally:
+                window_events.append((t, time.perf_counter(), e.type().name))
+
+        _QtMainWindow.event = timed_event
     viewer = napari.Viewer(show=not args.hidden)
     viewer.add_image(image, name="image")
     w = LandmarkWidget(viewer)
@@ -74,6 +91,20 @@ def main():
     timer.setInterval(1)
     timer.timeout.connect(tick)
 
+    compute_span = []  # (start, end) of the model update in its worker thread, with --breakdown
+    if args.breakdown:
+        session_compute = w.session.compute
+
+        def timed_compute(req):
+            t = time.perf_counter()
+            try:
+                return session_compute(req)
+            finally:
+                compute_span.append((t, time.perf_counter()))
+
+        w.session.compute = timed_compute
+    breakdown = []  # per drag: worker update ms, main-window event ms during it, of which UpdateRequest ms
+
     rng = np.random.default_rng(1)
     k = w.session.num_landmarks
     h, wd = w.session.image_shape
@@ -89,10 +120,17 @@ def main():
         pos = (float(rng.uniform(0.1, 0.9) * h), float(rng.uniform(0.1, 0.9) * wd))
         gaps.clear()
         last[0] = None
+        window_events.clear()
+        compute_span.clear()
         timer.start()
         simulate_drag(w.points_layer, point, pos)
         wait_until_idle(w, 300)
         timer.stop()
+        if args.breakdown and compute_span:
+            c0, c1 = compute_span[0]
+            during = [(b - a, name) for a, b, name in window_events if b > c0 and a < c1]
+            breakdown.append(((c1 - c0) * 1000, 1000 * sum(d for d, _ in during),
+                              1000 * sum(d for d, name in during if name == "UpdateRequest")))
         QApplication.processEvents()
         stalls.append(max(gaps) if gaps else float("nan"))
         # the bare model update of the same request (same clicks, same previous points), timed right after the
@@ -129,6 +167,12 @@ def main():
         "longest_stall_within_blocks_ms": round(float(np.nanmax([g for g, u in zip(stalls, with_u) if u is not None])), 1),
         "stalls_over_50ms": int(np.sum(np.asarray(stalls) > 50)),
     }
+    if args.breakdown and breakdown:
+        b = np.array(breakdown)
+        res["worker_update_median_ms"] = round(float(np.median(b[:, 0])), 1)
+        res["main_window_events_during_update_median_ms"] = round(float(np.median(b[:, 1])), 1)
+        res["main_window_update_requests_during_update_median_ms"] = round(float(np.median(b[:, 2])), 1)
+        res["main_window_events_during_update_max_ms"] = round(float(np.max(b[:, 1])), 1)
     for key, v in res.items():
         print(f"{key:>30}: {v}")
     if args.json:
