@@ -487,3 +487,30 @@ def test_the_exclusion_zones_drawn_in_a_box_around_each_click_equal_the_whole_gr
         np.testing.assert_array_equal(got, want)
         assert (got < 0).any()  # the zones are there
     pred.set_shape_model(own)
+
+
+def test_the_remembered_conditionals_are_the_computed_ones_and_cannot_be_changed_through_a_result():
+    """Issue 39: an update asks the shape model for the same conditional in its prior and its envelope (a model with
+    other settings, sharing what it remembers only when the shrinkage is the same) and for the same informativeness on
+    each drag of a corrected point: remembered, the answers must equal fresh ones, and editing a returned array must
+    not change the next answer."""
+    sm = _gaussian(k=6, seed=4)[0]
+    idx, pts = [1, 4], np.array([[0.3, 0.6], [0.7, 0.4]])
+    m1, c1 = sm.condition(idx, pts)
+    m1[:] = 99.0  # a caller's edit
+    c1[:] = 99.0
+    m2, c2 = sm.condition(idx, pts)
+    fresh = sm.with_settings(shrinkage=sm.settings.shrinkage + 0.01).with_settings(shrinkage=sm.settings.shrinkage)
+    m3, c3 = fresh.condition(idx, pts)  # a model that remembers nothing of these
+    np.testing.assert_array_equal(m2, m3)
+    np.testing.assert_array_equal(c2, c3)
+    env = sm.with_settings(tau=1.0, weight=0.9)
+    assert env._memo is sm._memo  # the envelope shares the conditionals …
+    assert sm.with_settings(shrinkage=0.2)._memo is not sm._memo  # … a different covariance does not
+    r1 = sm.informativeness(idx)
+    r1[:] = -1.0
+    np.testing.assert_array_equal(sm.informativeness(idx), fresh.informativeness(idx))
+    assert sm.informativeness([]).shape == (6, 6)
+    for n in range(20):  # the memory stays small
+        sm.condition([n % 6], np.array([[0.5, 0.5 + n / 100]]))
+    assert len(sm._memo) <= sm.MEMO_SIZE

@@ -111,6 +111,9 @@ class ShapeModel:
         if not (np.isfinite(self.mean).all() and np.isfinite(self.cov_raw).all()):
             raise ShapeModelError("shape model: its mean or covariance holds NaN or infinite values")
         self._set_cov()
+        # the last few conditionals and informativeness matrices asked for (an update asks for the same ones in its
+        # prior, its envelope and its "check next"; a drag of a point already corrected asks for the last ones again)
+        self._memo: dict = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,9 +143,22 @@ class ShapeModel:
         return cls(mean, cov, n, settings or ShapePriorSettings(), schema, fitted_on)
 
     def with_settings(self, **changes) -> "ShapeModel":
-        """The same fit with other prior settings."""
-        return ShapeModel(self.mean, self.cov_raw, self.num_shapes,
-                          ShapePriorSettings(**{**asdict(self.settings), **changes}), self.schema, self.fitted_on)
+        """The same fit with other prior settings (sharing what is remembered of its conditionals when the shrinkage,
+        the one setting they depend on, is the same)."""
+        other = ShapeModel(self.mean, self.cov_raw, self.num_shapes,
+                           ShapePriorSettings(**{**asdict(self.settings), **changes}), self.schema, self.fitted_on)
+        if other.settings.shrinkage == self.settings.shrinkage:
+            other._memo = self._memo
+        return other
+
+    MEMO_SIZE = 8
+
+    def _remember(self, key, value):
+        memo = self._memo
+        memo[key] = value
+        while len(memo) > self.MEMO_SIZE:
+            memo.pop(next(iter(memo)))
+        return value
 
     def _set_cov(self):
         lam = self.settings.shrinkage
@@ -168,13 +184,18 @@ class ShapeModel:
         if len(idx) == 0:
             return self.mean.reshape(k, 2).copy(), _blocks(self.cov, k)
         y = np.asarray(points, np.float64).reshape(-1)
+        key = ("condition", idx.tobytes(), y.tobytes())
+        if key in self._memo:
+            m, c = self._memo[key]
+            return m.copy(), c.copy()
         o = np.stack([2 * idx, 2 * idx + 1], 1).reshape(-1)
         s_oo = self.cov[np.ix_(o, o)]
         s_ao = self.cov[:, o]
         gain = np.linalg.solve(s_oo, s_ao.T).T  # Σ_·o Σ_oo⁻¹, (2K, 2n)
         m = self.mean + gain @ (y - self.mean[o])
         c = self.cov - gain @ s_ao.T
-        return m.reshape(k, 2), _blocks(0.5 * (c + c.T), k)
+        m, c = self._remember(key, (m.reshape(k, 2), _blocks(0.5 * (c + c.T), k)))
+        return m.copy(), c.copy()
 
     def informativeness(self, indices=()) -> np.ndarray:
         """(K, K) ``r[j, k]``: the share of landmark j's positional variance (the trace of its 2 × 2 covariance, given
@@ -183,6 +204,9 @@ class ShapeModel:
         others' expected errors with (their expected gain)."""
         k = self.num_landmarks
         idx = np.asarray(list(indices), int)
+        key = ("informativeness", np.sort(idx).tobytes())
+        if key in self._memo:
+            return self._memo[key].copy()
         cov = self.cov
         if len(idx):
             o = np.stack([2 * idx, 2 * idx + 1], 1).reshape(-1)
@@ -191,7 +215,10 @@ class ShapeModel:
         b = cov.reshape(k, 2, k, 2)
         kk = b[np.arange(k), :, np.arange(k), :]  # (K, 2, 2) each landmark's own block
         inv = np.linalg.pinv(kk, hermitian=True)
-        reduced = np.einsum("jakb,kbc,jakc->jk", b, inv, b)  # tr(Σ_jk Σ_kk⁻¹ Σ_kj)
+        # tr(Σ_jk Σ_kk⁻¹ Σ_kj) = Σ_a,b,c Σ_jk[a,b] inv_k[b,c] Σ_jk[a,c], written out over the 2 × 2 blocks
+        b0, b1 = b[:, :, :, 0], b[:, :, :, 1]  # (j, a, k)
+        reduced = (inv[:, 0, 0] * (b0 * b0).sum(1) + (inv[:, 0, 1] + inv[:, 1, 0]) * (b0 * b1).sum(1)
+                   + inv[:, 1, 1] * (b1 * b1).sum(1))
         total = np.trace(kk, axis1=1, axis2=2)  # (K,) tr Σ_jj
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.clip(reduced / total[:, None], 0.0, 1.0)
@@ -200,7 +227,7 @@ class ShapeModel:
         if len(idx):
             r[idx, :] = 0.0
             r[:, idx] = 0.0
-        return r
+        return self._remember(key, r).copy()
 
     def leave_one_out(self, points) -> tuple[np.ndarray, np.ndarray]:
         """Each landmark's Gaussian given all the others at normalised ``points`` (K, 2)."""
