@@ -59,6 +59,8 @@ def _args():
                     help="an ensemble's members that run after a click (default: all; issue 39 item 2)")
     ap.add_argument("--hold", type=float, default=None,
                     help="override the card's network-alone hold (map cells) after a click")
+    ap.add_argument("--prior-hold", dest="prior_hold", type=float, default=None,
+                    help="override the shape prior's hold (map cells): unclicked points that moved less stay put")
     ap.add_argument("--no-familiarity", action="store_true",
                     help="no familiarity check: every film's regions at the stated level")
     ap.add_argument("--shift-scale", type=float, default=None,
@@ -96,6 +98,8 @@ def _load(args):
         p.after_click_members = args.after_click_members
     if args.hold is not None:
         p.hold = args.hold
+    if args.prior_hold is not None and p.shape_model is not None:
+        p.set_shape_model(p.shape_model.with_settings(hold=args.prior_hold))
     samples = _dataset_samples(args, p)
     if args.shift_scale or args.shift_gamma:
         samples = [ShiftedSample(s, args.shift_scale or 1.0, args.shift_gamma or 1.0) for s in samples]
