@@ -378,3 +378,23 @@ def test_the_hold_measures_a_move_in_cells_of_each_axis_on_a_film_whose_cells_ar
     p._hold_small_moves(p.codec.to_network(coords, shape), coords, previous, {0: (500.0, 150.0)}, shape, grid, 0.6)
     np.testing.assert_array_equal(coords[1], moved[1])  # 0.75 cells: it moves
     np.testing.assert_array_equal(coords[2], previous[2])  # 0.45 cells: held where it was shown
+
+
+def test_a_network_left_in_training_mode_predicts_as_in_eval_mode_and_keeps_its_statistics(caplog):
+    """A network switched to training mode by other code (``torch.onnx.export`` of a wrapper left in training mode
+    does this) would answer from each film's batch statistics and overwrite its stored ones: the predictor puts it back
+    in eval mode, says so, and answers as before."""
+    import logging
+
+    from napari_interactive_landmarks.data.phantom import make_phantom
+
+    p = Predictor.from_name("phantom-spine", device="cpu")
+    img, _ = make_phantom(np.random.default_rng(5), shape=(600, 280), num_vertebrae=6)
+    before = p.predict(img).coords
+    stats = {k: v.clone() for k, v in p.model.state_dict().items() if "running" in k}
+    p.model.train()
+    with caplog.at_level(logging.WARNING):
+        after = p.predict(img).coords
+    np.testing.assert_array_equal(after, before)
+    assert not p.model.training and "training mode" in caplog.text
+    assert all(torch.equal(v, p.model.state_dict()[k]) for k, v in stats.items())

@@ -495,6 +495,7 @@ class Predictor:
                     f"previous must be a ({self.num_landmarks}, 2) array of (row, col), got shape {previous.shape}")
         click_net, clicked_t, prev_net = self._interaction(clicks, previous, shape)
         fast = self._fast_after_click()
+        self._ensure_eval()
         clock("input")
         if hasattr(self.model, "active"):  # an ensemble: every member before a click, the chosen ones after
             self.model.active = self.after_click_members if clicks and fast else None
@@ -855,6 +856,15 @@ class Predictor:
         net_np = net_np.copy()
         net_np[back] = self.codec.to_network(previous[back], shape)
         return net_np
+
+    def _ensure_eval(self) -> None:
+        """Networks in training mode would answer from each film's own batch statistics and overwrite their stored
+        ones with every prediction (e.g. after ``torch.onnx.export`` of a wrapper made in training mode, which
+        restores that mode on the network): put back in eval mode, said once."""
+        for name, net in (("network", self.model), ("refiner", self.refiner)):
+            if isinstance(net, torch.nn.Module) and net.training:
+                log.warning("%s: its %s was in training mode; predicting in eval mode", self.name, name)
+                net.eval()
 
     def _check_finite(self, coords: np.ndarray) -> None:
         """A result with non-finite coordinates is an error, never a result (NaN weights or logits)."""
