@@ -514,3 +514,25 @@ def test_the_remembered_conditionals_are_the_computed_ones_and_cannot_be_changed
     for n in range(20):  # the memory stays small
         sm.condition([n % 6], np.array([[0.5, 0.5 + n / 100]]))
     assert len(sm._memo) <= sm.MEMO_SIZE
+
+
+def test_the_argmax_found_from_the_prior_boxes_is_the_whole_maps_argmax():
+    """Issue 39: a prior round finds each map's argmax from its box and the map's maximum without the prior; it must
+    be the whole map's argmax — the best cell in the box, or outside it, or the base maximum inside the box — ties
+    included (the lower index, as argmax)."""
+    from napari_interactive_landmarks.inference.predictor import add_prior_term, boxed_argmax, prior_terms
+
+    sm = _gaussian(k=8, seed=6)[0].with_settings(weight=0.5, tau=1.0)
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        base = torch.tensor(rng.normal(size=(8, 32, 16)) * (0.1 if trial % 3 else 5.0), dtype=torch.float32)
+        if trial % 4 == 0:  # a flat stretch: ties everywhere
+            base[:, 5:20, 3:12] = base.max()
+        means = rng.uniform(0, 1, size=(8, 2))
+        covs = np.tile(np.eye(2) * rng.uniform(1e-5, 2e-3), (8, 1, 1))
+        _, term, index = prior_terms(sm, means, covs, (32, 16), [0, 1, 2, 3, 5, 6, 7], "cpu")
+        assert index is not None
+        fused = add_prior_term(base, term, index)
+        base_max, base_top = base.reshape(8, -1).max(-1)
+        got = boxed_argmax(base, base_max, base_top, term, index)
+        assert torch.equal(got, fused.reshape(8, -1).argmax(-1)), trial

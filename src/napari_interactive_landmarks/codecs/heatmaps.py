@@ -106,7 +106,7 @@ def decoding_input(logits: torch.Tensor, heatmap: str = "sigmoid") -> tuple[torc
 
 
 def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: float | None = None, stride: int = 4,
-                          heatmap: str = "sigmoid"):
+                          heatmap: str = "sigmoid", top: torch.Tensor | None = None):
     """Local soft-argmax of sigmoid(bilinear-upsampled logits) at full resolution ``size``, without
     upsampling whole maps: the same result as ``local_soft_argmax(sigmoid(upsample(logits, size)))``.
     For ``heatmap="softmax"`` models the patch logits are weighed directly (``decoding_input``); the
@@ -114,15 +114,17 @@ def decode_strided_logits(logits: torch.Tensor, size, window: int = 15, beta: fl
 
     A bilinear interpolant peaks at a grid node, so the full-resolution argmax lies within a pixel of the
     upsampled position of the coarse argmax; only a (window + 4)² patch per landmark is interpolated (with
-    ``grid_sample``, which matches ``F.interpolate(..., align_corners=False)``). Returns (coords (B, K, 2)
-    (row, col) in full-resolution pixels, peak sigmoid value (B, K)).
+    ``grid_sample``, which matches ``F.interpolate(..., align_corners=False)``). ``top`` (B, K): each map's argmax
+    (flat index) when the caller knows it already (the shape prior's rounds, from a box; the whole-map argmax is
+    the one step here that reads every cell). Returns (coords (B, K, 2) (row, col) in full-resolution pixels, peak
+    sigmoid value (B, K)).
     """
     b, k, h4, w4 = logits.shape
     hh, ww = size
     sy, sx = hh / h4, ww / w4
     r = window // 2
     pad = r + 2
-    flat = logits.reshape(b, k, -1).argmax(-1)
+    flat = logits.reshape(b, k, -1).argmax(-1) if top is None else top
     iy = torch.div(flat, w4, rounding_mode="floor").to(logits.dtype)
     ix = (flat % w4).to(logits.dtype)
     cy = torch.floor((iy + 0.5) * sy - 0.5)  # full-res pixel next to the node

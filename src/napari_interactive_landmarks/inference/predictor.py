@@ -752,6 +752,9 @@ class Predictor:
             keep_out = self._exclusion(zones if zones is not None else self._exclusion_zones(clicks, shape), shape,
                                        grid, logits.device)
             base = tempered if keep_out is None else tempered + keep_out
+            # each map's maximum without the prior: a round whose prior term lies in boxes finds its argmax from the
+            # boxes and this, without reading the whole map again
+            base_max, base_top = base.reshape(base.shape[0], -1).max(-1)
             for r in range(rounds):
                 if not clicks or r > 0:  # each landmark given all the others where they are now (iterated
                     # conditional modes), the clicked ones at the user's points
@@ -761,9 +764,11 @@ class Predictor:
                     means, covs = sm.leave_one_out(normalise(now, shape))
                 # the calibrated maps (and the exclusion zones) plus the prior's Gaussian term inside its boxes; the
                 # prior's flat floor, a constant per map, changes neither the argmax nor the local softmax
-                fused = add_prior_term(base, *prior_terms(sm, means, covs, grid, free, logits.device)[1:])
+                _, term, index = prior_terms(sm, means, covs, grid, free, logits.device)
+                fused = add_prior_term(base, term, index)
+                top = None if index is None else boxed_argmax(base, base_max, base_top, term, index)
                 net, _ = decode_strided_logits(fused[None], self.input_size, window=self.codec.window,
-                                               heatmap="softmax")
+                                               heatmap="softmax", top=None if top is None else top[None])
                 cur = net[0].cpu().numpy().astype(np.float64)
         except (np.linalg.LinAlgError, ShapeModelError, FloatingPointError, ValueError) as exc:
             if self.shape_prior_problem is None:
@@ -967,6 +972,20 @@ def add_prior_term(maps: torch.Tensor, term, index) -> torch.Tensor:
         return maps + term
     k = maps.shape[0]
     return maps.reshape(k, -1).clone().scatter_add_(1, index, term.reshape(k, -1)).view(maps.shape)
+
+
+def boxed_argmax(base: torch.Tensor, base_max: torch.Tensor, base_top: torch.Tensor, term: torch.Tensor,
+                 index: torch.Tensor) -> torch.Tensor:
+    """(K,) the flat argmax of each map of ``base`` plus a non-negative ``term`` added in a box of cells (``index``,
+    from :func:`prior_terms`), given each base map's maximum and its argmax: the box's best cell where it reaches the
+    base maximum, else the base argmax (outside the box nothing was added; where the base argmax lies in the box, the
+    box's best is at least as high). Ties go to the lower index, as a whole-map argmax does."""
+    k = base.shape[0]
+    boxed = base.reshape(k, -1).gather(1, index) + term.reshape(k, -1)
+    box_max, at = boxed.max(-1)
+    box_top = index.gather(1, at[:, None])[:, 0]
+    tie = torch.minimum(box_top, base_top)
+    return torch.where(box_max > base_max, box_top, torch.where(box_max < base_max, base_top, tie))
 
 
 def log_prior_on_grid(shape_model: ShapeModel, means, covs, grid, rows, device) -> torch.Tensor:
