@@ -215,7 +215,7 @@ def hint_inputs(model, image, hints=None, clicks=None, clicked=None, previous=No
     """``(maps, channels)`` for the hint fusion and the gate. Without gradients (inference) and without ready-drawn
     ``hints``: only the drawn channels (:func:`render_hint_channels`; one zero channel without clicks) and their indices
     among the 2K — the same result as the full maps, without drawing, convolving and pooling the zeros of every unclicked
-    landmark (3.5 + 2 ms of an update on aasce-spine's 68 landmarks; issue 39). Otherwise (training, given ``hints``)
+    landmark (a few ms of an update on aasce-spine's 68 landmarks; issue 39). Otherwise (training, given ``hints``)
     the full maps of :func:`hint_maps` and None."""
     if hints is not None or torch.is_grad_enabled() or (clicks is not None and model.hint_sigma is None):
         return hint_maps(model, image, hints, clicks, clicked, previous), None
