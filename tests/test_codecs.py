@@ -50,9 +50,10 @@ def test_network_coordinate_mapping_is_invertible_and_per_axis(orig, net):
 @pytest.mark.parametrize("name", ["phantom-spine", "aasce-spine", "isbi-ceph"])
 def test_at_inference_the_network_draws_only_the_clicked_hint_channels_and_answers_exactly_as_with_all(name):
     """Issue 39: without gradients the network draws only the hint channels a click fills (6 of 136 after three
-    clicks on the spine), and its hint fusion and gate skip the zeros of the others. The logits must be the very
-    numbers the full hint maps give (the training path, with gradients), at 0, 1 and 3 clicks, for each shipped
-    architecture (HRNet; the FARNet/U-Net ensemble)."""
+    clicks on the spine), and its hint fusion and gate skip the zeros of the others. The logits must be the numbers
+    the full hint maps give (the training path, with gradients), at 0, 1 and 3 clicks, for each shipped architecture
+    (HRNet; the FARNet/U-Net ensemble). Fails when a click's channel is dropped or mis-indexed (differences of whole
+    units)."""
     from napari_interactive_landmarks.inference.predictor import Predictor
 
     p = Predictor.from_name(name, device="cpu")
@@ -71,7 +72,9 @@ def test_at_inference_the_network_draws_only_the_clicked_hint_channels_and_answe
             fast = p.model(prepared.tensor, **kw)["logits"]
         with torch.enable_grad():
             full = p.model(prepared.tensor, **kw)["logits"].detach()
-        assert torch.equal(fast, full), (name, n, float((fast - full).abs().max()))
+        # the same sum without its zero terms: bit-identical on the machines measured; a tolerance far below anything
+        # the decoding sees, because a CPU's convolution kernels may group the non-zero terms differently
+        torch.testing.assert_close(fast, full, rtol=0, atol=1e-3, msg=f"{name}, {n} clicks")
 
 
 def test_the_drawn_hint_channels_are_the_nonzero_channels_of_the_full_hint_maps():
