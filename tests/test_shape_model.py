@@ -402,7 +402,9 @@ def test_the_torch_prior_evaluated_in_boxes_equals_the_whole_grid_evaluation(mon
         monkeypatch.setattr(predictor_module, "PRIOR_DENSE_SHARE", -1.0)  # always the whole grid
         whole = log_prior_on_grid(sm, means, covs, (128, 64), rows, "cpu")
         monkeypatch.setattr(predictor_module, "PRIOR_DENSE_SHARE", 0.5)
-        np.testing.assert_allclose(boxed.numpy(), whole.numpy(), rtol=0, atol=1e-7)
+        # (a cell's value is the same few operations either way; 1e-5 leaves room for a CPU's kernels fusing a
+        # multiply-add differently, and is still below what a narrower box would leave out: log1p(e⁻¹⁰) = 4.5e-5)
+        np.testing.assert_allclose(boxed.numpy(), whole.numpy(), rtol=0, atol=1e-5)
         if scale <= 0.01:  # narrow Gaussians: boxes, not the grid
             assert cells < 0.25 * 8 * 128 * 64, (scale, cells)
         assert np.isfinite(boxed.numpy()).all()
