@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from backend_latency import _Logits  # noqa: E402  (the network as the exported graph sees it)
 
 
 class OrtNetwork(torch.nn.Module):
@@ -45,15 +46,6 @@ class OrtNetwork(torch.nn.Module):
                                       "hints": hints.float().contiguous().numpy()})[0]
         self.forward_ms.append((time.perf_counter() - t) * 1000)
         return {"logits": torch.from_numpy(out), "aux": None}
-
-
-class _Logits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image, hints):
-        return self.model(image, hints)["logits"]
 
 
 def _calibration_feeds(pred, samples, clicks_per_film: int, seed: int):

@@ -61,9 +61,9 @@ def render_hints(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, c
 def render_hint_channels(prev_coords: torch.Tensor | None, click_coords: torch.Tensor, clicked: torch.Tensor, size,
                          sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Only the channels of :func:`render_hints` that are drawn in some batch element: ``(maps (B, n, ⌈H/2⌉, ⌈W/2⌉),
-    channels (n,) their indices among the 2K)`` (at least one: channel 0, all zero, when none is); every other channel of the full hint maps is zero. After three
-    clicks on a 68-landmark model that is 6 of 136 channels: drawing them, the hint fusion's first convolution and
-    the gate's pooling then skip the zeros (issue 39)."""
+    channels (n,) their indices among the 2K)`` (at least one: channel 0, all zero, when none is drawn); every other
+    channel of the full hint maps is zero. After three clicks on a 68-landmark model that is 6 of 136 channels: the
+    hint fusion's first convolution and the gate's pooling then skip the zeros (issue 39)."""
     gy, gx, keep = _hint_factors(prev_coords, click_coords, clicked, size, sigma)
     channels = keep.any(0).nonzero()[:, 0]
     if not len(channels):  # nothing drawn: one zero channel stands for all (the convolution of zeros is its bias)

@@ -192,7 +192,7 @@ class Predictor:
         # when a dict: each predict() adds the milliseconds of its stages to it (``bench``; issue 39 item 4)
         self.stage_ms: dict | None = None
         self._envelope: tuple | None = None  # (shape model, weight, its envelope model), cached
-        self._zone_geometry = None  # (key, shape model, capped mean-shape distances) of the exclusion zones
+        self._zone_geometry = None  # (shape model, film size key, capped mean-shape distances): exclusion zones
         self.use_shape_prior = True  # the user's switch (--no-shape-prior, the widget's checkbox)
         self.shape_prior_problem: str | None = None  # why a stored shape model is not used, said once
         self.refiner = None  # the local second stage (models/refiner.LocalRefiner), when the card has one enabled
@@ -611,7 +611,7 @@ class Predictor:
         gain = self._expected_gain(ere_own, clicks) if ere is not None else None
         clock("check next")
         if self.heatmap == "softmax":  # the network's calibrated maps' maxima (reused when the refiner needed them)
-            p = prob if prob is not None else softmax_maps(logits[0], self.temperatures)
+            p = prob if prob is not None else softmax_maps(tempered)
             peak = p.flatten(-2).amax(-1)[None]
         if not clicks and fast:
             self._remember_zero_click(prepared, coords)
@@ -794,15 +794,16 @@ class Predictor:
         idx = sorted(clicks)
         big_h, big_w = float(shape[0]), float(shape[1])
         at = normalise(np.array([clicks[i] for i in idx], np.float64), shape) * [big_h, big_w]  # (n, 2)
-        key = (id(sm), big_h, big_w, self.EXCLUSION_REACH)
-        if self._zone_geometry is None or self._zone_geometry[0] != key:  # once per film (and shape model)
+        key = (big_h, big_w, self.EXCLUSION_REACH)
+        if self._zone_geometry is None or self._zone_geometry[0] is not sm or self._zone_geometry[1] != key:
+            # once per film size (and shape model)
             mean = sm.mean.reshape(-1, 2) * [big_h, big_w]  # (K, 2) the mean shape in this film's pixels
             pair = np.hypot(*(mean[:, None, :] - mean[None, :, :]).transpose(2, 0, 1))  # (K, K)
             np.fill_diagonal(pair, np.inf)
             # a landmark far from the click in the anatomy is never decoded near it anyway; capping the distance the
             # zone is a fraction of keeps an absurd click from blanking the true places of those landmarks
             capped = np.minimum(pair, self.EXCLUSION_REACH * float(np.median(pair.min(axis=1))))
-            self._zone_geometry = (key, sm, capped)
+            self._zone_geometry = (sm, key, capped)
         capped = self._zone_geometry[2]
         radius = self.EXCLUSION * capped[:, idx]  # (K, n)
         radius[idx] = 0.0  # a clicked landmark is placed, not decoded
